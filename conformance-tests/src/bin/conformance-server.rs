@@ -1,0 +1,219 @@
+//! The hub that the conformance suites drive with real clients.
+//!
+//! Binds 127.0.0.1 on a free port and prints `LISTENING <port>` once ready. The hub is mounted
+//! at `/hub` inside an axum router (which also proves embedding), next to two admin routes:
+//! `POST /admin/broadcast {"method": ..., "args": [...]}` pushes to every client through the
+//! hub context, and `POST /admin/shutdown` shuts down gracefully, as SIGTERM and Ctrl-C do.
+//!
+//! Options: `--keep-alive-ms N`, `--client-timeout-ms N`, `--handshake-timeout-ms N`,
+//! `--max-message-size N`, `--detailed-errors`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use signalr_core::protocol::Payload;
+use signalr_core::{Clients, Context, Hub, HubContext, HubError};
+use tokio::sync::Notify;
+
+async fn echo(value: Payload) -> Payload {
+    value
+}
+
+async fn add(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+async fn describe(s: String, n: i64, b: bool) -> String {
+    format!("{s}|{n}|{b}")
+}
+
+async fn void() {}
+
+async fn throw(message: String) -> Result<(), HubError> {
+    Err(HubError::new(message))
+}
+
+async fn fail() -> Result<(), HubError> {
+    let parsed: Result<u32, _> = "not a number".parse::<u32>();
+    parsed?;
+    Ok(())
+}
+
+async fn fire(clients: Clients, value: Payload) -> Result<(), signalr_core::Error> {
+    clients.caller().send("Fired", (value,)).await
+}
+
+async fn get_connection_id(context: Context) -> String {
+    context.connection_id().to_owned()
+}
+
+async fn send_to_caller(
+    clients: Clients,
+    method: String,
+    args: Vec<Payload>,
+) -> Result<(), signalr_core::Error> {
+    clients.caller().send(&method, args).await
+}
+
+async fn send_to_all(
+    clients: Clients,
+    method: String,
+    args: Vec<Payload>,
+) -> Result<(), signalr_core::Error> {
+    clients.all().send(&method, args).await
+}
+
+async fn send_to_others(
+    clients: Clients,
+    method: String,
+    args: Vec<Payload>,
+) -> Result<(), signalr_core::Error> {
+    clients.others().send(&method, args).await
+}
+
+async fn send_to_client(
+    clients: Clients,
+    connection_id: String,
+    method: String,
+    args: Vec<Payload>,
+) -> Result<(), signalr_core::Error> {
+    clients.client(connection_id).send(&method, args).await
+}
+
+async fn send_to_clients(
+    clients: Clients,
+    connection_ids: Vec<String>,
+    method: String,
+    args: Vec<Payload>,
+) -> Result<(), signalr_core::Error> {
+    clients.clients(connection_ids).send(&method, args).await
+}
+
+async fn abort(context: Context) {
+    context.abort();
+}
+
+async fn sleep(ms: u64) -> u64 {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    ms
+}
+
+#[derive(Deserialize)]
+struct Broadcast {
+    method: String,
+    #[serde(default)]
+    args: Vec<serde_json::Value>,
+}
+
+async fn admin_broadcast(
+    State(state): State<AppState>,
+    Json(body): Json<Broadcast>,
+) -> &'static str {
+    match state
+        .hub_context
+        .clients()
+        .all()
+        .send(&body.method, body.args)
+        .await
+    {
+        Ok(()) => "ok",
+        Err(_) => "failed",
+    }
+}
+
+async fn admin_shutdown(State(state): State<AppState>) -> &'static str {
+    state.shutdown.notify_one();
+    "shutting down"
+}
+
+#[derive(Clone)]
+struct AppState {
+    hub_context: HubContext,
+    shutdown: Arc<Notify>,
+}
+
+fn flag_value(args: &[String], name: &str) -> Option<u64> {
+    let position = args.iter().position(|a| a == name)?;
+    let value = args
+        .get(position + 1)
+        .unwrap_or_else(|| panic!("{name} needs a value"));
+    Some(
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} takes a whole number")),
+    )
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+
+    let mut builder = Hub::builder()
+        .method("Echo", echo)
+        .method("Add", add)
+        .method("Describe", describe)
+        .method("Void", void)
+        .method("Throw", throw)
+        .method("Fail", fail)
+        .method("Fire", fire)
+        .method("GetConnectionId", get_connection_id)
+        .method("SendToCaller", send_to_caller)
+        .method("SendToAll", send_to_all)
+        .method("SendToOthers", send_to_others)
+        .method("SendToClient", send_to_client)
+        .method("SendToClients", send_to_clients)
+        .method("Abort", abort)
+        .method("Sleep", sleep);
+    if let Some(ms) = flag_value(&args, "--keep-alive-ms") {
+        builder = builder.keep_alive_interval(Duration::from_millis(ms));
+    }
+    if let Some(ms) = flag_value(&args, "--client-timeout-ms") {
+        builder = builder.client_timeout(Duration::from_millis(ms));
+    }
+    if let Some(ms) = flag_value(&args, "--handshake-timeout-ms") {
+        builder = builder.handshake_timeout(Duration::from_millis(ms));
+    }
+    if let Some(bytes) = flag_value(&args, "--max-message-size") {
+        builder = builder.max_receive_message_size(bytes as usize);
+    }
+    if args.iter().any(|a| a == "--detailed-errors") {
+        builder = builder.enable_detailed_errors(true);
+    }
+    let hub = builder.build();
+
+    let shutdown = Arc::new(Notify::new());
+    let state = AppState {
+        hub_context: hub.context(),
+        shutdown: shutdown.clone(),
+    };
+    let app = Router::new()
+        .nest_service("/hub", hub.service())
+        .route("/admin/broadcast", post(admin_broadcast))
+        .route("/admin/shutdown", post(admin_shutdown))
+        .with_state(state);
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("LISTENING {}", listener.local_addr()?.port());
+
+    let hub_for_shutdown = hub.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = shutdown.notified() => {},
+                _ = signalr_core::shutdown_signal() => {},
+            }
+            // Tell every client to go (with allowReconnect) before the HTTP server stops.
+            hub_for_shutdown.shutdown().await;
+        })
+        .await
+}

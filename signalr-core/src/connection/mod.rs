@@ -1,0 +1,421 @@
+//! The transport-independent connection core: handshake, the read loop that feeds the hub
+//! dispatcher, the write loop with keep-alive, timeouts, and closing.
+//!
+//! A transport supplies two halves: a stream of received byte chunks (any chunking; record
+//! boundaries come only from the hub protocol) and a [`TransportSink`] that writes whole records.
+//! Everything else (limits, timers, Close messages) lives here once, for every transport.
+
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Kind};
+use crate::hub::HubShared;
+use crate::protocol::{
+    decode_handshake_request, encode_handshake_response, Close, HandshakeError, Message, NoValue,
+    Protocol, ProtocolError,
+};
+use crate::transport::TransportSink;
+
+/// The generic close error the reference shows clients (details only with detailed errors).
+pub(crate) const CLOSED_WITH_ERROR: &str = "Connection closed with an error.";
+
+/// How long closing may take: draining queued frames, the Close record, the peer's reply.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Frames written before one flush, so a burst becomes few syscalls without starving pings.
+const MAX_BATCH: usize = 64;
+
+/// The part of a live connection that the hub, the registry and senders share.
+pub(crate) struct ConnectionShared {
+    pub(crate) id: Arc<str>,
+    pub(crate) protocol: Protocol,
+    outbound: mpsc::Sender<Bytes>,
+    closing: CancellationToken,
+    close_message: Mutex<Option<Close>>,
+}
+
+impl ConnectionShared {
+    fn new(id: Arc<str>, protocol: Protocol, outbound: mpsc::Sender<Bytes>) -> Self {
+        ConnectionShared {
+            id,
+            protocol,
+            outbound,
+            closing: CancellationToken::new(),
+            close_message: Mutex::new(None),
+        }
+    }
+
+    /// Queues a record without waiting. A full queue means the client reads slower than we
+    /// produce: it is closed rather than allowed to grow memory or stall the sender.
+    pub(crate) fn try_send(&self, record: Bytes) -> Result<(), Error> {
+        match self.outbound.try_send(record) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::new(Kind::Closed)),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(connection = %self.id, "outbound queue full; closing slow client");
+                self.close(Close {
+                    error: Some(CLOSED_WITH_ERROR.into()),
+                    allow_reconnect: true,
+                });
+                Err(Error::with(Kind::Timeout, "outbound queue full"))
+            }
+        }
+    }
+
+    /// Queues a record, waiting up to `timeout` for space; a client that stays full that long
+    /// is closed.
+    pub(crate) async fn send(&self, record: Bytes, timeout: Duration) -> Result<(), Error> {
+        if self.closing.is_cancelled() {
+            return Err(Error::new(Kind::Closed));
+        }
+        match self.outbound.send_timeout(record, timeout).await {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(Error::new(Kind::Closed)),
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                tracing::warn!(connection = %self.id, "send timed out; closing slow client");
+                self.close(Close {
+                    error: Some(CLOSED_WITH_ERROR.into()),
+                    allow_reconnect: true,
+                });
+                Err(Error::with(Kind::Timeout, "send timed out"))
+            }
+        }
+    }
+
+    /// Starts closing: the write loop sends what is queued, then `close`, then ends the
+    /// transport. The first reason given wins.
+    pub(crate) fn close(&self, close: Close) {
+        {
+            let mut slot = self.close_message.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() {
+                *slot = Some(close);
+            }
+        }
+        self.closing.cancel();
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.is_cancelled()
+    }
+
+    fn take_close_message(&self) -> Option<Close> {
+        self.close_message
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+}
+
+/// What a received message means for the read loop.
+pub(crate) enum Flow {
+    Continue,
+    /// The client sent Close: stop reading, end gracefully.
+    Stop,
+}
+
+/// Identity of a connection before it is running.
+pub(crate) struct ConnectionParams {
+    pub(crate) connection_id: Arc<str>,
+}
+
+/// Runs one connection to its end over any transport.
+pub(crate) async fn run<I, S>(
+    hub: Arc<HubShared>,
+    params: ConnectionParams,
+    mut inbound: I,
+    mut sink: S,
+) where
+    I: Stream<Item = io::Result<Bytes>> + Unpin + Send,
+    S: TransportSink,
+{
+    let options = &hub.options;
+    let mut buf = BytesMut::new();
+
+    let handshake = tokio::time::timeout(
+        options.handshake_timeout,
+        read_handshake(&mut inbound, &mut buf, options.max_receive_message_size),
+    )
+    .await;
+    let request = match handshake {
+        Err(_elapsed) => {
+            return refuse_handshake(&mut sink, &HandshakeError::TooLarge.to_string()).await
+        }
+        Ok(None) => return sink.close().await,
+        Ok(Some(Err(e))) => {
+            let mut message = e.to_string();
+            if let (true, HandshakeError::Malformed(detail)) = (options.enable_detailed_errors, &e)
+            {
+                message = format!("{message} InvalidDataException: {detail}");
+            }
+            return refuse_handshake(&mut sink, &message).await;
+        }
+        Ok(Some(Ok(request))) => request,
+    };
+    let protocol = match hub.select_protocol(&request.protocol, request.version) {
+        Ok(protocol) => protocol,
+        Err(message) => return refuse_handshake(&mut sink, &message).await,
+    };
+    let format = protocol.transfer_format();
+    if !sink.supports(format) {
+        let message = format!(
+            "Cannot use the '{}' protocol on the current transport. The transport does not support '{}' transfer format.",
+            protocol.name(),
+            format.as_str()
+        );
+        return refuse_handshake(&mut sink, &message).await;
+    }
+    sink.set_transfer_format(format);
+    if write_now(&mut sink, encode_handshake_response(None))
+        .await
+        .is_err()
+    {
+        return sink.close().await;
+    }
+
+    let (tx, rx) = mpsc::channel(options.outbound_queue_capacity.max(1));
+    let conn = Arc::new(ConnectionShared::new(params.connection_id, protocol, tx));
+    hub.registry.add(conn.clone());
+    let keep_alive = sink
+        .needs_keep_alive()
+        .then_some(options.keep_alive_interval);
+    let writer = tokio::spawn(write_loop(conn.clone(), rx, sink, keep_alive));
+    tracing::debug!(connection = %conn.id, %protocol, "connected");
+
+    let mut disconnect_error = None;
+    match hub.on_connected(&conn).await {
+        Err(message) => {
+            conn.close(Close {
+                error: Some(message),
+                allow_reconnect: false,
+            });
+        }
+        Ok(()) => disconnect_error = read_loop(&hub, &conn, &mut inbound, buf).await,
+    }
+
+    hub.registry.remove(&conn.id);
+    conn.close(Close::default());
+    // Keep reading (and discarding) briefly so the transport can finish its close handshake.
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        while let Some(Ok(_)) = inbound.next().await {}
+    })
+    .await;
+    let _ = writer.await;
+    tracing::debug!(connection = %conn.id, error = ?disconnect_error, "disconnected");
+    hub.on_disconnected(&conn, disconnect_error).await;
+}
+
+/// Reads until a whole handshake request arrived. `None` when the client went away first.
+async fn read_handshake<I>(
+    inbound: &mut I,
+    buf: &mut BytesMut,
+    max_size: usize,
+) -> Option<Result<crate::protocol::HandshakeRequest, HandshakeError>>
+where
+    I: Stream<Item = io::Result<Bytes>> + Unpin,
+{
+    loop {
+        match decode_handshake_request(buf, max_size) {
+            Ok(Some(request)) => return Some(Ok(request)),
+            Ok(None) => {}
+            Err(e) => return Some(Err(e)),
+        }
+        match inbound.next().await {
+            Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+async fn refuse_handshake<S: TransportSink>(sink: &mut S, message: &str) {
+    tracing::debug!(%message, "handshake refused");
+    let _ = write_now(sink, encode_handshake_response(Some(message))).await;
+    sink.close().await;
+}
+
+async fn write_now<S: TransportSink>(sink: &mut S, record: Bytes) -> io::Result<()> {
+    sink.feed(record).await?;
+    sink.flush().await
+}
+
+/// The Close sent for a connection-level error: generic text, details only when enabled.
+pub(crate) fn error_close(detailed: bool, detail: &str) -> Close {
+    let error = if detailed {
+        format!("{CLOSED_WITH_ERROR} {detail}")
+    } else {
+        CLOSED_WITH_ERROR.to_owned()
+    };
+    Close {
+        error: Some(error),
+        allow_reconnect: true,
+    }
+}
+
+enum Received {
+    Chunk(Bytes),
+    Ended,
+    Failed(String),
+    TimedOut,
+    Closing,
+}
+
+/// Decodes and dispatches messages until the connection ends. Returns the disconnect error,
+/// if the end was not graceful.
+async fn read_loop<I>(
+    hub: &Arc<HubShared>,
+    conn: &Arc<ConnectionShared>,
+    inbound: &mut I,
+    mut buf: BytesMut,
+) -> Option<String>
+where
+    I: Stream<Item = io::Result<Bytes>> + Unpin + Send,
+{
+    let options = &hub.options;
+    let mut dispatcher = hub.dispatcher(conn);
+    // Like the reference, the client timeout is armed by the first Ping (clients ping right
+    // after the handshake; very old ones never ping at all).
+    let mut timeout_armed = false;
+    loop {
+        loop {
+            match conn
+                .protocol
+                .decode(&mut buf, options.max_receive_message_size)
+            {
+                Ok(Some(message)) => {
+                    if matches!(message, Message::Ping) {
+                        timeout_armed = true;
+                    }
+                    if let Message::Close(close) = &message {
+                        return close.error.clone();
+                    }
+                    if let Flow::Stop = dispatcher.dispatch(message).await {
+                        return None;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let detail = match &e {
+                        ProtocolError::MessageTooLarge { .. } => {
+                            format!("InvalidDataException: {e} The message size can be configured in AddHubOptions.")
+                        }
+                        _ => format!("InvalidDataException: {e}"),
+                    };
+                    tracing::debug!(connection = %conn.id, error = %e, "protocol error");
+                    conn.close(error_close(options.enable_detailed_errors, &detail));
+                    return Some(e.to_string());
+                }
+            }
+        }
+
+        let received = tokio::select! {
+            _ = conn.closing.cancelled() => Received::Closing,
+            next = next_chunk(inbound, timeout_armed.then_some(options.client_timeout)) => next,
+        };
+        match received {
+            Received::Chunk(chunk) => {
+                if buf.is_empty() {
+                    buf = chunk
+                        .try_into_mut()
+                        .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+                } else {
+                    buf.extend_from_slice(&chunk);
+                }
+            }
+            Received::Ended | Received::Closing => return None,
+            Received::Failed(e) => return Some(e),
+            Received::TimedOut => {
+                let detail = "OperationCanceledException: Client hasn't sent a message/ping within the configured ClientTimeoutInterval.";
+                conn.close(error_close(options.enable_detailed_errors, detail));
+                return Some("client timeout".to_owned());
+            }
+        }
+    }
+}
+
+async fn next_chunk<I>(inbound: &mut I, timeout: Option<Duration>) -> Received
+where
+    I: Stream<Item = io::Result<Bytes>> + Unpin,
+{
+    let next = match timeout {
+        Some(limit) => match tokio::time::timeout(limit, inbound.next()).await {
+            Ok(next) => next,
+            Err(_) => return Received::TimedOut,
+        },
+        None => inbound.next().await,
+    };
+    match next {
+        Some(Ok(chunk)) => Received::Chunk(chunk),
+        Some(Err(e)) => Received::Failed(e.to_string()),
+        None => Received::Ended,
+    }
+}
+
+/// Moves queued records to the transport, pings when idle, and performs the close sequence.
+async fn write_loop<S: TransportSink>(
+    conn: Arc<ConnectionShared>,
+    mut rx: mpsc::Receiver<Bytes>,
+    mut sink: S,
+    keep_alive: Option<Duration>,
+) {
+    let ping = conn.protocol.ping_record();
+    // One interval per connection; ticks are skipped while other traffic flows (the reference
+    // pings on a fixed cadence; sparing busy connections the extra frames costs nothing).
+    let period = keep_alive.unwrap_or(Duration::from_secs(3600));
+    let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_write = Instant::now();
+
+    let result: io::Result<()> = async {
+        loop {
+            tokio::select! {
+                biased;
+                _ = conn.closing.cancelled() => return Ok(()),
+                record = rx.recv() => {
+                    let Some(record) = record else { return Ok(()) };
+                    sink.feed(record).await?;
+                    for _ in 0..MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(record) => sink.feed(record).await?,
+                            Err(_) => break,
+                        }
+                    }
+                    sink.flush().await?;
+                    last_write = Instant::now();
+                }
+                _ = ticker.tick(), if keep_alive.is_some() => {
+                    if last_write.elapsed() >= period {
+                        write_now(&mut sink, ping.clone()).await?;
+                        last_write = Instant::now();
+                    }
+                }
+            }
+        }
+    }
+    .await;
+
+    if result.is_err() {
+        // The transport failed: make sure the read side stops too.
+        conn.close(Close::default());
+    } else {
+        let close = conn.take_close_message().unwrap_or_default();
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            rx.close();
+            while let Some(record) = rx.recv().await {
+                sink.feed(record).await?;
+            }
+            let record = conn
+                .protocol
+                .encode_to_bytes(&Message::<NoValue, NoValue>::Close(close))
+                .map_err(io::Error::other)?;
+            write_now(&mut sink, record).await
+        })
+        .await;
+    }
+    sink.close().await;
+}

@@ -1,0 +1,156 @@
+//! The HTTP face of a hub: a `tower::Service` that answers negotiate and transport requests.
+//! Mount it anywhere: the negotiate endpoint is recognised by its `/negotiate` suffix, so the
+//! service works at a router's root path or under `nest_service`.
+
+mod negotiate;
+mod websocket;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use crate::hub::HubShared;
+
+/// Boxed error type of response bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type of every response the hub produces.
+pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+/// A hub as a `tower::Service<http::Request<B>>`; get one from [`Hub::service`](crate::Hub::service).
+#[derive(Clone)]
+pub struct HubService {
+    hub: Arc<HubShared>,
+}
+
+impl HubService {
+    pub(crate) fn new(hub: Arc<HubShared>) -> Self {
+        HubService { hub }
+    }
+}
+
+impl<B> tower_service::Service<Request<B>> for HubService
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let hub = self.hub.clone();
+        Box::pin(async move { Ok(route(hub, request)) })
+    }
+}
+
+fn route<B>(hub: Arc<HubShared>, request: Request<B>) -> Response<ResponseBody> {
+    let path = request.uri().path();
+    let is_negotiate = path.ends_with("/negotiate") || path == "negotiate";
+    let query = Query::parse(request.uri().query());
+    if is_negotiate {
+        return match *request.method() {
+            Method::POST => negotiate::negotiate(&hub, &query),
+            _ => text(StatusCode::METHOD_NOT_ALLOWED, ""),
+        };
+    }
+    match *request.method() {
+        Method::GET if websocket::is_upgrade(&request) => websocket::upgrade(hub, request, query),
+        Method::GET => {
+            if query.id.is_none() {
+                return text(StatusCode::BAD_REQUEST, "Connection ID required");
+            }
+            let transport = if accepts_event_stream(&request) {
+                "ServerSentEvents"
+            } else {
+                "LongPolling"
+            };
+            text(
+                StatusCode::NOT_FOUND,
+                &format!("{transport} transport not supported by this end point type"),
+            )
+        }
+        Method::POST | Method::DELETE => {
+            let Some(token) = query.id.as_deref() else {
+                return text(StatusCode::BAD_REQUEST, "Connection ID required");
+            };
+            match hub.negotiations.get(token) {
+                // Only WebSockets are served, which never POST or DELETE.
+                Some(n) if n.attached && request.method() == Method::POST => text(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "POST requests are not allowed for WebSocket connections.",
+                ),
+                Some(n) if n.attached => text(
+                    StatusCode::BAD_REQUEST,
+                    "Cannot terminate this connection using the DELETE endpoint.",
+                ),
+                _ => text(StatusCode::NOT_FOUND, "No Connection with that ID"),
+            }
+        }
+        _ => text(StatusCode::METHOD_NOT_ALLOWED, ""),
+    }
+}
+
+fn accepts_event_stream<B>(request: &Request<B>) -> bool {
+    request
+        .headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream"))
+}
+
+/// The query parameters the hub reads; keys match case-insensitively like ASP.NET's.
+#[derive(Default)]
+pub(crate) struct Query {
+    pub(crate) id: Option<String>,
+    pub(crate) negotiate_version: Option<String>,
+}
+
+impl Query {
+    fn parse(query: Option<&str>) -> Self {
+        let mut parsed = Query::default();
+        for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            if key.eq_ignore_ascii_case("id") {
+                parsed.id = Some(value.into_owned());
+            } else if key.eq_ignore_ascii_case("negotiateVersion") {
+                parsed.negotiate_version = Some(value.into_owned());
+            }
+        }
+        parsed
+    }
+}
+
+pub(crate) fn body(bytes: impl Into<Bytes>) -> ResponseBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+pub(crate) fn text(status: StatusCode, message: &str) -> Response<ResponseBody> {
+    let mut response = Response::new(body(message.to_owned()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+}
+
+pub(crate) fn json(value: &serde_json::Value) -> Response<ResponseBody> {
+    let mut response = Response::new(body(value.to_string()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -1,0 +1,94 @@
+//! `GET {hub}?id=...` with a WebSocket upgrade (or without `id`: skip-negotiation clients).
+
+use std::sync::Arc;
+
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+use super::negotiate::new_id;
+use super::{body, text, Query, ResponseBody};
+use crate::connection::{self, ConnectionParams};
+use crate::hub::HubShared;
+use crate::transport::websocket;
+
+pub(super) fn is_upgrade<B>(request: &Request<B>) -> bool {
+    let has_token = |name: header::HeaderName, token: &str| {
+        request
+            .headers()
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|v| v.trim().eq_ignore_ascii_case(token))
+    };
+    has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket")
+}
+
+pub(super) fn upgrade<B>(
+    hub: Arc<HubShared>,
+    mut request: Request<B>,
+    query: Query,
+) -> Response<ResponseBody> {
+    let Some(key) = request.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return text(StatusCode::BAD_REQUEST, "Missing Sec-WebSocket-Key header.");
+    };
+    if request
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v != "13")
+    {
+        let mut response = text(StatusCode::BAD_REQUEST, "Unsupported WebSocket version.");
+        response.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return response;
+    }
+    if hub.shutting_down.is_cancelled() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The server is shutting down.",
+        );
+    }
+
+    let (connection_id, token) = match query.id {
+        Some(token) => {
+            let Some(mut negotiation) = hub.negotiations.get_mut(&token) else {
+                return text(StatusCode::NOT_FOUND, "No Connection with that ID");
+            };
+            if negotiation.attached {
+                return text(StatusCode::CONFLICT, "Connection is already in use.");
+            }
+            negotiation.attached = true;
+            (negotiation.connection_id.clone(), Some(token))
+        }
+        // Skip negotiation: a brand-new connection whose id is never shown to the client.
+        None => (new_id().into(), None),
+    };
+
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let accept = derive_accept_key(key.as_bytes());
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let (sink, stream) = websocket::accept(upgraded, &hub.options).await;
+                let params = ConnectionParams { connection_id };
+                connection::run(hub.clone(), params, stream, sink).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
+        }
+        if let Some(token) = token {
+            hub.negotiations.remove(&token);
+        }
+    });
+
+    let mut response = Response::new(body(""));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(value) = HeaderValue::from_str(&accept) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
+    }
+    response
+}

@@ -1,0 +1,286 @@
+//! Sending to clients: `Clients.All`, `Caller`, `Others`, `Client(id)`, `Clients(ids)`, from a
+//! hub method or from anywhere through a [`HubContext`].
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::HubShared;
+use crate::connection::ConnectionShared;
+use crate::error::Error;
+use crate::protocol::{Headers, Invocation, Message, NoValue, Protocol, ProtocolError};
+
+/// A cloneable handle to a running hub, usable from any task (a timer, an HTTP handler): the
+/// counterpart of `IHubContext`.
+#[derive(Clone)]
+pub struct HubContext {
+    hub: Arc<HubShared>,
+}
+
+impl HubContext {
+    pub(crate) fn new(hub: Arc<HubShared>) -> Self {
+        HubContext { hub }
+    }
+
+    /// Proxies to reach clients.
+    pub fn clients(&self) -> HubClients {
+        HubClients {
+            hub: self.hub.clone(),
+        }
+    }
+
+    /// How many connections are open right now.
+    pub fn connection_count(&self) -> usize {
+        self.hub.registry.len()
+    }
+}
+
+/// Client proxies available everywhere.
+#[derive(Clone)]
+pub struct HubClients {
+    hub: Arc<HubShared>,
+}
+
+impl HubClients {
+    fn proxy(&self, target: Target) -> ClientProxy {
+        ClientProxy {
+            hub: self.hub.clone(),
+            target,
+        }
+    }
+
+    /// Every connection.
+    pub fn all(&self) -> ClientProxy {
+        self.proxy(Target::All(Vec::new()))
+    }
+
+    /// Every connection but the given ids.
+    pub fn all_except<I, S>(&self, excluded: I) -> ClientProxy
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.proxy(Target::All(excluded.into_iter().map(Into::into).collect()))
+    }
+
+    /// One connection by id (a no-op if it is not connected).
+    pub fn client(&self, connection_id: impl Into<String>) -> ClientProxy {
+        self.proxy(Target::Connection(connection_id.into()))
+    }
+
+    /// Several connections by id.
+    pub fn clients<I, S>(&self, connection_ids: I) -> ClientProxy
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.proxy(Target::Connections(
+            connection_ids.into_iter().map(Into::into).collect(),
+        ))
+    }
+}
+
+/// Client proxies relative to the calling connection, for use inside hub methods.
+#[derive(Clone)]
+pub struct Clients {
+    hub: HubClients,
+    caller: Arc<ConnectionShared>,
+}
+
+impl Clients {
+    pub(crate) fn new(hub: Arc<HubShared>, caller: Arc<ConnectionShared>) -> Self {
+        Clients {
+            hub: HubClients { hub },
+            caller,
+        }
+    }
+
+    /// The connection that made the call.
+    pub fn caller(&self) -> ClientProxy {
+        self.hub.proxy(Target::Caller(self.caller.clone()))
+    }
+
+    /// Every connection except the caller.
+    pub fn others(&self) -> ClientProxy {
+        self.hub
+            .proxy(Target::All(vec![self.caller.id.as_ref().to_owned()]))
+    }
+
+    /// Every connection.
+    pub fn all(&self) -> ClientProxy {
+        self.hub.all()
+    }
+
+    /// Every connection but the given ids.
+    pub fn all_except<I, S>(&self, excluded: I) -> ClientProxy
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.hub.all_except(excluded)
+    }
+
+    /// One connection by id.
+    pub fn client(&self, connection_id: impl Into<String>) -> ClientProxy {
+        self.hub.client(connection_id)
+    }
+
+    /// Several connections by id.
+    pub fn clients<I, S>(&self, connection_ids: I) -> ClientProxy
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.hub.clients(connection_ids)
+    }
+}
+
+pub(crate) enum Target {
+    All(Vec<String>),
+    Connection(String),
+    Connections(Vec<String>),
+    Caller(Arc<ConnectionShared>),
+}
+
+/// A set of clients to invoke a method on.
+pub struct ClientProxy {
+    hub: Arc<HubShared>,
+    target: Target,
+}
+
+impl ClientProxy {
+    /// Invokes `method` on the targeted clients with `args` (a tuple such as `("alice", 42)`,
+    /// `()` for none, or a `Vec`). Fire-and-forget, as in the reference: unknown connections
+    /// are skipped silently.
+    ///
+    /// The invocation is encoded once per protocol in use, and the bytes are shared by every
+    /// recipient. A multi-client send never waits: a client whose outbound queue is full is
+    /// closed as too slow. A single-client send waits up to the hub's send timeout for space.
+    pub async fn send<A: IntoArguments>(&self, method: &str, args: A) -> Result<(), Error> {
+        let args = args.into_arguments();
+        let message: Message<&A::Arguments, NoValue> = Message::Invocation(Invocation {
+            headers: Headers::new(),
+            invocation_id: None,
+            target: method.to_owned(),
+            arguments: &args,
+            stream_ids: Vec::new(),
+        });
+        let record = LazyRecord::new(&message);
+        let send_timeout = self.hub.options.send_timeout;
+        match &self.target {
+            Target::Caller(conn) => deliver_one(conn, &record, send_timeout).await,
+            Target::Connection(id) => match self.hub.registry.get(id) {
+                Some(conn) => deliver_one(&conn, &record, send_timeout).await,
+                None => Ok(()),
+            },
+            Target::Connections(ids) => {
+                for id in ids {
+                    if let Some(conn) = self.hub.registry.get(id) {
+                        let _ = conn.try_send(record.get(conn.protocol)?);
+                    }
+                }
+                Ok(())
+            }
+            Target::All(excluded) => self
+                .hub
+                .registry
+                .broadcast(&record, |id| excluded.iter().any(|e| e.as_str() == id)),
+        }
+    }
+}
+
+async fn deliver_one(
+    conn: &ConnectionShared,
+    record: &LazyRecord<'_>,
+    timeout: std::time::Duration,
+) -> Result<(), Error> {
+    let bytes = record.get(conn.protocol)?;
+    match conn.send(bytes, timeout).await {
+        // Sending to a connection that just went away is not the sender's problem.
+        Err(e) if e.is_closed() => Ok(()),
+        other => other,
+    }
+}
+
+/// A message encoded on first use for each protocol, then shared.
+pub(crate) struct LazyRecord<'a> {
+    message: &'a dyn EncodeRecord,
+    cache: [OnceLock<Result<Bytes, ProtocolError>>; 2],
+}
+
+impl<'a> LazyRecord<'a> {
+    pub(crate) fn new(message: &'a dyn EncodeRecord) -> LazyRecord<'a> {
+        LazyRecord {
+            message,
+            cache: [OnceLock::new(), OnceLock::new()],
+        }
+    }
+
+    pub(crate) fn get(&self, protocol: Protocol) -> Result<Bytes, Error> {
+        self.cache[protocol.index()]
+            .get_or_init(|| self.message.encode_record(protocol))
+            .clone()
+            .map_err(Error::from)
+    }
+}
+
+/// A message that can be encoded in any protocol, with its value types erased.
+pub(crate) trait EncodeRecord: Sync {
+    fn encode_record(&self, protocol: Protocol) -> Result<Bytes, ProtocolError>;
+}
+
+impl<A: Serialize + Sync, V: Serialize + Sync> EncodeRecord for Message<A, V> {
+    fn encode_record(&self, protocol: Protocol) -> Result<Bytes, ProtocolError> {
+        protocol.encode_to_bytes(self)
+    }
+}
+
+/// Argument lists for [`ClientProxy::send`]: tuples (up to eight values), `()`, and vectors.
+pub trait IntoArguments {
+    /// The list as it is serialized (an array on the wire).
+    type Arguments: Serialize + Sync;
+    /// Converts into the serializable list.
+    fn into_arguments(self) -> Self::Arguments;
+}
+
+impl IntoArguments for () {
+    type Arguments = [(); 0];
+    fn into_arguments(self) -> [(); 0] {
+        []
+    }
+}
+
+impl<T: Serialize + Sync> IntoArguments for Vec<T> {
+    type Arguments = Vec<T>;
+    fn into_arguments(self) -> Vec<T> {
+        self
+    }
+}
+
+impl<T: Serialize + Sync> IntoArguments for &[T] {
+    type Arguments = Self;
+    fn into_arguments(self) -> Self {
+        self
+    }
+}
+
+macro_rules! impl_into_arguments {
+    ($($ty:ident),+) => {
+        impl<$($ty: Serialize + Sync),+> IntoArguments for ($($ty,)+) {
+            type Arguments = Self;
+            fn into_arguments(self) -> Self {
+                self
+            }
+        }
+    };
+}
+
+impl_into_arguments!(A);
+impl_into_arguments!(A, B);
+impl_into_arguments!(A, B, C);
+impl_into_arguments!(A, B, C, D);
+impl_into_arguments!(A, B, C, D, E);
+impl_into_arguments!(A, B, C, D, E, F);
+impl_into_arguments!(A, B, C, D, E, F, G);
+impl_into_arguments!(A, B, C, D, E, F, G, H);

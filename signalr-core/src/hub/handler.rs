@@ -1,0 +1,285 @@
+//! Hub methods as plain async functions, bound the way axum binds handlers.
+//!
+//! Each parameter is either *context* (types implementing [`FromContext`]: [`Context`],
+//! [`Clients`](crate::Clients), [`HubContext`](crate::HubContext)) or a *positional argument*
+//! (any `serde::de::DeserializeOwned` type, bound from the invocation's arguments in order).
+//! A marker type parameter tells the two apart at compile time, so both can be plain
+//! parameters: `async fn send(clients: Clients, room: String, text: String)`.
+//!
+//! The return value is any `Serialize` value (`()` becomes a null result, as the reference
+//! sends for void methods) or a `Result<T, E>` whose error converts into [`HubError`].
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::context::{Context, FromContext};
+use super::error::HubError;
+use crate::protocol::{Completion, CompletionResult, Headers, Message, NoValue, Payload};
+
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// The received arguments of one invocation, consumed by the extractors in order.
+pub struct InvocationParts {
+    pub(crate) context: Context,
+    pub(crate) arguments: std::vec::IntoIter<Payload>,
+    pub(crate) provided: usize,
+    pub(crate) invocation_id: Option<String>,
+}
+
+/// Why arguments could not be bound to a method's parameters.
+#[derive(Debug)]
+pub struct BindError(BindErrorKind);
+
+#[derive(Debug)]
+enum BindErrorKind {
+    Count { provided: usize, expected: usize },
+    Types(String),
+}
+
+impl std::fmt::Display for BindError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            BindErrorKind::Count { provided, expected } => {
+                write!(f, "{provided} argument(s) given, {expected} expected")
+            }
+            BindErrorKind::Types(e) => write!(f, "argument type mismatch: {e}"),
+        }
+    }
+}
+
+impl BindError {
+    pub(crate) fn detail(&self) -> String {
+        match &self.0 {
+            BindErrorKind::Count { provided, expected } => format!(
+                "InvalidDataException: Invocation provides {provided} argument(s) but target expects {expected}."
+            ),
+            BindErrorKind::Types(_) => "InvalidDataException: Error binding arguments. Make sure that the types of the provided values match the types of the hub method being invoked.".to_owned(),
+        }
+    }
+}
+
+/// How an invocation failed, before or inside the method.
+#[doc(hidden)]
+pub enum CallError {
+    Bind(BindError),
+    Method(HubError),
+}
+
+/// What running a handler produced: the encoded success Completion (for blocking invocations).
+#[doc(hidden)]
+pub type CallResult = Result<Option<Bytes>, CallError>;
+
+/// A value that can be taken from an invocation: context or a positional argument.
+/// Implemented for you; write [`FromContext`] for your own context extractors.
+pub trait FromInvocation<M>: Sized {
+    #[doc(hidden)]
+    fn from_invocation(parts: &mut InvocationParts) -> Result<Self, BindError>;
+}
+
+/// Marker: the parameter is the next positional argument.
+#[doc(hidden)]
+pub struct ViaArgument;
+/// Marker: the parameter is the next positional argument, kept encoded ([`Payload`]).
+#[doc(hidden)]
+pub struct ViaPayload;
+/// Marker: the parameter comes from the call context.
+#[doc(hidden)]
+pub struct ViaContext;
+
+/// How many positional arguments a parameter kind consumes.
+#[doc(hidden)]
+pub trait ParameterKind {
+    const ARGUMENTS: usize;
+}
+impl ParameterKind for ViaArgument {
+    const ARGUMENTS: usize = 1;
+}
+impl ParameterKind for ViaPayload {
+    const ARGUMENTS: usize = 1;
+}
+impl ParameterKind for ViaContext {
+    const ARGUMENTS: usize = 0;
+}
+
+impl InvocationParts {
+    fn next_argument(&mut self) -> Result<Payload, BindError> {
+        self.arguments.next().ok_or(BindError(BindErrorKind::Count {
+            provided: self.provided,
+            expected: self.provided + 1,
+        }))
+    }
+}
+
+fn type_mismatch(e: impl std::fmt::Display) -> BindError {
+    BindError(BindErrorKind::Types(e.to_string()))
+}
+
+impl<T: DeserializeOwned> FromInvocation<ViaArgument> for T {
+    fn from_invocation(parts: &mut InvocationParts) -> Result<Self, BindError> {
+        parts.next_argument()?.deserialize().map_err(type_mismatch)
+    }
+}
+
+/// An argument of any type, kept encoded (to forward or echo it unchanged).
+impl FromInvocation<ViaPayload> for Payload {
+    fn from_invocation(parts: &mut InvocationParts) -> Result<Self, BindError> {
+        parts.next_argument()
+    }
+}
+
+/// An array argument whose elements are kept encoded.
+impl FromInvocation<ViaPayload> for Vec<Payload> {
+    fn from_invocation(parts: &mut InvocationParts) -> Result<Self, BindError> {
+        parts.next_argument()?.elements().map_err(type_mismatch)
+    }
+}
+
+impl<T: FromContext> FromInvocation<ViaContext> for T {
+    fn from_invocation(parts: &mut InvocationParts) -> Result<Self, BindError> {
+        Ok(T::from_context(&parts.context))
+    }
+}
+
+/// What a hub method may return.
+pub trait IntoCompletion<M>: Send {
+    /// The success value sent as the Completion's result.
+    type Value: Serialize + Send;
+    #[doc(hidden)]
+    fn into_result(self) -> Result<Self::Value, HubError>;
+}
+
+/// Marker: a plain value.
+#[doc(hidden)]
+pub struct ViaValue;
+/// Marker: a `Result`.
+#[doc(hidden)]
+pub struct ViaResult;
+
+impl<T: Serialize + Send> IntoCompletion<ViaValue> for T {
+    type Value = T;
+    fn into_result(self) -> Result<T, HubError> {
+        Ok(self)
+    }
+}
+
+impl<T: Serialize + Send, E: Into<HubError> + Send> IntoCompletion<ViaResult> for Result<T, E> {
+    type Value = T;
+    fn into_result(self) -> Result<T, HubError> {
+        self.map_err(Into::into)
+    }
+}
+
+/// An async function usable as a hub method. Implemented for functions of up to eight
+/// parameters; `T` is inferred and only tells the implementations apart.
+pub trait Handler<T>: Clone + Send + Sync + 'static {
+    #[doc(hidden)]
+    fn call(self, parts: InvocationParts) -> BoxFuture<CallResult>;
+    #[doc(hidden)]
+    fn arity() -> usize;
+}
+
+/// Encodes the success Completion for a blocking invocation.
+fn finish<V: Serialize>(
+    context: &Context,
+    invocation_id: Option<String>,
+    result: Result<V, HubError>,
+) -> CallResult {
+    let value = result.map_err(CallError::Method)?;
+    let Some(invocation_id) = invocation_id else {
+        return Ok(None);
+    };
+    let message: Message<NoValue, &V> = Message::Completion(Completion {
+        headers: Headers::new(),
+        invocation_id,
+        result: CompletionResult::Value(&value),
+    });
+    context
+        .protocol()
+        .encode_to_bytes(&message)
+        .map(Some)
+        .map_err(|e| CallError::Method(HubError::internal(e.to_string())))
+}
+
+macro_rules! impl_handler {
+    ($($ty:ident $marker:ident),*) => {
+        #[allow(non_snake_case, unused_mut, unused_variables)]
+        impl<F, Fut, R, MR, $($ty, $marker,)*> Handler<(MR, $(($marker, $ty),)*)> for F
+        where
+            F: Fn($($ty),*) -> Fut + Clone + Send + Sync + 'static,
+            Fut: Future<Output = R> + Send + 'static,
+            R: IntoCompletion<MR>,
+            $($ty: FromInvocation<$marker> + Send + 'static, $marker: ParameterKind,)*
+        {
+            fn call(self, mut parts: InvocationParts) -> BoxFuture<CallResult> {
+                let expected = <Self as Handler<(MR, $(($marker, $ty),)*)>>::arity();
+                if parts.provided != expected {
+                    let error = BindError(BindErrorKind::Count { provided: parts.provided, expected });
+                    return Box::pin(std::future::ready(Err(CallError::Bind(error))));
+                }
+                $(
+                    let $ty = match <$ty as FromInvocation<$marker>>::from_invocation(&mut parts) {
+                        Ok(value) => value,
+                        Err(error) => return Box::pin(std::future::ready(Err(CallError::Bind(error)))),
+                    };
+                )*
+                let InvocationParts { context, invocation_id, .. } = parts;
+                Box::pin(async move {
+                    let result = self($($ty),*).await.into_result();
+                    finish(&context, invocation_id, result)
+                })
+            }
+
+            fn arity() -> usize {
+                0 $(+ <$marker as ParameterKind>::ARGUMENTS)*
+            }
+        }
+    };
+}
+
+impl_handler!();
+impl_handler!(T1 M1);
+impl_handler!(T1 M1, T2 M2);
+impl_handler!(T1 M1, T2 M2, T3 M3);
+impl_handler!(T1 M1, T2 M2, T3 M3, T4 M4);
+impl_handler!(T1 M1, T2 M2, T3 M3, T4 M4, T5 M5);
+impl_handler!(T1 M1, T2 M2, T3 M3, T4 M4, T5 M5, T6 M6);
+impl_handler!(T1 M1, T2 M2, T3 M3, T4 M4, T5 M5, T6 M6, T7 M7);
+impl_handler!(T1 M1, T2 M2, T3 M3, T4 M4, T5 M5, T6 M6, T7 M7, T8 M8);
+
+/// A handler with its types erased, stored in the method table.
+pub(crate) trait ErasedHandler: Send + Sync {
+    fn call(&self, parts: InvocationParts) -> BoxFuture<CallResult>;
+}
+
+pub(crate) struct HandlerFn<H, T> {
+    pub(crate) handler: H,
+    pub(crate) _marker: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<H: Handler<T>, T: 'static> ErasedHandler for HandlerFn<H, T> {
+    fn call(&self, parts: InvocationParts) -> BoxFuture<CallResult> {
+        self.handler.clone().call(parts)
+    }
+}
+
+/// What a connection hook may return: nothing, or a `Result` whose error fails the hook.
+pub trait IntoHookResult: Send {
+    #[doc(hidden)]
+    fn into_hook_result(self) -> Result<(), HubError>;
+}
+
+impl IntoHookResult for () {
+    fn into_hook_result(self) -> Result<(), HubError> {
+        Ok(())
+    }
+}
+
+impl<E: Into<HubError> + Send> IntoHookResult for Result<(), E> {
+    fn into_hook_result(self) -> Result<(), HubError> {
+        self.map_err(Into::into)
+    }
+}

@@ -1,0 +1,373 @@
+//! Hubs: the method table, connection hooks, and the handles used to reach clients.
+
+pub(crate) mod clients;
+mod context;
+mod dispatch;
+mod error;
+mod handler;
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use futures_util::FutureExt;
+use tokio_util::sync::CancellationToken;
+
+pub use clients::{ClientProxy, Clients, HubClients, HubContext, IntoArguments};
+pub use context::{Context, FromContext};
+pub use error::HubError;
+pub use handler::{
+    BindError, FromInvocation, Handler, IntoCompletion, IntoHookResult, InvocationParts,
+    ParameterKind, ViaArgument, ViaContext, ViaPayload, ViaResult, ViaValue,
+};
+
+use crate::connection::{ConnectionShared, CLOSED_WITH_ERROR};
+use crate::http::HubService;
+use crate::lifetime::ConnectionRegistry;
+use crate::options::HubOptions;
+use crate::protocol::{Close, Protocol};
+use dispatch::Dispatcher;
+use handler::{BoxFuture, ErasedHandler, HandlerFn};
+
+type Hook = Arc<dyn Fn(Context, Option<String>) -> BoxFuture<Result<(), HubError>> + Send + Sync>;
+
+/// A hub: a set of methods clients can call, plus connection hooks. Cheap to clone.
+///
+/// ```no_run
+/// use signalr_core::{Clients, Hub};
+///
+/// async fn echo(message: String) -> String {
+///     message
+/// }
+///
+/// async fn broadcast(clients: Clients, message: String) -> Result<(), signalr_core::HubError> {
+///     clients.all().send("Receive", (message,)).await?;
+///     Ok(())
+/// }
+///
+/// # async fn run() -> std::io::Result<()> {
+/// let hub = Hub::builder()
+///     .method("Echo", echo)
+///     .method("Broadcast", broadcast)
+///     .build();
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:5000").await?;
+/// signalr_core::serve(listener, "/hub", hub).await
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Hub {
+    shared: Arc<HubShared>,
+}
+
+impl Hub {
+    /// Starts describing a hub.
+    pub fn builder() -> HubBuilder {
+        HubBuilder::default()
+    }
+
+    /// The HTTP side of the hub as a `tower::Service`, to mount at any path of an axum
+    /// `Router` (`nest_service`) or to serve with plain hyper.
+    pub fn service(&self) -> HubService {
+        HubService::new(self.shared.clone())
+    }
+
+    /// A handle to push messages to clients from outside hub methods.
+    pub fn context(&self) -> HubContext {
+        HubContext::new(self.shared.clone())
+    }
+
+    /// How many connections are open right now.
+    pub fn connection_count(&self) -> usize {
+        self.shared.registry.len()
+    }
+
+    /// Graceful shutdown: refuses new connections, sends every client a Close message with
+    /// `allowReconnect: true` (so clients with automatic reconnect come back to another
+    /// instance), lets queued messages drain, and waits for the connections to end (at most
+    /// the shutdown timeout).
+    pub async fn shutdown(&self) {
+        let shared = &self.shared;
+        shared.shutting_down.cancel();
+        shared.registry.for_each(|conn| {
+            conn.close(Close {
+                error: None,
+                allow_reconnect: true,
+            })
+        });
+        let mut count = shared.registry.watch_count();
+        let _ = tokio::time::timeout(shared.options.shutdown_timeout, count.wait_for(|n| *n == 0))
+            .await;
+    }
+}
+
+/// Builds a [`Hub`]: methods, hooks and options (defaults as in ASP.NET Core SignalR).
+#[derive(Default)]
+pub struct HubBuilder {
+    methods: Vec<(String, Arc<dyn ErasedHandler>)>,
+    on_connected: Option<Hook>,
+    on_disconnected: Option<Hook>,
+    options: HubOptions,
+}
+
+impl HubBuilder {
+    /// Registers `handler` as the hub method `name`. Clients' method names match
+    /// case-insensitively, as in the reference server.
+    ///
+    /// # Panics
+    /// When another method already has the same name, ignoring case (a programming error,
+    /// caught at start-up).
+    pub fn method<H, T>(mut self, name: &str, handler: H) -> Self
+    where
+        H: Handler<T>,
+        T: 'static,
+    {
+        let folded = name.to_lowercase();
+        assert!(
+            !self.methods.iter().any(|(n, _)| n.to_lowercase() == folded),
+            "hub method '{name}' is registered twice (names are case-insensitive)"
+        );
+        let handler = HandlerFn {
+            handler,
+            _marker: std::marker::PhantomData,
+        };
+        self.methods.push((name.to_owned(), Arc::new(handler)));
+        self
+    }
+
+    /// Runs after a client's handshake, before its messages are read. An error closes the
+    /// connection with a Close message that does not allow reconnecting.
+    pub fn on_connected<F, Fut, R>(mut self, hook: F) -> Self
+    where
+        F: Fn(Context) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = R> + Send + 'static,
+        R: IntoHookResult,
+    {
+        self.on_connected = Some(Arc::new(move |ctx, _| {
+            let fut = hook(ctx);
+            Box::pin(async move { fut.await.into_hook_result() })
+        }));
+        self
+    }
+
+    /// Runs once after a connection ended, with the error that ended it (`None` when it ended
+    /// gracefully).
+    pub fn on_disconnected<F, Fut, R>(mut self, hook: F) -> Self
+    where
+        F: Fn(Context, Option<String>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = R> + Send + 'static,
+        R: IntoHookResult,
+    {
+        self.on_disconnected = Some(Arc::new(move |ctx, error| {
+            let fut = hook(ctx, error);
+            Box::pin(async move { fut.await.into_hook_result() })
+        }));
+        self
+    }
+
+    /// Time a client has to complete the handshake. Default 15 s.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.options.handshake_timeout = timeout;
+        self
+    }
+
+    /// Interval of server pings on an idle connection. Default 15 s.
+    pub fn keep_alive_interval(mut self, interval: Duration) -> Self {
+        self.options.keep_alive_interval = interval;
+        self
+    }
+
+    /// Close a client that sends nothing (not even a ping) for this long. Default 30 s.
+    pub fn client_timeout(mut self, timeout: Duration) -> Self {
+        self.options.client_timeout = timeout;
+        self
+    }
+
+    /// Largest message a client may send, in bytes; past it the connection is closed with an
+    /// error. Default 32 KiB.
+    pub fn max_receive_message_size(mut self, bytes: usize) -> Self {
+        self.options.max_receive_message_size = bytes;
+        self
+    }
+
+    /// Show error details (error types and messages) to clients. Default off.
+    pub fn enable_detailed_errors(mut self, enabled: bool) -> Self {
+        self.options.enable_detailed_errors = enabled;
+        self
+    }
+
+    /// Non-streaming invocations one client may have running at once; while all are busy the
+    /// server stops reading from that client. Default 1.
+    pub fn max_parallel_invocations(mut self, limit: usize) -> Self {
+        self.options.max_parallel_invocations = limit.max(1);
+        self
+    }
+
+    /// Records that may wait in one connection's outbound queue; a client whose queue is full
+    /// when a multi-client send arrives is closed as too slow. Default 1,024.
+    pub fn outbound_queue_capacity(mut self, records: usize) -> Self {
+        self.options.outbound_queue_capacity = records.max(1);
+        self
+    }
+
+    /// How long a send to a single client waits for queue space before that client is closed
+    /// as too slow. Default 10 s.
+    pub fn send_timeout(mut self, timeout: Duration) -> Self {
+        self.options.send_timeout = timeout;
+        self
+    }
+
+    /// How long a negotiated connection may wait for its transport. Default 15 s.
+    pub fn disconnect_timeout(mut self, timeout: Duration) -> Self {
+        self.options.disconnect_timeout = timeout;
+        self
+    }
+
+    /// How long [`Hub::shutdown`] waits for clients to leave. Default 5 s.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.options.shutdown_timeout = timeout;
+        self
+    }
+
+    /// The hub protocols offered to clients. Default: JSON and MessagePack.
+    ///
+    /// # Panics
+    /// When `protocols` is empty.
+    pub fn protocols(mut self, protocols: impl IntoIterator<Item = Protocol>) -> Self {
+        let protocols: Vec<Protocol> = protocols.into_iter().collect();
+        assert!(!protocols.is_empty(), "a hub needs at least one protocol");
+        self.options.protocols = protocols;
+        self
+    }
+
+    /// Per-connection WebSocket read chunk, in bytes. Default 4 KiB.
+    pub fn websocket_read_buffer_size(mut self, bytes: usize) -> Self {
+        self.options.websocket_read_buffer_size = bytes.max(256);
+        self
+    }
+
+    /// Finishes the hub.
+    pub fn build(self) -> Hub {
+        let mut exact = HashMap::new();
+        let mut folded = HashMap::new();
+        for (name, handler) in self.methods {
+            folded.insert(name.to_lowercase(), handler.clone());
+            exact.insert(name, handler);
+        }
+        Hub {
+            shared: Arc::new(HubShared {
+                options: self.options,
+                methods: Methods { exact, folded },
+                on_connected: self.on_connected,
+                on_disconnected: self.on_disconnected,
+                registry: ConnectionRegistry::new(),
+                negotiations: DashMap::new(),
+                shutting_down: CancellationToken::new(),
+            }),
+        }
+    }
+}
+
+/// The method table: exact names first (no allocation), then case-folded.
+pub(crate) struct Methods {
+    exact: HashMap<String, Arc<dyn ErasedHandler>>,
+    folded: HashMap<String, Arc<dyn ErasedHandler>>,
+}
+
+impl Methods {
+    pub(crate) fn get(&self, name: &str) -> Option<&Arc<dyn ErasedHandler>> {
+        self.exact
+            .get(name)
+            .or_else(|| self.folded.get(&name.to_lowercase()))
+    }
+}
+
+/// A negotiated connection id waiting for (or bound to) its transport.
+pub(crate) struct Negotiation {
+    pub(crate) connection_id: Arc<str>,
+    pub(crate) attached: bool,
+}
+
+/// Everything the HTTP layer, connections and handles share about one hub.
+pub(crate) struct HubShared {
+    pub(crate) options: HubOptions,
+    pub(crate) methods: Methods,
+    on_connected: Option<Hook>,
+    on_disconnected: Option<Hook>,
+    pub(crate) registry: ConnectionRegistry,
+    /// Connection tokens issued by negotiate, by token.
+    pub(crate) negotiations: DashMap<String, Negotiation>,
+    pub(crate) shutting_down: CancellationToken,
+}
+
+impl HubShared {
+    /// Picks the protocol for a handshake, or the reference's refusal text.
+    pub(crate) fn select_protocol(&self, name: &str, version: u32) -> Result<Protocol, String> {
+        let protocol = Protocol::from_name(name)
+            .filter(|p| self.options.protocols.contains(p))
+            .ok_or_else(|| format!("The protocol '{name}' is not supported."))?;
+        if version > protocol.version() {
+            return Err(format!(
+                "The server does not support version {version} of the '{name}' protocol."
+            ));
+        }
+        Ok(protocol)
+    }
+
+    pub(crate) fn dispatcher(self: &Arc<Self>, conn: &Arc<ConnectionShared>) -> Dispatcher {
+        Dispatcher::new(self.clone(), conn.clone())
+    }
+
+    fn context(self: &Arc<Self>, conn: &Arc<ConnectionShared>) -> Context {
+        Context {
+            conn: conn.clone(),
+            hub: self.clone(),
+        }
+    }
+
+    /// Runs the connect hook; `Err` carries the Close error text.
+    pub(crate) async fn on_connected(
+        self: &Arc<Self>,
+        conn: &Arc<ConnectionShared>,
+    ) -> Result<(), String> {
+        let Some(hook) = &self.on_connected else {
+            return Ok(());
+        };
+        let result = AssertUnwindSafe(hook(self.context(conn), None))
+            .catch_unwind()
+            .await;
+        let detailed = self.options.enable_detailed_errors;
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                tracing::warn!(connection = %conn.id, error = %e, "on_connected failed");
+                Err(e.describe(CLOSED_WITH_ERROR, detailed))
+            }
+            Err(_) => {
+                tracing::error!(connection = %conn.id, "on_connected panicked");
+                Err(CLOSED_WITH_ERROR.to_owned())
+            }
+        }
+    }
+
+    pub(crate) async fn on_disconnected(
+        self: &Arc<Self>,
+        conn: &Arc<ConnectionShared>,
+        error: Option<String>,
+    ) {
+        let Some(hook) = &self.on_disconnected else {
+            return;
+        };
+        match AssertUnwindSafe(hook(self.context(conn), error))
+            .catch_unwind()
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(connection = %conn.id, error = %e, "on_disconnected failed")
+            }
+            Err(_) => tracing::error!(connection = %conn.id, "on_disconnected panicked"),
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! Hub options. Defaults match ASP.NET Core SignalR (`HubOptions`,
+//! `HttpConnectionDispatcherOptions`) unless a field's doc says why we chose otherwise.
+
+use std::time::Duration;
+
+use crate::protocol::Protocol;
+
+/// Everything configurable about a hub; set through [`HubBuilder`](crate::HubBuilder).
+#[derive(Debug, Clone)]
+pub(crate) struct HubOptions {
+    /// Time a client has to send its handshake after the transport opens. Default 15 s.
+    pub handshake_timeout: Duration,
+    /// Interval of server Pings on an otherwise idle connection. Default 15 s.
+    pub keep_alive_interval: Duration,
+    /// Close a connection when nothing arrives for this long (armed by the first client Ping,
+    /// like the reference). Default 30 s.
+    pub client_timeout: Duration,
+    /// Largest record a client may send, in bytes; larger ones close the connection.
+    /// Default 32 KiB.
+    pub max_receive_message_size: usize,
+    /// Put exception details in error Completions and Close messages. Default off.
+    pub enable_detailed_errors: bool,
+    /// Non-streaming invocations one client may run at once. Default 1.
+    pub max_parallel_invocations: usize,
+    /// Frames that may wait in one connection's outbound queue. Default 1,024.
+    pub outbound_queue_capacity: usize,
+    /// How long a send to one client waits for queue space before the client is dropped as
+    /// too slow (`TransportSendTimeout`). Default 10 s.
+    pub send_timeout: Duration,
+    /// How long a negotiated connection may wait for its transport. Default 15 s.
+    pub disconnect_timeout: Duration,
+    /// How long graceful shutdown waits for clients to go. Default 5 s.
+    pub shutdown_timeout: Duration,
+    /// Protocols offered to clients. Default: JSON and MessagePack.
+    pub protocols: Vec<Protocol>,
+    /// Size of the WebSocket read chunk allocated per connection. Default 4 KiB (tungstenite's
+    /// own default is 128 KiB per socket, which dominates memory with many idle clients).
+    pub websocket_read_buffer_size: usize,
+    /// Bytes buffered before a WebSocket write is pushed to the socket. Default 8 KiB.
+    pub websocket_write_buffer_size: usize,
+}
+
+impl Default for HubOptions {
+    fn default() -> Self {
+        HubOptions {
+            handshake_timeout: Duration::from_secs(15),
+            keep_alive_interval: Duration::from_secs(15),
+            client_timeout: Duration::from_secs(30),
+            max_receive_message_size: 32 * 1024,
+            enable_detailed_errors: false,
+            max_parallel_invocations: 1,
+            outbound_queue_capacity: 1024,
+            send_timeout: Duration::from_secs(10),
+            disconnect_timeout: Duration::from_secs(15),
+            shutdown_timeout: Duration::from_secs(5),
+            protocols: Protocol::ALL.to_vec(),
+            websocket_read_buffer_size: 4 * 1024,
+            websocket_write_buffer_size: 8 * 1024,
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! The hub protocols, sans-IO: message types, the handshake, and the JSON and MessagePack
+//! encodings.
+//!
+//! Nothing in this module touches a socket or a clock. Decoders take bytes the transport has
+//! received (in any chunking) and yield whole messages; encoders append framed records to a
+//! buffer. That keeps every wire detail unit-testable and fuzzable on its own, the way
+//! `quinn-proto` separates QUIC from tokio.
+//!
+//! Two kinds of values travel inside messages:
+//! - inbound values are [`Payload`]s: the still-encoded bytes of one argument or result, decoded
+//!   lazily into whatever Rust type the hub method asks for;
+//! - outbound values are anything that implements [`serde::Serialize`].
+//!
+//! [`Message`] is therefore generic over the argument list `A` and the single value `V`.
+
+mod handshake;
+pub mod json;
+pub mod msgpack;
+mod payload;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use bytes::{Bytes, BytesMut};
+use serde::Serialize;
+
+pub use handshake::{
+    decode_handshake_request, encode_handshake_response, HandshakeError, HandshakeRequest,
+};
+pub use json::JsonProtocol;
+pub use msgpack::MessagePackProtocol;
+pub use payload::{Arguments, Payload, PayloadError};
+
+/// Message headers (`headers` in JSON, a string map in MessagePack). Sorted, so output is
+/// deterministic.
+pub type Headers = BTreeMap<String, String>;
+
+/// A decoded inbound message: arguments and values stay encoded until a hub method binds them.
+pub type InboundMessage = Message<Arguments, Payload>;
+
+/// One hub message. `A` is the argument list (serialized as an array), `V` a single value
+/// (a stream item or a completion result).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message<A, V> {
+    /// Type 1: call a method on the other side.
+    Invocation(Invocation<A>),
+    /// Type 2: one item of a stream.
+    StreamItem(StreamItem<V>),
+    /// Type 3: the end of an invocation or stream.
+    Completion(Completion<V>),
+    /// Type 4: call a streaming method (client to server only).
+    StreamInvocation(Invocation<A>),
+    /// Type 5: stop a stream (client to server only).
+    CancelInvocation(CancelInvocation),
+    /// Type 6: keep-alive.
+    Ping,
+    /// Type 7: the sender is closing the connection.
+    Close(Close),
+    /// Type 8: stateful reconnect acknowledgement.
+    Ack(u64),
+    /// Type 9: stateful reconnect sequence reset.
+    Sequence(u64),
+}
+
+impl<A, V> Message<A, V> {
+    /// The wire number of this message type.
+    pub fn type_id(&self) -> u8 {
+        match self {
+            Message::Invocation(_) => 1,
+            Message::StreamItem(_) => 2,
+            Message::Completion(_) => 3,
+            Message::StreamInvocation(_) => 4,
+            Message::CancelInvocation(_) => 5,
+            Message::Ping => 6,
+            Message::Close(_) => 7,
+            Message::Ack(_) => 8,
+            Message::Sequence(_) => 9,
+        }
+    }
+}
+
+/// An Invocation (type 1) or StreamInvocation (type 4).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invocation<A> {
+    /// Headers; empty when none.
+    pub headers: Headers,
+    /// `None` for a non-blocking invocation (no Completion expected).
+    pub invocation_id: Option<String>,
+    /// The method to call.
+    pub target: String,
+    /// The arguments, serialized as an array.
+    pub arguments: A,
+    /// Ids of streams the caller will upload as arguments.
+    pub stream_ids: Vec<String>,
+}
+
+/// A StreamItem (type 2).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamItem<V> {
+    /// Headers; empty when none.
+    pub headers: Headers,
+    /// The invocation (or upload stream) the item belongs to.
+    pub invocation_id: String,
+    /// The item; may be null.
+    pub item: V,
+}
+
+/// A Completion (type 3).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion<V> {
+    /// Headers; empty when none.
+    pub headers: Headers,
+    /// The invocation (or upload stream) that completed.
+    pub invocation_id: String,
+    /// How it completed.
+    pub result: CompletionResult<V>,
+}
+
+/// The three ways a Completion can end.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CompletionResult<V> {
+    /// No value: the end of a stream (MessagePack result kind 2).
+    Void,
+    /// A value, possibly null (MessagePack result kind 3).
+    Value(V),
+    /// An error message (MessagePack result kind 1).
+    Error(String),
+}
+
+/// A CancelInvocation (type 5).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CancelInvocation {
+    /// Headers; empty when none.
+    pub headers: Headers,
+    /// The stream invocation to cancel.
+    pub invocation_id: String,
+}
+
+/// A Close (type 7).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Close {
+    /// Why the connection closed, if it was an error.
+    pub error: Option<String>,
+    /// Whether a client with automatic reconnect should come back.
+    pub allow_reconnect: bool,
+}
+
+/// Value type for messages that carry no arguments or values (`Ping`, `Close`, ...), usable for
+/// either type parameter of [`Message`] when encoding.
+pub type NoValue = ();
+
+/// Whether a protocol's records are text or binary; decides WebSocket frame types and which
+/// transports can carry the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferFormat {
+    /// UTF-8 text (JSON).
+    Text,
+    /// Arbitrary bytes (MessagePack).
+    Binary,
+}
+
+impl TransferFormat {
+    /// The name used in negotiate responses and error messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferFormat::Text => "Text",
+            TransferFormat::Binary => "Binary",
+        }
+    }
+}
+
+/// A failure to decode or encode hub messages. Any decode error is fatal to the connection
+/// (the reference closes it too); the message says what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// A record exceeded the configured maximum size.
+    #[error("The maximum message size of {limit}B was exceeded.")]
+    MessageTooLarge {
+        /// The configured limit in bytes.
+        limit: usize,
+    },
+    /// The bytes did not form a valid message.
+    #[error("{0}")]
+    Invalid(String),
+    /// A value could not be serialized.
+    #[error("failed to serialize a message: {0}")]
+    Serialize(String),
+}
+
+impl ProtocolError {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        ProtocolError::Invalid(message.into())
+    }
+}
+
+/// One hub protocol: how records are framed and how messages are laid out.
+///
+/// Implementations are stateless; a connection keeps its own receive buffer and calls
+/// [`decode`](HubProtocol::decode) until it returns `Ok(None)`.
+pub trait HubProtocol {
+    /// The name clients put in the handshake (`json`, `messagepack`).
+    const NAME: &'static str;
+    /// The highest protocol version understood (versions up to it are accepted).
+    const VERSION: u32;
+    /// Text or binary records.
+    const TRANSFER_FORMAT: TransferFormat;
+
+    /// Takes the next complete message off the front of `buf`.
+    ///
+    /// Returns `Ok(None)` when `buf` holds no complete record yet (the caller reads more and
+    /// calls again). Records of unknown message types are skipped, as the reference does.
+    /// A record whose body is larger than `max_message_size` is an error as soon as its size is
+    /// known, so a hostile length prefix never makes us buffer a large body.
+    fn decode(
+        buf: &mut BytesMut,
+        max_message_size: usize,
+    ) -> Result<Option<InboundMessage>, ProtocolError>;
+
+    /// Appends `message` as one framed record to `out`.
+    fn encode<A: Serialize, V: Serialize>(
+        message: &Message<A, V>,
+        out: &mut BytesMut,
+    ) -> Result<(), ProtocolError>;
+}
+
+/// The protocols this crate implements, for choosing one at run time (from the handshake).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// The JSON hub protocol (`json`).
+    Json,
+    /// The MessagePack hub protocol (`messagepack`).
+    MessagePack,
+}
+
+impl Protocol {
+    /// Every protocol, in the order they are offered.
+    pub const ALL: [Protocol; 2] = [Protocol::Json, Protocol::MessagePack];
+
+    /// Looks a protocol up by its handshake name.
+    pub fn from_name(name: &str) -> Option<Protocol> {
+        match name {
+            JsonProtocol::NAME => Some(Protocol::Json),
+            MessagePackProtocol::NAME => Some(Protocol::MessagePack),
+            _ => None,
+        }
+    }
+
+    /// The handshake name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Json => JsonProtocol::NAME,
+            Protocol::MessagePack => MessagePackProtocol::NAME,
+        }
+    }
+
+    /// The highest version understood.
+    pub fn version(self) -> u32 {
+        match self {
+            Protocol::Json => JsonProtocol::VERSION,
+            Protocol::MessagePack => MessagePackProtocol::VERSION,
+        }
+    }
+
+    /// Text or binary.
+    pub fn transfer_format(self) -> TransferFormat {
+        match self {
+            Protocol::Json => JsonProtocol::TRANSFER_FORMAT,
+            Protocol::MessagePack => MessagePackProtocol::TRANSFER_FORMAT,
+        }
+    }
+
+    /// A small dense index (0, 1, ...) for per-protocol caches.
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Protocol::Json => 0,
+            Protocol::MessagePack => 1,
+        }
+    }
+
+    /// See [`HubProtocol::decode`].
+    pub fn decode(
+        self,
+        buf: &mut BytesMut,
+        max_message_size: usize,
+    ) -> Result<Option<InboundMessage>, ProtocolError> {
+        match self {
+            Protocol::Json => JsonProtocol::decode(buf, max_message_size),
+            Protocol::MessagePack => MessagePackProtocol::decode(buf, max_message_size),
+        }
+    }
+
+    /// See [`HubProtocol::encode`].
+    pub fn encode<A: Serialize, V: Serialize>(
+        self,
+        message: &Message<A, V>,
+        out: &mut BytesMut,
+    ) -> Result<(), ProtocolError> {
+        match self {
+            Protocol::Json => JsonProtocol::encode(message, out),
+            Protocol::MessagePack => MessagePackProtocol::encode(message, out),
+        }
+    }
+
+    /// Encodes one message into its own buffer.
+    pub fn encode_to_bytes<A: Serialize, V: Serialize>(
+        self,
+        message: &Message<A, V>,
+    ) -> Result<Bytes, ProtocolError> {
+        let mut out = BytesMut::new();
+        self.encode(message, &mut out)?;
+        Ok(out.freeze())
+    }
+
+    /// The framed Ping record, shared by every connection of this protocol.
+    pub fn ping_record(self) -> Bytes {
+        match self {
+            Protocol::Json => Bytes::from_static(b"{\"type\":6}\x1e"),
+            Protocol::MessagePack => Bytes::from_static(&[0x02, 0x91, 0x06]),
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}

@@ -1,0 +1,145 @@
+//! Inbound values that stay encoded until a hub method asks for a concrete type.
+
+use std::fmt;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::ser::{Error as _, SerializeSeq};
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
+
+/// One still-encoded value from a received message (an argument, a stream item, a result).
+///
+/// Binding is lazy so that a method that takes `(String, i64)` deserializes straight from the
+/// received bytes, and so that an argument can be forwarded unchanged (a `Payload` serializes
+/// back to the same value, in either protocol).
+#[derive(Clone, PartialEq)]
+pub struct Payload(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Json(Box<RawValue>),
+    MessagePack(Bytes),
+}
+
+impl PartialEq for Repr {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Repr::Json(a), Repr::Json(b)) => a.get() == b.get(),
+            (Repr::MessagePack(a), Repr::MessagePack(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// A value could not be bound to the requested type.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PayloadError(String);
+
+impl Payload {
+    pub(crate) fn json(raw: Box<RawValue>) -> Self {
+        Payload(Repr::Json(raw))
+    }
+
+    pub(crate) fn msgpack(bytes: Bytes) -> Self {
+        Payload(Repr::MessagePack(bytes))
+    }
+
+    /// Deserializes the value into `T`.
+    ///
+    /// With MessagePack, binary values bind to `serde_bytes::ByteBuf` (or `Vec<u8>` with
+    /// `#[serde(with = "serde_bytes")]`), and structs bind from maps keyed by field name, which
+    /// is how the .NET and JS clients write objects.
+    pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, PayloadError> {
+        match &self.0 {
+            Repr::Json(raw) => {
+                serde_json::from_str(raw.get()).map_err(|e| PayloadError(e.to_string()))
+            }
+            Repr::MessagePack(bytes) => {
+                rmp_serde::from_slice(bytes).map_err(|e| PayloadError(e.to_string()))
+            }
+        }
+    }
+
+    /// Splits an array value into its elements, still encoded (for forwarding a list of
+    /// arguments without knowing their types).
+    pub fn elements(&self) -> Result<Vec<Payload>, PayloadError> {
+        match &self.0 {
+            Repr::Json(raw) => serde_json::from_str::<Vec<Box<RawValue>>>(raw.get())
+                .map(|items| items.into_iter().map(Payload::json).collect())
+                .map_err(|e| PayloadError(e.to_string())),
+            Repr::MessagePack(bytes) => super::msgpack::split_array(bytes)
+                .map(|items| items.into_iter().map(Payload::msgpack).collect())
+                .map_err(|e| PayloadError(e.to_string())),
+        }
+    }
+
+    /// The JSON text of the value, when it came from the JSON protocol.
+    pub fn as_json(&self) -> Option<&str> {
+        match &self.0 {
+            Repr::Json(raw) => Some(raw.get()),
+            Repr::MessagePack(_) => None,
+        }
+    }
+
+    /// The MessagePack bytes of the value, when it came from the MessagePack protocol.
+    pub fn as_msgpack(&self) -> Option<&[u8]> {
+        match &self.0 {
+            Repr::Json(_) => None,
+            Repr::MessagePack(bytes) => Some(bytes),
+        }
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Repr::Json(raw) => write!(f, "Payload::Json({})", raw.get()),
+            Repr::MessagePack(bytes) => write!(f, "Payload::MessagePack({bytes:02x?})"),
+        }
+    }
+}
+
+impl Serialize for Payload {
+    /// Re-emits the value through any serializer (transcoding), so a received argument can be
+    /// echoed or forwarded to clients of either protocol.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            Repr::Json(raw) => {
+                let mut de = serde_json::Deserializer::from_str(raw.get());
+                serde_transcode::transcode(&mut de, serializer)
+            }
+            Repr::MessagePack(bytes) => {
+                let mut de = rmp_serde::Deserializer::from_read_ref(&bytes[..]);
+                serde_transcode::transcode(&mut de, serializer).map_err(S::Error::custom)
+            }
+        }
+    }
+}
+
+/// The arguments of a received invocation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Arguments(pub Vec<Payload>);
+
+impl Arguments {
+    /// How many arguments there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for Arguments {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for value in &self.0 {
+            seq.serialize_element(value)?;
+        }
+        seq.end()
+    }
+}

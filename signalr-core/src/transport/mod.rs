@@ -1,0 +1,54 @@
+//! Transports: how records get to and from a client. Each transport turns its socket or HTTP
+//! requests into a stream of received chunks plus a [`TransportSink`]; the connection core does
+//! the rest.
+
+pub(crate) mod websocket;
+
+use std::future::Future;
+use std::io;
+
+use bytes::Bytes;
+
+use crate::protocol::TransferFormat;
+
+/// The transports a hub can serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    /// Full-duplex WebSockets.
+    WebSockets,
+}
+
+impl TransportKind {
+    /// The name used in negotiate responses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::WebSockets => "WebSockets",
+        }
+    }
+
+    /// The transfer formats the transport can carry, in negotiate order.
+    pub fn transfer_formats(self) -> &'static [TransferFormat] {
+        match self {
+            TransportKind::WebSockets => &[TransferFormat::Text, TransferFormat::Binary],
+        }
+    }
+}
+
+/// The sending half of a transport. Every record handed to it is complete; the sink must keep
+/// record boundaries within its own units (never split a record across WebSocket messages).
+pub(crate) trait TransportSink: Send + 'static {
+    /// Whether this transport can carry the format at all.
+    fn supports(&self, format: TransferFormat) -> bool;
+    /// Called once after the handshake, before the first hub record.
+    fn set_transfer_format(&mut self, format: TransferFormat);
+    /// Whether the hub must send keep-alive pings (long polling has its own).
+    fn needs_keep_alive(&self) -> bool {
+        true
+    }
+    /// Buffers one record.
+    fn feed(&mut self, record: Bytes) -> impl Future<Output = io::Result<()>> + Send;
+    /// Pushes buffered records to the client.
+    fn flush(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Ends the transport gracefully (for WebSockets: close frame 1000).
+    fn close(&mut self) -> impl Future<Output = ()> + Send;
+}
