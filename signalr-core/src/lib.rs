@@ -1,6 +1,104 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
-//! crate docs placeholder replaced below
+//! An ASP.NET Core SignalR compatible hub server for tokio and hyper.
+//!
+//! Unmodified SignalR clients (the official JavaScript, .NET and Java clients, Python clients)
+//! connect to a [`Hub`] as they would to ASP.NET Core: negotiate, WebSockets, the JSON and
+//! MessagePack hub protocols, keep-alive, timeouts and Close messages all behave as the
+//! reference server does.
+//!
+//! # Contents
+//! - [Writing a hub](#writing-a-hub): methods are plain async functions
+//! - [Reaching clients](#reaching-clients): `Clients`, `HubContext`
+//! - [Serving and embedding](#serving-and-embedding): one line, or mounted in axum/hyper
+//! - [Limits](#limits): every bound, and what happens past it
+//! - [Where we differ from the reference](#where-we-differ-from-the-reference)
+//! - [Architecture](#architecture)
+//!
+//! # Writing a hub
+//! A hub method is an async function. Each parameter is either a positional argument of the
+//! invocation (any `serde::Deserialize` type, bound in order; [`protocol::Payload`] keeps one
+//! still encoded) or context ([`Context`], [`Clients`], [`HubContext`], or your own
+//! [`FromContext`] type). It returns any `Serialize` value (`()` is a `null` result, as the
+//! reference sends for void methods) or a `Result` whose error converts into [`HubError`].
+//!
+//! ```
+//! use signalr_core::{Clients, Context, Hub, HubError};
+//!
+//! async fn add(a: i64, b: i64) -> i64 {
+//!     a + b
+//! }
+//!
+//! async fn say(ctx: Context, clients: Clients, text: String) -> Result<(), HubError> {
+//!     if text.is_empty() {
+//!         return Err(HubError::new("Say something.")); // shown to the caller
+//!     }
+//!     clients.others().send("Said", (ctx.connection_id(), text)).await?;
+//!     Ok(())
+//! }
+//!
+//! let hub = Hub::builder()
+//!     .method("Add", add)
+//!     .method("Say", say)
+//!     .on_connected(|ctx: Context| async move { println!("{} joined", ctx.connection_id()) })
+//!     .build();
+//! ```
+//!
+//! Method names match case-insensitively, as in ASP.NET Core. The error Completions for an
+//! unknown method, a wrong argument count or wrong argument types carry the reference's exact
+//! texts, and the connection stays open. Errors from a method show the generic text
+//! (`An unexpected error occurred invoking 'Say' on the server.`) plus the message of a
+//! [`HubError::new`]; other errors stay hidden unless
+//! [`enable_detailed_errors`](HubBuilder::enable_detailed_errors) is on. A panicking method is
+//! reported like an internal error; the connection and the server keep running.
+//!
+//! # Reaching clients
+//! Inside a method, [`Clients`] offers `all()`, `all_except(ids)`, `caller()`, `others()`,
+//! `client(id)` and `clients(ids)`. Outside, [`Hub::context`] gives a cloneable [`HubContext`]
+//! (the counterpart of `IHubContext`) for timers, HTTP handlers or any task. Each returns a
+//! [`ClientProxy`] whose [`send`](ClientProxy::send) takes the method name and a tuple of
+//! arguments. A message is encoded once per protocol and the bytes are shared by every
+//! recipient.
+//!
+//! # Serving and embedding
+//! Alone: [`serve`] (until Ctrl-C or SIGTERM) or [`serve_with_shutdown`]. Inside an
+//! application: [`Hub::service`] is a `tower::Service` over `http::Request`, so it mounts at any
+//! path of an axum `Router` with `nest_service("/hubs/chat", hub.service())`, or serves under
+//! plain hyper (WebSocket upgrades need hyper's `serve_connection_with_upgrades`).
+//! [`Hub::shutdown`] closes every connection with `allowReconnect: true` and waits for them.
+//!
+//! # Limits
+//! | limit | default | past it |
+//! |---|---|---|
+//! | handshake timeout | 15 s | handshake error `Handshake was canceled.`, transport closed |
+//! | keep-alive interval | 15 s | (a Ping is sent when nothing else was sent for this long) |
+//! | client timeout | 30 s, armed by the client's first Ping | Close `Connection closed with an error.` (`allowReconnect: true`) |
+//! | maximum received message | 32 KiB per record (handshake included) | Close with an error; refused as soon as a MessagePack length prefix announces it |
+//! | one WebSocket message | 4 x the message limit, at least 64 KiB | connection closed (a message may batch several records) |
+//! | parallel invocations per client | 1 | the server stops reading from that client until one finishes |
+//! | outbound queue per connection | 1,024 records | a multi-client send finding it full closes that client as too slow; a single-client send waits up to the send timeout first |
+//! | send timeout | 10 s | a write to the socket or a single-client send that cannot progress closes the connection |
+//! | negotiated but unused connection id | 15 s | forgotten; its transport request then gets 404 |
+//! | graceful shutdown | 5 s | remaining connections are dropped |
+//!
+//! Every limit is set on [`HubBuilder`].
+//!
+//! # Where we differ from the reference
+//! - Keep-alive Pings are skipped while other traffic flows (the reference pings on a fixed
+//!   cadence); clients only need to hear something within their timeout.
+//! - A client that cannot keep up with multi-client sends is disconnected instead of slowing
+//!   the sender down: one slow client never delays a broadcast to everyone else.
+//! - The WebSocket read buffer is 4 KiB per connection (tungstenite allocates 128 KiB by
+//!   default), to keep idle connections small.
+//!
+//! # Architecture
+//! - [`protocol`]: sans-IO hub protocols and handshake (no sockets, no clock).
+//! - `connection`: one transport-independent connection loop (handshake, dispatch, keep-alive,
+//!   timeouts, closing).
+//! - `transport`: WebSockets, behind a small sink trait.
+//! - `hub`: method table, extractors, dispatch, client proxies.
+//! - `lifetime`: the registry of live connections (sharded; no global lock).
+//! - `http`: negotiate and routing as a `tower::Service`.
 pub mod protocol;
 
 mod connection;

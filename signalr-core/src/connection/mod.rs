@@ -185,7 +185,13 @@ pub(crate) async fn run<I, S>(
     let keep_alive = sink
         .needs_keep_alive()
         .then_some(options.keep_alive_interval);
-    let writer = tokio::spawn(write_loop(conn.clone(), rx, sink, keep_alive));
+    let writer = tokio::spawn(write_loop(
+        conn.clone(),
+        rx,
+        sink,
+        keep_alive,
+        options.send_timeout,
+    ));
     tracing::debug!(connection = %conn.id, %protocol, "connected");
 
     let mut disconnect_error = None;
@@ -201,14 +207,15 @@ pub(crate) async fn run<I, S>(
 
     hub.registry.remove(&conn.id);
     conn.close(Close::default());
+    // Bounded: every write inside the writer has a timeout.
+    let _ = writer.await;
+    tracing::debug!(connection = %conn.id, error = ?disconnect_error, "disconnected");
+    hub.on_disconnected(&conn, disconnect_error).await;
     // Keep reading (and discarding) briefly so the transport can finish its close handshake.
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
         while let Some(Ok(_)) = inbound.next().await {}
     })
     .await;
-    let _ = writer.await;
-    tracing::debug!(connection = %conn.id, error = ?disconnect_error, "disconnected");
-    hub.on_disconnected(&conn, disconnect_error).await;
 }
 
 /// Reads until a whole handshake request arrived. `None` when the client went away first.
@@ -357,11 +364,15 @@ where
 }
 
 /// Moves queued records to the transport, pings when idle, and performs the close sequence.
+///
+/// Every write is bounded by `send_timeout` (the reference's `TransportSendTimeout`): a client
+/// that stops reading cannot hold this task, its socket and its queue forever.
 async fn write_loop<S: TransportSink>(
     conn: Arc<ConnectionShared>,
     mut rx: mpsc::Receiver<Bytes>,
     mut sink: S,
     keep_alive: Option<Duration>,
+    send_timeout: Duration,
 ) {
     let ping = conn.protocol.ping_record();
     // One interval per connection; ticks are skipped while other traffic flows (the reference
@@ -378,19 +389,22 @@ async fn write_loop<S: TransportSink>(
                 _ = conn.closing.cancelled() => return Ok(()),
                 record = rx.recv() => {
                     let Some(record) = record else { return Ok(()) };
-                    sink.feed(record).await?;
-                    for _ in 0..MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(record) => sink.feed(record).await?,
-                            Err(_) => break,
+                    within(send_timeout, async {
+                        sink.feed(record).await?;
+                        for _ in 0..MAX_BATCH {
+                            match rx.try_recv() {
+                                Ok(record) => sink.feed(record).await?,
+                                Err(_) => break,
+                            }
                         }
-                    }
-                    sink.flush().await?;
+                        sink.flush().await
+                    })
+                    .await?;
                     last_write = Instant::now();
                 }
                 _ = ticker.tick(), if keep_alive.is_some() => {
                     if last_write.elapsed() >= period {
-                        write_now(&mut sink, ping.clone()).await?;
+                        within(send_timeout, write_now(&mut sink, ping.clone())).await?;
                         last_write = Instant::now();
                     }
                 }
@@ -417,5 +431,14 @@ async fn write_loop<S: TransportSink>(
         })
         .await;
     }
-    sink.close().await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
+}
+
+async fn within(
+    limit: Duration,
+    write: impl std::future::Future<Output = io::Result<()>>,
+) -> io::Result<()> {
+    tokio::time::timeout(limit, write)
+        .await
+        .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "send timed out")))
 }

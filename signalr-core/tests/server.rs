@@ -1,0 +1,730 @@
+//! The server over real loopback sockets: negotiate, the WebSocket transport, the handshake,
+//! limits, hooks and shutdown, checked at the byte level with a raw client.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use signalr_core::{Clients, Context, Hub, HubBuilder, HubContext, HubError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message as Ws;
+use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+const RS: char = '\u{1e}';
+const WAIT: Duration = Duration::from_secs(5);
+
+struct Server {
+    port: u16,
+    hub: Hub,
+    stop: Option<oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    async fn start(builder: HubBuilder) -> Server {
+        let hub = builder.build();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let served = hub.clone();
+        let done = tokio::spawn(async move {
+            signalr_core::serve_with_shutdown(listener, "/hub", served, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        Server {
+            port,
+            hub,
+            stop: Some(stop),
+            done,
+        }
+    }
+
+    async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(WAIT, self.done)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+
+    /// A plain HTTP/1.1 request; returns (status, body).
+    async fn http(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await.unwrap();
+        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+            .await
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let status = text[9..12].parse().unwrap();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    async fn negotiate(&self, version: u32) -> Value {
+        let (status, body) = self
+            .http(
+                "POST",
+                &format!("/hub/negotiate?negotiateVersion={version}"),
+                &[],
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    async fn ws(&self, query: &str) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
+        let url = format!("ws://127.0.0.1:{}/hub{query}", self.port);
+        connect_async(url).await.map(|(socket, _)| socket)
+    }
+
+    /// Negotiates, opens the WebSocket and completes a JSON handshake.
+    async fn json_client(&self) -> (Socket, String) {
+        let negotiated = self.negotiate(1).await;
+        let token = negotiated["connectionToken"].as_str().unwrap();
+        let mut socket = self.ws(&format!("?id={token}")).await.unwrap();
+        socket
+            .send(Ws::text(format!(
+                "{{\"protocol\":\"json\",\"version\":1}}{RS}"
+            )))
+            .await
+            .unwrap();
+        assert_eq!(next_text(&mut socket).await, format!("{{}}{RS}"));
+        (
+            socket,
+            negotiated["connectionId"].as_str().unwrap().to_owned(),
+        )
+    }
+}
+
+/// The next text frame (pings included).
+async fn next_text(socket: &mut Socket) -> String {
+    loop {
+        match tokio::time::timeout(WAIT, socket.next())
+            .await
+            .expect("a frame in time")
+        {
+            Some(Ok(Ws::Text(text))) => return text.to_string(),
+            Some(Ok(Ws::Ping(_) | Ws::Pong(_))) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+/// The next hub message that is not a Ping, parsed.
+async fn next_message(socket: &mut Socket) -> Value {
+    loop {
+        let text = next_text(socket).await;
+        for record in text.split(RS).filter(|r| !r.is_empty()) {
+            let value: Value = serde_json::from_str(record).unwrap();
+            if value["type"] != 6 {
+                return value;
+            }
+        }
+    }
+}
+
+async fn send(socket: &mut Socket, value: Value) {
+    socket.send(Ws::text(format!("{value}{RS}"))).await.unwrap();
+}
+
+/// Waits for the server to close the socket, answering its close frame as real clients do;
+/// returns the close code.
+async fn closed(socket: &mut Socket) -> Option<u16> {
+    let mut code = None;
+    loop {
+        match tokio::time::timeout(WAIT, socket.next())
+            .await
+            .expect("closed in time")
+        {
+            Some(Ok(Ws::Close(frame))) => code = frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return code,
+        }
+    }
+}
+
+async fn echo(value: String) -> String {
+    value
+}
+
+fn echo_hub() -> HubBuilder {
+    Hub::builder().method("Echo", echo)
+}
+
+#[tokio::test]
+async fn negotiate_answers_versions_like_the_reference() {
+    let server = Server::start(echo_hub()).await;
+
+    let v1 = server.negotiate(1).await;
+    assert_eq!(v1["negotiateVersion"], 1);
+    let id = v1["connectionId"].as_str().unwrap();
+    let token = v1["connectionToken"].as_str().unwrap();
+    assert_eq!(id.len(), 22);
+    assert_ne!(id, token);
+    for s in [id, token] {
+        assert!(
+            s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "{s}"
+        );
+    }
+    assert_eq!(
+        v1["availableTransports"],
+        json!([{"transport": "WebSockets", "transferFormats": ["Text", "Binary"]}])
+    );
+    assert!(v1.get("useStatefulReconnect").is_none());
+    assert!(v1.get("ProtocolVersion").is_none());
+
+    // Version 0 has no token; newer versions are answered with our highest (1).
+    let v0 = server.negotiate(0).await;
+    assert_eq!(v0["negotiateVersion"], 0);
+    assert!(v0.get("connectionToken").is_none());
+    assert_eq!(server.negotiate(7).await["negotiateVersion"], 1);
+    let (_, missing) = server.http("POST", "/hub/negotiate", &[]).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&missing).unwrap()["negotiateVersion"],
+        0
+    );
+
+    let (status, body) = server
+        .http("POST", "/hub/negotiate?negotiateVersion=abc", &[])
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"error": "The client requested a non-integer protocol version."})
+    );
+    let (status, _) = server.http("GET", "/hub/negotiate", &[]).await;
+    assert_eq!(status, 405);
+    let (status, _) = server.http("PUT", "/hub", &[]).await;
+    assert_eq!(status, 405);
+    let (status, _) = server.http("GET", "/elsewhere", &[]).await;
+    assert_eq!(status, 404);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn transport_requests_get_the_reference_status_codes() {
+    let server = Server::start(echo_hub()).await;
+
+    // Unknown id: 404 before any upgrade.
+    let err = server.ws("?id=unknown").await.unwrap_err();
+    assert!(err.to_string().contains("404"), "{err}");
+
+    // A token can be used by one WebSocket at a time; the second gets 409.
+    let negotiated = server.negotiate(1).await;
+    let token = negotiated["connectionToken"].as_str().unwrap().to_owned();
+    let mut first = server.ws(&format!("?id={token}")).await.unwrap();
+    let err = server.ws(&format!("?id={token}")).await.unwrap_err();
+    assert!(err.to_string().contains("409"), "{err}");
+
+    // POST and DELETE are for the other transports.
+    let (status, _) = server.http("POST", &format!("/hub?id={token}"), &[]).await;
+    assert_eq!(status, 405);
+    let (status, _) = server
+        .http("DELETE", &format!("/hub?id={token}"), &[])
+        .await;
+    assert_eq!(status, 400);
+    let (status, body) = server.http("POST", "/hub", &[]).await;
+    assert_eq!((status, body.as_str()), (400, "Connection ID required"));
+    let (status, _) = server.http("POST", "/hub?id=nope", &[]).await;
+    assert_eq!(status, 404);
+    // Server-Sent Events and long polling are not served (yet): 404 as for a disabled transport.
+    let (status, body) = server
+        .http(
+            "GET",
+            &format!("/hub?id={token}"),
+            &[("Accept", "text/event-stream")],
+        )
+        .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            404,
+            "ServerSentEvents transport not supported by this end point type"
+        )
+    );
+
+    // The connection id token is the one negotiated: the connection works.
+    first
+        .send(Ws::text(format!(
+            "{{\"protocol\":\"json\",\"version\":1}}{RS}"
+        )))
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut first).await, format!("{{}}{RS}"));
+    send(
+        &mut first,
+        json!({"type": 1, "invocationId": "1", "target": "echo", "arguments": ["hi"]}),
+    )
+    .await;
+    assert_eq!(
+        next_message(&mut first).await,
+        json!({"type": 3, "invocationId": "1", "result": "hi"})
+    );
+
+    // After the connection ends, its token is gone.
+    first.close(None).await.unwrap();
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let err = server.ws(&format!("?id={token}")).await.unwrap_err();
+    assert!(err.to_string().contains("404"), "{err}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn handshake_refusals_carry_the_reference_messages() {
+    let server =
+        Server::start(echo_hub().protocols([signalr_core::protocol::Protocol::Json])).await;
+    let cases = [
+        (
+            format!("{{\"protocol\":\"messagepack\",\"version\":1}}{RS}"),
+            "The protocol 'messagepack' is not supported.",
+        ),
+        (
+            format!("{{\"protocol\":\"xml\",\"version\":1}}{RS}"),
+            "The protocol 'xml' is not supported.",
+        ),
+        (
+            format!("{{\"protocol\":\"json\",\"version\":3}}{RS}"),
+            "The server does not support version 3 of the 'json' protocol.",
+        ),
+        (
+            format!("{{\"protocol\":\"json\"}}{RS}"),
+            "An unexpected error occurred during connection handshake.",
+        ),
+    ];
+    for (request, expected) in cases {
+        let mut socket = server.ws("").await.unwrap();
+        socket.send(Ws::text(request)).await.unwrap();
+        let response: Value =
+            serde_json::from_str(next_text(&mut socket).await.trim_end_matches(RS)).unwrap();
+        assert_eq!(response, json!({"error": expected}));
+        assert_eq!(closed(&mut socket).await, Some(1000));
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn handshake_timeout_and_oversized_handshake_are_refused() {
+    let server = Server::start(
+        echo_hub()
+            .handshake_timeout(Duration::from_millis(300))
+            .max_receive_message_size(64),
+    )
+    .await;
+    let mut silent = server.ws("").await.unwrap();
+    let response = next_text(&mut silent).await;
+    assert_eq!(
+        response,
+        format!("{{\"error\":\"Handshake was canceled.\"}}{RS}")
+    );
+    assert_eq!(closed(&mut silent).await, Some(1000));
+
+    let mut huge = server.ws("").await.unwrap();
+    huge.send(Ws::text("x".repeat(100))).await.unwrap();
+    assert_eq!(
+        next_text(&mut huge).await,
+        format!("{{\"error\":\"Handshake was canceled.\"}}{RS}")
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn records_split_and_batched_across_frames_are_all_handled() {
+    let server = Server::start(echo_hub()).await;
+    let mut socket = server.ws("").await.unwrap();
+    // The handshake and two invocations in one frame; a third split over two frames.
+    let batch = format!(
+        "{{\"protocol\":\"json\",\"version\":1}}{RS}{}{RS}{}{RS}{{\"type\":1,\"invocationId\":\"3\",",
+        json!({"type": 1, "invocationId": "1", "target": "Echo", "arguments": ["a"]}),
+        json!({"type": 1, "invocationId": "2", "target": "Echo", "arguments": ["b"]}),
+    );
+    socket.send(Ws::text(batch)).await.unwrap();
+    socket
+        .send(Ws::text(format!(
+            "\"target\":\"Echo\",\"arguments\":[\"c\"]}}{RS}"
+        )))
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut socket).await, format!("{{}}{RS}"));
+    for (id, value) in [("1", "a"), ("2", "b"), ("3", "c")] {
+        assert_eq!(
+            next_message(&mut socket).await,
+            json!({"type": 3, "invocationId": id, "result": value})
+        );
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversized_message_closes_with_an_error() {
+    let server = Server::start(
+        echo_hub()
+            .max_receive_message_size(1024)
+            .enable_detailed_errors(true),
+    )
+    .await;
+    let (mut socket, _) = server.json_client().await;
+    let big = "y".repeat(2000);
+    send(
+        &mut socket,
+        json!({"type": 1, "invocationId": "1", "target": "Echo", "arguments": [big]}),
+    )
+    .await;
+    let close = next_message(&mut socket).await;
+    assert_eq!(close["type"], 7);
+    assert_eq!(close["allowReconnect"], true);
+    let error = close["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("Connection closed with an error."),
+        "{error}"
+    );
+    assert!(
+        error.contains("The maximum message size of 1024B was exceeded."),
+        "{error}"
+    );
+    assert_eq!(closed(&mut socket).await, Some(1000));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_message_closes_but_bad_arguments_do_not() {
+    let server = Server::start(echo_hub()).await;
+    let (mut socket, _) = server.json_client().await;
+    // Wrong argument type: an error Completion, and the connection stays usable.
+    send(
+        &mut socket,
+        json!({"type": 1, "invocationId": "1", "target": "Echo", "arguments": [5]}),
+    )
+    .await;
+    assert_eq!(
+        next_message(&mut socket).await,
+        json!({"type": 3, "invocationId": "1", "error": "Failed to invoke 'Echo' due to an error on the server."})
+    );
+    // A streaming call to a non-streaming method.
+    send(
+        &mut socket,
+        json!({"type": 4, "invocationId": "2", "target": "Echo", "arguments": ["x"]}),
+    )
+    .await;
+    assert_eq!(
+        next_message(&mut socket).await["error"],
+        "The client attempted to invoke the non-streaming 'Echo' method with a streaming invocation."
+    );
+    // Non-blocking invocation of an unknown method: nothing comes back, not even an error.
+    send(
+        &mut socket,
+        json!({"type": 1, "target": "Nope", "arguments": []}),
+    )
+    .await;
+    send(
+        &mut socket,
+        json!({"type": 1, "invocationId": "3", "target": "Echo", "arguments": ["ok"]}),
+    )
+    .await;
+    assert_eq!(
+        next_message(&mut socket).await,
+        json!({"type": 3, "invocationId": "3", "result": "ok"})
+    );
+    // Broken JSON is a protocol error: Close with the generic error.
+    socket
+        .send(Ws::text(format!("{{\"type\":1,{RS}")))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_message(&mut socket).await,
+        json!({"type": 7, "error": "Connection closed with an error.", "allowReconnect": true})
+    );
+    assert_eq!(closed(&mut socket).await, Some(1000));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn keep_alive_pings_and_client_timeout() {
+    let server = Server::start(
+        echo_hub()
+            .keep_alive_interval(Duration::from_millis(100))
+            .client_timeout(Duration::from_millis(600)),
+    )
+    .await;
+    let (mut socket, _) = server.json_client().await;
+    // The server pings an idle client.
+    assert_eq!(next_text(&mut socket).await, format!("{{\"type\":6}}{RS}"));
+    // The timeout is armed by the client's first ping; staying silent then closes us.
+    send(&mut socket, json!({"type": 6})).await;
+    let started = std::time::Instant::now();
+    let close = next_message(&mut socket).await;
+    assert_eq!(
+        close,
+        json!({"type": 7, "error": "Connection closed with an error.", "allowReconnect": true})
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn hooks_run_once_and_see_the_connection() {
+    let events = Arc::new(Mutex::new(Vec::<String>::new()));
+    let connected = events.clone();
+    let disconnected = events.clone();
+    let builder = echo_hub()
+        .on_connected(move |ctx: Context| {
+            let events = connected.clone();
+            async move {
+                events
+                    .lock()
+                    .unwrap()
+                    .push(format!("connected {}", ctx.connection_id()));
+                ctx.clients()
+                    .caller()
+                    .send("Welcome", (ctx.connection_id().to_owned(),))
+                    .await
+            }
+        })
+        .on_disconnected(move |ctx: Context, error: Option<String>| {
+            let events = disconnected.clone();
+            async move {
+                events
+                    .lock()
+                    .unwrap()
+                    .push(format!("disconnected {} {error:?}", ctx.connection_id()));
+            }
+        });
+    let server = Server::start(builder).await;
+    let (mut socket, id) = server.json_client().await;
+    assert_eq!(
+        next_message(&mut socket).await,
+        json!({"type": 1, "target": "Welcome", "arguments": [id]})
+    );
+    // A graceful client Close ends the connection without an error.
+    send(&mut socket, json!({"type": 7})).await;
+    let _ = closed(&mut socket).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        *events.lock().unwrap(),
+        [format!("connected {id}"), format!("disconnected {id} None")]
+    );
+    assert_eq!(server.hub.connection_count(), 0);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn failing_on_connected_closes_without_reconnect() {
+    let server = Server::start(
+        echo_hub().on_connected(|_ctx: Context| async { Err::<(), _>(HubError::new("not today")) }),
+    )
+    .await;
+    let (mut socket, _) = server.json_client().await;
+    assert_eq!(
+        next_message(&mut socket).await,
+        json!({"type": 7, "error": "Connection closed with an error. HubException: not today"})
+    );
+    server.shutdown().await;
+}
+
+async fn shout(clients: Clients, text: String) -> Result<(), signalr_core::Error> {
+    clients.others().send("Shout", (text,)).await
+}
+
+#[tokio::test]
+async fn hub_context_reaches_clients_from_outside() {
+    let server = Server::start(echo_hub().method("Shout", shout)).await;
+    let (mut a, a_id) = server.json_client().await;
+    let (mut b, b_id) = server.json_client().await;
+
+    let context: HubContext = server.hub.context();
+    assert_eq!(context.connection_count(), 2);
+    context
+        .clients()
+        .all()
+        .send("Tick", (1, true, Option::<u8>::None))
+        .await
+        .unwrap();
+    for socket in [&mut a, &mut b] {
+        assert_eq!(
+            next_message(socket).await,
+            json!({"type": 1, "target": "Tick", "arguments": [1, true, null]})
+        );
+    }
+    context
+        .clients()
+        .client(b_id.clone())
+        .send("Only", ())
+        .await
+        .unwrap();
+    context
+        .clients()
+        .all_except([b_id.clone()])
+        .send("NotB", ())
+        .await
+        .unwrap();
+    assert_eq!(
+        next_message(&mut b).await,
+        json!({"type": 1, "target": "Only", "arguments": []})
+    );
+    assert_eq!(
+        next_message(&mut a).await,
+        json!({"type": 1, "target": "NotB", "arguments": []})
+    );
+    context
+        .clients()
+        .clients([a_id.clone(), "unknown".to_owned()])
+        .send("Some", ("x",))
+        .await
+        .unwrap();
+    assert_eq!(next_message(&mut a).await["target"], "Some");
+
+    // Others excludes the caller.
+    send(
+        &mut a,
+        json!({"type": 1, "invocationId": "9", "target": "Shout", "arguments": ["hey"]}),
+    )
+    .await;
+    assert_eq!(
+        next_message(&mut a).await,
+        json!({"type": 3, "invocationId": "9", "result": null})
+    );
+    assert_eq!(
+        next_message(&mut b).await,
+        json!({"type": 1, "target": "Shout", "arguments": ["hey"]})
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_tells_clients_to_reconnect_and_refuses_new_ones() {
+    let server = Server::start(echo_hub()).await;
+    let (mut socket, _) = server.json_client().await;
+    let hub = server.hub.clone();
+    let shutdown = tokio::spawn(async move { hub.shutdown().await });
+    assert_eq!(
+        next_message(&mut socket).await,
+        json!({"type": 7, "allowReconnect": true})
+    );
+    assert_eq!(closed(&mut socket).await, Some(1000));
+    tokio::time::timeout(WAIT, shutdown).await.unwrap().unwrap();
+    let (status, _) = server
+        .http("POST", "/hub/negotiate?negotiateVersion=1", &[])
+        .await;
+    assert_eq!(status, 503);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn mounts_inside_an_axum_router() {
+    let hub = echo_hub().build();
+    let app = axum::Router::new()
+        .route("/health", axum::routing::get(|| async { "ok" }))
+        .nest_service("/api/hubs/echo", hub.service());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let url = format!("ws://127.0.0.1:{port}/api/hubs/echo");
+    let (mut socket, _) = connect_async(url).await.unwrap();
+    socket
+        .send(Ws::text(format!(
+            "{{\"protocol\":\"json\",\"version\":1}}{RS}"
+        )))
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut socket).await, format!("{{}}{RS}"));
+    send(
+        &mut socket,
+        json!({"type": 1, "invocationId": "1", "target": "Echo", "arguments": ["routed"]}),
+    )
+    .await;
+    assert_eq!(next_message(&mut socket).await["result"], "routed");
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_and_others_keep_receiving() {
+    let server = Server::start(
+        echo_hub()
+            .outbound_queue_capacity(8)
+            .send_timeout(Duration::from_millis(500)),
+    )
+    .await;
+    // A small fixed receive buffer (no autotuning), so the backlog reaches the server quickly.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(8 * 1024).unwrap();
+    let stream = socket
+        .connect(([127, 0, 0, 1], server.port).into())
+        .await
+        .unwrap();
+    let url = format!("ws://127.0.0.1:{}/hub", server.port);
+    let (mut stuck, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+        .await
+        .unwrap();
+    stuck
+        .send(Ws::text(format!(
+            "{{\"protocol\":\"json\",\"version\":1}}{RS}"
+        )))
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut stuck).await, format!("{{}}{RS}"));
+    let (mut healthy, _) = server.json_client().await;
+    let context = server.hub.context();
+    let chunk = "z".repeat(64 * 1024);
+
+    // Far more than the socket buffers and the queue can hold for a client that never reads.
+    let reader = tokio::spawn(async move {
+        let mut received = 0;
+        while received < 300 {
+            let message = next_message(&mut healthy).await;
+            assert_eq!(message["target"], "Big");
+            received += 1;
+        }
+        (received, healthy)
+    });
+    for _ in 0..300 {
+        context
+            .clients()
+            .all()
+            .send("Big", (&chunk,))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let (received, _healthy) = tokio::time::timeout(Duration::from_secs(20), reader)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(received, 300);
+
+    // The stuck client was closed: the server holds one connection now.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while server.hub.connection_count() != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slow client was never dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(stuck.close(None));
+    server.shutdown().await;
+}
