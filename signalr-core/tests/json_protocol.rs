@@ -1,9 +1,9 @@
 //! Byte-exact tests of the JSON hub protocol, through the public protocol API.
 
-mod common_protocol;
+mod common;
 
 use bytes::BytesMut;
-use common_protocol::{decode_all_ways, encode};
+use common::{decode_all_ways, encode};
 use serde_json::json;
 use signalr_core::protocol::{
     CancelInvocation, Close, Completion, CompletionResult, Headers, Invocation, Message, NoValue,

@@ -8,9 +8,9 @@
 //!   suite (`protocol.test.mjs`) parses the same bytes with the official parsers and checks the
 //!   meaning. Set `SIGNALR_WRITE_VECTORS=1` to rewrite the file after a deliberate change.
 
-mod common_protocol;
+mod common;
 
-use common_protocol::decode_all_ways;
+use common::decode_all_ways;
 use serde_json::{json, Map, Value};
 use signalr_core::protocol::{
     Close, Completion, CompletionResult, Headers, InboundMessage, Invocation, Message, NoValue,

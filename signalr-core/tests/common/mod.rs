@@ -1,4 +1,4 @@
-// Shared by the protocol test files (included with `mod`).
+// Shared by the protocol test files (`mod common;`).
 #![allow(dead_code)]
 
 use bytes::BytesMut;
