@@ -3,14 +3,16 @@
 //! An ASP.NET Core SignalR compatible hub server for tokio and hyper.
 //!
 //! Unmodified SignalR clients (the official JavaScript, .NET and Java clients, Python clients)
-//! connect to a [`Hub`] as they would to ASP.NET Core: negotiate, WebSockets, the JSON and
-//! MessagePack hub protocols, keep-alive, timeouts and Close messages all behave as the
+//! connect to a [`Hub`] as they would to ASP.NET Core: negotiate, the three transports
+//! (WebSockets, Server-Sent Events, long polling, with the clients' usual fallback), the JSON
+//! and MessagePack hub protocols, keep-alive, timeouts and Close messages all behave as the
 //! reference server does.
 //!
 //! # Contents
 //! - [Writing a hub](#writing-a-hub): methods are plain async functions
 //! - [Reaching clients](#reaching-clients): `Clients`, `HubContext`
 //! - [Serving and embedding](#serving-and-embedding): one line, or mounted in axum/hyper
+//! - [Transports](#transports): WebSockets, Server-Sent Events, long polling, CORS
 //! - [Limits](#limits): every bound, and what happens past it
 //! - [Where we differ from the reference](#where-we-differ-from-the-reference)
 //! - [Architecture](#architecture)
@@ -67,6 +69,17 @@
 //! plain hyper (WebSocket upgrades need hyper's `serve_connection_with_upgrades`).
 //! [`Hub::shutdown`] closes every connection with `allowReconnect: true` and waits for them.
 //!
+//! # Transports
+//! All three are served by default; [`HubBuilder::transports`] narrows the set (negotiate then
+//! offers only those, and requests for the others get 404 as in the reference). Whatever the
+//! transport, one connection core runs the hub: limits, timeouts and Close messages are the
+//! same. Server-Sent Events carry text only, so MessagePack clients use WebSockets or long
+//! polling. Long polling needs no pings (each poll is its keep-alive); a client that stops
+//! polling is let go after the disconnect timeout. Browsers on other origins need
+//! [`HubBuilder::cors_allowed_origins`]: allowed origins are echoed with credentials, as the JS
+//! client sends cookies by default. [`Context::transport`] tells a method which one a caller
+//! uses.
+//!
 //! # Limits
 //! | limit | default | past it |
 //! |---|---|---|
@@ -79,6 +92,11 @@
 //! | outbound queue per connection | 1,024 records | a multi-client send finding it full closes that client as too slow; a single-client send waits up to the send timeout first |
 //! | send timeout | 10 s | a write to the socket or a single-client send that cannot progress closes the connection |
 //! | negotiated but unused connection id | 15 s | forgotten; its transport request then gets 404 |
+//! | negotiated connections waiting for a transport | 100,000 | negotiate answers 503 |
+//! | long poll wait | 90 s | the poll answers 200 with no body; the client polls again |
+//! | records waiting for the next long poll | 1 MiB | sends wait (up to the send timeout) for a poll to drain them |
+//! | long-polling client that stops polling | the disconnect timeout (15 s) | the connection ends, `on_disconnected` runs |
+//! | received POST data not yet read by the hub | 8 chunks | the POST's 200 waits (up to the send timeout, then 503) |
 //! | graceful shutdown | 5 s | remaining connections are dropped |
 //!
 //! Every limit is set on [`HubBuilder`].
@@ -95,10 +113,10 @@
 //! - [`protocol`]: sans-IO hub protocols and handshake (no sockets, no clock).
 //! - `connection`: one transport-independent connection loop (handshake, dispatch, keep-alive,
 //!   timeouts, closing).
-//! - `transport`: WebSockets, behind a small sink trait.
+//! - `transport`: WebSockets, Server-Sent Events and long polling, behind a small sink trait.
 //! - `hub`: method table, extractors, dispatch, client proxies.
 //! - `lifetime`: the registry of live connections (sharded; no global lock).
-//! - `http`: negotiate and routing as a `tower::Service`.
+//! - `http`: negotiate, routing, the HTTP connection manager and CORS, as a `tower::Service`.
 pub mod protocol;
 
 mod connection;

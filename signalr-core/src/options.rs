@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::protocol::Protocol;
+use crate::transport::TransportKind;
 
 /// Everything configurable about a hub; set through [`HubBuilder`](crate::HubBuilder).
 #[derive(Debug, Clone)]
@@ -33,6 +34,18 @@ pub(crate) struct HubOptions {
     pub shutdown_timeout: Duration,
     /// Protocols offered to clients. Default: JSON and MessagePack.
     pub protocols: Vec<Protocol>,
+    /// Transports offered in negotiate and served. Default: all three.
+    pub transports: Vec<TransportKind>,
+    /// How long a long poll waits for data before answering empty. Default 90 s.
+    pub long_poll_timeout: Duration,
+    /// Bytes that may wait for the next long poll before sends wait. Default 1 MiB.
+    pub long_poll_buffer: usize,
+    /// Origins allowed to call from browsers (CORS with credentials); `*` allows any origin.
+    /// Default: none (same-origin only).
+    pub cors_origins: Vec<String>,
+    /// Negotiated connections that may wait for their transport at once; past it negotiate
+    /// answers 503. Default 100,000.
+    pub max_pending_negotiations: usize,
     /// Size of the WebSocket read chunk allocated per connection. Default 4 KiB (tungstenite's
     /// own default is 128 KiB per socket, which dominates memory with many idle clients).
     pub websocket_read_buffer_size: usize,
@@ -54,6 +67,11 @@ impl Default for HubOptions {
             disconnect_timeout: Duration::from_secs(15),
             shutdown_timeout: Duration::from_secs(5),
             protocols: Protocol::ALL.to_vec(),
+            transports: TransportKind::ALL.to_vec(),
+            long_poll_timeout: Duration::from_secs(90),
+            long_poll_buffer: 1024 * 1024,
+            cors_origins: Vec::new(),
+            max_pending_negotiations: 100_000,
             websocket_read_buffer_size: 4 * 1024,
             websocket_write_buffer_size: 8 * 1024,
         }

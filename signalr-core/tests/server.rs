@@ -188,7 +188,11 @@ async fn negotiate_answers_versions_like_the_reference() {
     }
     assert_eq!(
         v1["availableTransports"],
-        json!([{"transport": "WebSockets", "transferFormats": ["Text", "Binary"]}])
+        json!([
+            {"transport": "WebSockets", "transferFormats": ["Text", "Binary"]},
+            {"transport": "ServerSentEvents", "transferFormats": ["Text"]},
+            {"transport": "LongPolling", "transferFormats": ["Text", "Binary"]},
+        ])
     );
     assert!(v1.get("useStatefulReconnect").is_none());
     assert!(v1.get("ProtocolVersion").is_none());
@@ -247,7 +251,7 @@ async fn transport_requests_get_the_reference_status_codes() {
     assert_eq!((status, body.as_str()), (400, "Connection ID required"));
     let (status, _) = server.http("POST", "/hub?id=nope", &[]).await;
     assert_eq!(status, 404);
-    // Server-Sent Events and long polling are not served (yet): 404 as for a disabled transport.
+    // Another transport cannot take over a WebSocket connection.
     let (status, body) = server
         .http(
             "GET",
@@ -257,11 +261,10 @@ async fn transport_requests_get_the_reference_status_codes() {
         .await;
     assert_eq!(
         (status, body.as_str()),
-        (
-            404,
-            "ServerSentEvents transport not supported by this end point type"
-        )
+        (400, "Cannot change transports mid-connection")
     );
+    let (status, _) = server.http("GET", &format!("/hub?id={token}"), &[]).await;
+    assert_eq!(status, 400);
 
     // The connection id token is the one negotiated: the connection works.
     first

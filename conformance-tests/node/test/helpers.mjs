@@ -36,9 +36,12 @@ export async function startServer(args = []) {
   };
 }
 
-/** Builds (not starts) a client. */
-export function client(server, { protocol = "json", skipNegotiation = false, reconnect = false, configure } = {}) {
-  const options = { transport: signalR.HttpTransportType.WebSockets };
+/** Builds (not starts) a client. `transport` is a HttpTransportType name, or "any" to let the
+ *  client negotiate and fall back as it does by default. */
+export function client(server, { protocol = "json", transport = "WebSockets", skipNegotiation = false, reconnect = false, accessToken, configure } = {}) {
+  const options = {};
+  if (accessToken) options.accessTokenFactory = () => accessToken;
+  if (transport !== "any") options.transport = signalR.HttpTransportType[transport];
   if (skipNegotiation) options.skipNegotiation = true;
   let builder = new signalR.HubConnectionBuilder()
     .withUrl(server.url, options)
@@ -81,6 +84,20 @@ export async function until(check, ms, what) {
   }
 }
 
-/** The four protocol / negotiation combinations every hub test runs under. */
-export const COMBINATIONS = ["json", "messagepack"].flatMap((protocol) =>
-  [false, true].map((skipNegotiation) => ({ protocol, skipNegotiation })));
+/** Every transport / protocol / negotiation combination the hub tests run under: JSON on all
+ *  three transports, MessagePack wherever it can go (not SSE), skipNegotiation on WebSockets. */
+export const COMBINATIONS = [
+  { transport: "WebSockets", protocol: "json", skipNegotiation: false },
+  { transport: "WebSockets", protocol: "json", skipNegotiation: true },
+  { transport: "WebSockets", protocol: "messagepack", skipNegotiation: false },
+  { transport: "WebSockets", protocol: "messagepack", skipNegotiation: true },
+  { transport: "ServerSentEvents", protocol: "json", skipNegotiation: false },
+  { transport: "LongPolling", protocol: "json", skipNegotiation: false },
+  { transport: "LongPolling", protocol: "messagepack", skipNegotiation: false },
+];
+
+/** Connections whose on_disconnected ran on the server: [[connectionId, error], ...]. */
+export async function disconnected(server) {
+  const response = await fetch(`http://127.0.0.1:${server.port}/admin/disconnected`);
+  return response.json();
+}

@@ -1,5 +1,5 @@
-// Hub behaviour over WebSockets with the official client: JSON and MessagePack, with and
-// without skipNegotiation.
+// Hub behaviour with the official client on every transport: JSON and MessagePack (MessagePack
+// wherever the transport carries binary), with and without skipNegotiation on WebSockets.
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { COMBINATIONS, signalR, startServer, started, sleep, until, withTimeout } from "./helpers.mjs";
@@ -8,10 +8,10 @@ import { COMBINATIONS, signalR, startServer, started, sleep, until, withTimeout 
 const QUIET_MS = 300;
 
 for (const combination of COMBINATIONS) {
-  const label = `${combination.protocol}${combination.skipNegotiation ? " skipNegotiation" : ""}`;
+  const label = `${combination.transport}, ${combination.protocol}${combination.skipNegotiation ? ", skipNegotiation" : ""}`;
   const binary = combination.protocol === "messagepack";
 
-  describe(`hub over WebSockets (${label})`, () => {
+  describe(`hub (${label})`, () => {
     let server;
     const open = [];
     const connect = async (methods = []) => {
@@ -26,9 +26,10 @@ for (const combination of COMBINATIONS) {
       await server.stop();
     });
 
-    it("connects, and the connection id matches negotiate", async () => {
+    it("connects on the forced transport, and the connection id matches negotiate", async () => {
       const { connection } = await connect();
       assert.equal(connection.state, signalR.HubConnectionState.Connected);
+      assert.equal(await connection.invoke("GetTransport"), combination.transport);
       const id = await connection.invoke("GetConnectionId");
       assert.match(id, /^[A-Za-z0-9_-]{22}$/);
       if (combination.skipNegotiation) assert.equal(connection.connectionId, null);

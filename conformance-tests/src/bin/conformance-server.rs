@@ -3,12 +3,15 @@
 //! Binds 127.0.0.1 on a free port and prints `LISTENING <port>` once ready. The hub is mounted
 //! at `/hub` inside an axum router (which also proves embedding), next to two admin routes:
 //! `POST /admin/broadcast {"method": ..., "args": [...]}` pushes to every client through the
-//! hub context, and `POST /admin/shutdown` shuts down gracefully, as SIGTERM and Ctrl-C do.
+//! hub context, `GET /admin/disconnected` lists `[connectionId, error]` for every connection
+//! whose `on_disconnected` ran, and `POST /admin/shutdown` shuts down gracefully, as SIGTERM
+//! and Ctrl-C do.
 //!
 //! Options: `--keep-alive-ms N`, `--client-timeout-ms N`, `--handshake-timeout-ms N`,
-//! `--max-message-size N`, `--detailed-errors`.
+//! `--max-message-size N`, `--long-poll-timeout-ms N`, `--detailed-errors`,
+//! `--transports ws,sse,lp` (which transports to serve; default all).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -16,7 +19,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 use signalr_core::protocol::Payload;
-use signalr_core::{Clients, Context, Hub, HubContext, HubError};
+use signalr_core::{Clients, Context, Hub, HubContext, HubError, TransportKind};
 use tokio::sync::Notify;
 
 async fn echo(value: Payload) -> Payload {
@@ -93,6 +96,10 @@ async fn send_to_clients(
     clients.clients(connection_ids).send(&method, args).await
 }
 
+async fn get_transport(context: Context) -> &'static str {
+    context.transport().as_str()
+}
+
 async fn abort(context: Context) {
     context.abort();
 }
@@ -125,6 +132,11 @@ async fn admin_broadcast(
     }
 }
 
+/// Connections whose `on_disconnected` ran, with the error they ended with.
+async fn admin_disconnected(State(state): State<AppState>) -> Json<Vec<(String, Option<String>)>> {
+    Json(state.disconnected.lock().unwrap().clone())
+}
+
 async fn admin_shutdown(State(state): State<AppState>) -> &'static str {
     state.shutdown.notify_one();
     "shutting down"
@@ -134,7 +146,10 @@ async fn admin_shutdown(State(state): State<AppState>) -> &'static str {
 struct AppState {
     hub_context: HubContext,
     shutdown: Arc<Notify>,
+    disconnected: Disconnected,
 }
+
+type Disconnected = Arc<Mutex<Vec<(String, Option<String>)>>>;
 
 fn flag_value(args: &[String], name: &str) -> Option<u64> {
     let position = args.iter().position(|a| a == name)?;
@@ -158,7 +173,18 @@ async fn main() -> std::io::Result<()> {
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
 
+    let disconnected = Disconnected::default();
+    let record = disconnected.clone();
     let mut builder = Hub::builder()
+        .on_disconnected(move |context: Context, error: Option<String>| {
+            let record = record.clone();
+            async move {
+                record
+                    .lock()
+                    .unwrap()
+                    .push((context.connection_id().to_owned(), error));
+            }
+        })
         .method("Echo", echo)
         .method("Add", add)
         .method("Describe", describe)
@@ -172,6 +198,7 @@ async fn main() -> std::io::Result<()> {
         .method("SendToOthers", send_to_others)
         .method("SendToClient", send_to_client)
         .method("SendToClients", send_to_clients)
+        .method("GetTransport", get_transport)
         .method("Abort", abort)
         .method("Sleep", sleep);
     if let Some(ms) = flag_value(&args, "--keep-alive-ms") {
@@ -186,6 +213,18 @@ async fn main() -> std::io::Result<()> {
     if let Some(bytes) = flag_value(&args, "--max-message-size") {
         builder = builder.max_receive_message_size(bytes as usize);
     }
+    if let Some(ms) = flag_value(&args, "--long-poll-timeout-ms") {
+        builder = builder.long_poll_timeout(Duration::from_millis(ms));
+    }
+    if let Some(position) = args.iter().position(|a| a == "--transports") {
+        let list = args.get(position + 1).expect("--transports needs a list");
+        builder = builder.transports(list.split(',').map(|name| match name {
+            "ws" => TransportKind::WebSockets,
+            "sse" => TransportKind::ServerSentEvents,
+            "lp" => TransportKind::LongPolling,
+            other => panic!("unknown transport '{other}' (use ws, sse, lp)"),
+        }));
+    }
     if args.iter().any(|a| a == "--detailed-errors") {
         builder = builder.enable_detailed_errors(true);
     }
@@ -195,11 +234,16 @@ async fn main() -> std::io::Result<()> {
     let state = AppState {
         hub_context: hub.context(),
         shutdown: shutdown.clone(),
+        disconnected,
     };
     let app = Router::new()
         .nest_service("/hub", hub.service())
         .route("/admin/broadcast", post(admin_broadcast))
         .route("/admin/shutdown", post(admin_shutdown))
+        .route(
+            "/admin/disconnected",
+            axum::routing::get(admin_disconnected),
+        )
         .with_state(state);
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -21,7 +21,7 @@ use crate::protocol::{
     decode_handshake_request, encode_handshake_response, Close, HandshakeError, Message, NoValue,
     Protocol, ProtocolError,
 };
-use crate::transport::TransportSink;
+use crate::transport::{TransportKind, TransportSink};
 
 /// The generic close error the reference shows clients (details only with detailed errors).
 pub(crate) const CLOSED_WITH_ERROR: &str = "Connection closed with an error.";
@@ -36,16 +36,18 @@ const MAX_BATCH: usize = 64;
 pub(crate) struct ConnectionShared {
     pub(crate) id: Arc<str>,
     pub(crate) protocol: Protocol,
+    pub(crate) transport: TransportKind,
     outbound: mpsc::Sender<Bytes>,
     closing: CancellationToken,
     close_message: Mutex<Option<Close>>,
 }
 
 impl ConnectionShared {
-    fn new(id: Arc<str>, protocol: Protocol, outbound: mpsc::Sender<Bytes>) -> Self {
+    fn new(params: ConnectionParams, protocol: Protocol, outbound: mpsc::Sender<Bytes>) -> Self {
         ConnectionShared {
-            id,
+            id: params.connection_id,
             protocol,
+            transport: params.transport,
             outbound,
             closing: CancellationToken::new(),
             close_message: Mutex::new(None),
@@ -123,18 +125,21 @@ pub(crate) enum Flow {
 /// Identity of a connection before it is running.
 pub(crate) struct ConnectionParams {
     pub(crate) connection_id: Arc<str>,
+    pub(crate) transport: TransportKind,
 }
 
 /// Runs one connection to its end over any transport.
 pub(crate) async fn run<I, S>(
     hub: Arc<HubShared>,
     params: ConnectionParams,
-    mut inbound: I,
+    inbound: I,
     mut sink: S,
 ) where
     I: Stream<Item = io::Result<Bytes>> + Unpin + Send,
     S: TransportSink,
 {
+    // Fused: the close sequence may poll again after the transport reported its end.
+    let mut inbound = inbound.fuse();
     let options = &hub.options;
     let mut buf = BytesMut::new();
 
@@ -180,7 +185,7 @@ pub(crate) async fn run<I, S>(
     }
 
     let (tx, rx) = mpsc::channel(options.outbound_queue_capacity.max(1));
-    let conn = Arc::new(ConnectionShared::new(params.connection_id, protocol, tx));
+    let conn = Arc::new(ConnectionShared::new(params, protocol, tx));
     hub.registry.add(conn.clone());
     let keep_alive = sink
         .needs_keep_alive()

@@ -2,7 +2,10 @@
 //! Mount it anywhere: the negotiate endpoint is recognised by its `/negotiate` suffix, so the
 //! service works at a router's root path or under `nest_service`.
 
+pub(crate) mod connections;
+mod cors;
 mod negotiate;
+mod streaming;
 mod websocket;
 
 use std::convert::Infallible;
@@ -16,6 +19,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
 use crate::hub::HubShared;
+use crate::transport::TransportKind;
 
 /// Boxed error type of response bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -50,53 +54,66 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let hub = self.hub.clone();
-        Box::pin(async move { Ok(route(hub, request)) })
+        Box::pin(async move {
+            let origin = cors::allowed_origin(&hub.options, &request);
+            let mut response = route(hub, request).await;
+            if let Some(origin) = origin {
+                cors::allow(&mut response, origin);
+            }
+            Ok(response)
+        })
     }
 }
 
-fn route<B>(hub: Arc<HubShared>, request: Request<B>) -> Response<ResponseBody> {
-    let path = request.uri().path();
-    let is_negotiate = path.ends_with("/negotiate") || path == "negotiate";
+async fn route<B>(hub: Arc<HubShared>, request: Request<B>) -> Response<ResponseBody>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let is_negotiate = {
+        let path = request.uri().path();
+        path.ends_with("/negotiate") || path == "negotiate"
+    };
     let query = Query::parse(request.uri().query());
+    // Owned, so that no borrow of the (not necessarily Sync) request lives across an await.
+    let method = request.method().clone();
+    if method == Method::OPTIONS {
+        return cors::preflight(&request);
+    }
     if is_negotiate {
-        return match *request.method() {
+        return match method {
             Method::POST => negotiate::negotiate(&hub, &query),
             _ => text(StatusCode::METHOD_NOT_ALLOWED, ""),
         };
     }
-    match *request.method() {
+    let event_stream = accepts_event_stream(&request);
+    match method {
         Method::GET if websocket::is_upgrade(&request) => websocket::upgrade(hub, request, query),
         Method::GET => {
-            if query.id.is_none() {
-                return text(StatusCode::BAD_REQUEST, "Connection ID required");
-            }
-            let transport = if accepts_event_stream(&request) {
-                "ServerSentEvents"
+            let transport = if event_stream {
+                TransportKind::ServerSentEvents
             } else {
-                "LongPolling"
+                TransportKind::LongPolling
             };
-            text(
-                StatusCode::NOT_FOUND,
-                &format!("{transport} transport not supported by this end point type"),
-            )
-        }
-        Method::POST | Method::DELETE => {
-            let Some(token) = query.id.as_deref() else {
+            if !hub.options.transports.contains(&transport) {
+                return transport_disabled(transport);
+            }
+            let Some(token) = query.id else {
                 return text(StatusCode::BAD_REQUEST, "Connection ID required");
             };
-            match hub.negotiations.get(token) {
-                // Only WebSockets are served, which never POST or DELETE.
-                Some(n) if n.attached && request.method() == Method::POST => text(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "POST requests are not allowed for WebSocket connections.",
-                ),
-                Some(n) if n.attached => text(
-                    StatusCode::BAD_REQUEST,
-                    "Cannot terminate this connection using the DELETE endpoint.",
-                ),
-                _ => text(StatusCode::NOT_FOUND, "No Connection with that ID"),
+            match transport {
+                TransportKind::ServerSentEvents => streaming::server_sent_events(hub, token),
+                _ => streaming::long_poll(hub, token).await,
             }
         }
+        Method::POST => match query.id {
+            Some(token) => streaming::receive(&hub, &token, request.into_body()).await,
+            None => text(StatusCode::BAD_REQUEST, "Connection ID required"),
+        },
+        Method::DELETE => match query.id {
+            Some(token) => streaming::delete(&hub, &token).await,
+            None => text(StatusCode::BAD_REQUEST, "Connection ID required"),
+        },
         _ => text(StatusCode::METHOD_NOT_ALLOWED, ""),
     }
 }
@@ -110,7 +127,18 @@ fn accepts_event_stream<B>(request: &Request<B>) -> bool {
         .any(|v| v.contains("text/event-stream"))
 }
 
-/// The query parameters the hub reads; keys match case-insensitively like ASP.NET's.
+pub(crate) fn transport_disabled(transport: TransportKind) -> Response<ResponseBody> {
+    text(
+        StatusCode::NOT_FOUND,
+        &format!(
+            "{} transport not supported by this end point type",
+            transport.as_str()
+        ),
+    )
+}
+
+/// The query parameters the hub reads; keys match case-insensitively like ASP.NET's. Others
+/// (`access_token`, the long-polling cache buster `_`, an app's own) are ignored here.
 #[derive(Default)]
 pub(crate) struct Query {
     pub(crate) id: Option<String>,

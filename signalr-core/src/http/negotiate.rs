@@ -7,7 +7,7 @@ use http::{Response, StatusCode};
 use serde_json::json;
 
 use super::{json, text, Query, ResponseBody};
-use crate::hub::{HubShared, Negotiation};
+use crate::hub::HubShared;
 use crate::transport::TransportKind;
 
 /// The highest negotiate version we speak (1: separate connection id and token).
@@ -44,6 +44,14 @@ pub(super) fn negotiate(hub: &Arc<HubShared>, query: &Query) -> Response<Respons
         },
     };
 
+    if hub.connections.pending() >= hub.options.max_pending_negotiations {
+        tracing::warn!("too many negotiated connections waiting for a transport");
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Too many pending connections.",
+        );
+    }
+
     let connection_id: Arc<str> = new_id().into();
     // Version 0 clients present the connection id itself on transport requests.
     let token = if version >= 1 {
@@ -51,26 +59,19 @@ pub(super) fn negotiate(hub: &Arc<HubShared>, query: &Query) -> Response<Respons
     } else {
         connection_id.to_string()
     };
-    hub.negotiations.insert(
-        token.clone(),
-        Negotiation {
-            connection_id: connection_id.clone(),
-            attached: false,
-        },
-    );
+    hub.connections.insert(token.clone(), connection_id.clone());
     // A negotiation whose transport never arrives expires (clients re-negotiate before each
     // fallback, so abandoned ones are normal).
     let expiry_hub = hub.clone();
     let expiry_token = token.clone();
     tokio::spawn(async move {
         tokio::time::sleep(expiry_hub.options.disconnect_timeout).await;
-        expiry_hub
-            .negotiations
-            .remove_if(&expiry_token, |_, n| !n.attached);
+        expiry_hub.connections.remove_if_pending(&expiry_token);
     });
 
-    let transports: Vec<_> = [TransportKind::WebSockets]
+    let transports: Vec<_> = TransportKind::ALL
         .iter()
+        .filter(|t| hub.options.transports.contains(t))
         .map(|t| {
             json!({
                 "transport": t.as_str(),

@@ -5,11 +5,12 @@ use std::sync::Arc;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use super::connections::{BindRefusal, Binding};
 use super::negotiate::new_id;
-use super::{body, text, Query, ResponseBody};
+use super::{body, text, transport_disabled, Query, ResponseBody};
 use crate::connection::{self, ConnectionParams};
 use crate::hub::HubShared;
-use crate::transport::websocket;
+use crate::transport::{websocket, TransportKind};
 
 pub(super) fn is_upgrade<B>(request: &Request<B>) -> bool {
     let has_token = |name: header::HeaderName, token: &str| {
@@ -51,16 +52,30 @@ pub(super) fn upgrade<B>(
         );
     }
 
+    if !hub.options.transports.contains(&TransportKind::WebSockets) {
+        return transport_disabled(TransportKind::WebSockets);
+    }
     let (connection_id, token) = match query.id {
         Some(token) => {
-            let Some(mut negotiation) = hub.negotiations.get_mut(&token) else {
+            let Some(connection) = hub.connections.get(&token) else {
                 return text(StatusCode::NOT_FOUND, "No Connection with that ID");
             };
-            if negotiation.attached {
-                return text(StatusCode::CONFLICT, "Connection is already in use.");
+            match hub.connections.bind(&connection, Binding::WebSockets) {
+                Ok(()) => {}
+                Err(BindRefusal::InUse) => {
+                    return text(StatusCode::CONFLICT, "Connection is already in use.")
+                }
+                Err(BindRefusal::OtherTransport) => {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        "Cannot change transports mid-connection",
+                    )
+                }
+                Err(BindRefusal::Gone) => {
+                    return text(StatusCode::NOT_FOUND, "No Connection with that ID")
+                }
             }
-            negotiation.attached = true;
-            (negotiation.connection_id.clone(), Some(token))
+            (connection.connection_id.clone(), Some(token))
         }
         // Skip negotiation: a brand-new connection whose id is never shown to the client.
         None => (new_id().into(), None),
@@ -72,13 +87,16 @@ pub(super) fn upgrade<B>(
         match on_upgrade.await {
             Ok(upgraded) => {
                 let (sink, stream) = websocket::accept(upgraded, &hub.options).await;
-                let params = ConnectionParams { connection_id };
+                let params = ConnectionParams {
+                    connection_id,
+                    transport: TransportKind::WebSockets,
+                };
                 connection::run(hub.clone(), params, stream, sink).await;
             }
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
         }
         if let Some(token) = token {
-            hub.negotiations.remove(&token);
+            hub.connections.remove(&token);
         }
     });
 

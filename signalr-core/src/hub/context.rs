@@ -6,6 +6,7 @@ use super::clients::{Clients, HubContext};
 use super::HubShared;
 use crate::connection::ConnectionShared;
 use crate::protocol::{Close, Protocol};
+use crate::transport::TransportKind;
 
 /// The calling connection (the counterpart of the reference's `Context`): its id, protocol,
 /// and ways to reach clients or close it.
@@ -24,6 +25,11 @@ impl Context {
     /// The hub protocol this client speaks.
     pub fn protocol(&self) -> Protocol {
         self.conn.protocol
+    }
+
+    /// The transport this client connected with.
+    pub fn transport(&self) -> TransportKind {
+        self.conn.transport
     }
 
     /// Proxies to reach clients, relative to this caller.

@@ -11,7 +11,6 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dashmap::DashMap;
 use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 
@@ -24,10 +23,12 @@ pub use handler::{
 };
 
 use crate::connection::{ConnectionShared, CLOSED_WITH_ERROR};
+use crate::http::connections::HttpConnections;
 use crate::http::HubService;
 use crate::lifetime::ConnectionRegistry;
 use crate::options::HubOptions;
 use crate::protocol::{Close, Protocol};
+use crate::transport::TransportKind;
 use dispatch::Dispatcher;
 use handler::{BoxFuture, ErasedHandler, HandlerFn};
 
@@ -241,6 +242,43 @@ impl HubBuilder {
         self
     }
 
+    /// The transports offered and served. Default: WebSockets, Server-Sent Events and long
+    /// polling. A request for a transport left out gets 404, as in the reference.
+    ///
+    /// # Panics
+    /// When `transports` is empty.
+    pub fn transports(mut self, transports: impl IntoIterator<Item = TransportKind>) -> Self {
+        let transports: Vec<TransportKind> = transports.into_iter().collect();
+        assert!(!transports.is_empty(), "a hub needs at least one transport");
+        self.options.transports = transports;
+        self
+    }
+
+    /// How long a long poll waits for data before answering empty (the client then polls
+    /// again). Default 90 s.
+    pub fn long_poll_timeout(mut self, timeout: Duration) -> Self {
+        self.options.long_poll_timeout = timeout;
+        self
+    }
+
+    /// Origins allowed to connect from browsers on other sites (CORS with credentials, as the
+    /// JS client sends them). `"*"` allows any origin. Default: none.
+    pub fn cors_allowed_origins<I, S>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.options.cors_origins = origins.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Negotiated connections that may wait for their transport at once; past it negotiate
+    /// answers 503 (a flood of negotiations cannot grow memory without bound). Default 100,000.
+    pub fn max_pending_negotiations(mut self, limit: usize) -> Self {
+        self.options.max_pending_negotiations = limit;
+        self
+    }
+
     /// Per-connection WebSocket read chunk, in bytes. Default 4 KiB.
     pub fn websocket_read_buffer_size(mut self, bytes: usize) -> Self {
         self.options.websocket_read_buffer_size = bytes.max(256);
@@ -262,7 +300,7 @@ impl HubBuilder {
                 on_connected: self.on_connected,
                 on_disconnected: self.on_disconnected,
                 registry: ConnectionRegistry::new(),
-                negotiations: DashMap::new(),
+                connections: HttpConnections::default(),
                 shutting_down: CancellationToken::new(),
             }),
         }
@@ -283,12 +321,6 @@ impl Methods {
     }
 }
 
-/// A negotiated connection id waiting for (or bound to) its transport.
-pub(crate) struct Negotiation {
-    pub(crate) connection_id: Arc<str>,
-    pub(crate) attached: bool,
-}
-
 /// Everything the HTTP layer, connections and handles share about one hub.
 pub(crate) struct HubShared {
     pub(crate) options: HubOptions,
@@ -296,8 +328,8 @@ pub(crate) struct HubShared {
     on_connected: Option<Hook>,
     on_disconnected: Option<Hook>,
     pub(crate) registry: ConnectionRegistry,
-    /// Connection tokens issued by negotiate, by token.
-    pub(crate) negotiations: DashMap<String, Negotiation>,
+    /// Connection tokens issued by negotiate (and skip-negotiation WebSockets), by token.
+    pub(crate) connections: HttpConnections,
     pub(crate) shutting_down: CancellationToken,
 }
 

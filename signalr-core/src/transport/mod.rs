@@ -1,7 +1,9 @@
 //! Transports: how records get to and from a client. Each transport turns its socket or HTTP
 //! requests into a stream of received chunks plus a [`TransportSink`]; the connection core does
-//! the rest.
+//! the rest (handshake, limits, keep-alive, closing), once for all of them.
 
+pub(crate) mod long_polling;
+pub(crate) mod sse;
 pub(crate) mod websocket;
 
 use std::future::Future;
@@ -16,26 +18,43 @@ use crate::protocol::TransferFormat;
 pub enum TransportKind {
     /// Full-duplex WebSockets.
     WebSockets,
+    /// Server-Sent Events for server-to-client, HTTP POST for client-to-server (text only).
+    ServerSentEvents,
+    /// Long polling: GET returns queued records, POST sends.
+    LongPolling,
 }
 
 impl TransportKind {
+    /// Every transport, in the order clients try them.
+    pub const ALL: [TransportKind; 3] = [
+        TransportKind::WebSockets,
+        TransportKind::ServerSentEvents,
+        TransportKind::LongPolling,
+    ];
+
     /// The name used in negotiate responses.
     pub fn as_str(self) -> &'static str {
         match self {
             TransportKind::WebSockets => "WebSockets",
+            TransportKind::ServerSentEvents => "ServerSentEvents",
+            TransportKind::LongPolling => "LongPolling",
         }
     }
 
     /// The transfer formats the transport can carry, in negotiate order.
     pub fn transfer_formats(self) -> &'static [TransferFormat] {
         match self {
-            TransportKind::WebSockets => &[TransferFormat::Text, TransferFormat::Binary],
+            TransportKind::ServerSentEvents => &[TransferFormat::Text],
+            TransportKind::WebSockets | TransportKind::LongPolling => {
+                &[TransferFormat::Text, TransferFormat::Binary]
+            }
         }
     }
 }
 
 /// The sending half of a transport. Every record handed to it is complete; the sink must keep
-/// record boundaries within its own units (never split a record across WebSocket messages).
+/// record boundaries within its own units (never split a record across WebSocket messages,
+/// SSE events or poll responses).
 pub(crate) trait TransportSink: Send + 'static {
     /// Whether this transport can carry the format at all.
     fn supports(&self, format: TransferFormat) -> bool;

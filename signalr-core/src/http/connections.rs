@@ -1,0 +1,175 @@
+//! Connections as the HTTP layer knows them: a token issued by negotiate, which transport it is
+//! bound to, and the inbound channel that POSTs feed (for SSE and long polling).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use tokio::sync::mpsc;
+
+use crate::transport::long_polling::PollQueue;
+use crate::transport::TransportKind;
+
+/// Received chunks waiting for the connection core. Small: a POST that outruns the hub waits
+/// (its 200 is delayed), which is the backpressure the reference applies too.
+const INBOUND_CHUNKS: usize = 8;
+
+/// Which transport a token is bound to.
+#[derive(Clone)]
+pub(crate) enum Binding {
+    /// Negotiated; no transport request yet.
+    Pending,
+    WebSockets,
+    ServerSentEvents,
+    LongPolling(Arc<PollQueue>),
+    /// The connection ended; the token only answers "finished" until it is forgotten.
+    Closed(Option<Arc<PollQueue>>),
+}
+
+impl Binding {
+    pub(crate) fn transport(&self) -> Option<TransportKind> {
+        match self {
+            Binding::Pending | Binding::Closed(_) => None,
+            Binding::WebSockets => Some(TransportKind::WebSockets),
+            Binding::ServerSentEvents => Some(TransportKind::ServerSentEvents),
+            Binding::LongPolling(_) => Some(TransportKind::LongPolling),
+        }
+    }
+}
+
+pub(crate) struct HttpConnection {
+    pub(crate) connection_id: Arc<str>,
+    binding: Mutex<Binding>,
+    /// POSTs send here; a tokio mutex serializes POSTs per connection, like the reference.
+    inbound_tx: tokio::sync::Mutex<Option<mpsc::Sender<Bytes>>>,
+    /// Taken by the transport that starts the connection core.
+    inbound_rx: Mutex<Option<mpsc::Receiver<Bytes>>>,
+}
+
+/// Why a transport request cannot bind to a connection.
+pub(crate) enum BindRefusal {
+    /// The same transport is already serving it (409).
+    InUse,
+    /// Another transport serves it (400).
+    OtherTransport,
+    /// It has ended.
+    Gone,
+}
+
+impl HttpConnection {
+    fn new(connection_id: Arc<str>) -> Self {
+        let (tx, rx) = mpsc::channel(INBOUND_CHUNKS);
+        HttpConnection {
+            connection_id,
+            binding: Mutex::new(Binding::Pending),
+            inbound_tx: tokio::sync::Mutex::new(Some(tx)),
+            inbound_rx: Mutex::new(Some(rx)),
+        }
+    }
+
+    pub(crate) fn binding(&self) -> Binding {
+        self.binding
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Binds a pending connection to `binding`'s transport.
+    fn bind(&self, binding: Binding) -> Result<(), BindRefusal> {
+        let mut current = self.binding.lock().unwrap_or_else(|p| p.into_inner());
+        match &*current {
+            Binding::Pending => {
+                *current = binding;
+                Ok(())
+            }
+            Binding::Closed(_) => Err(BindRefusal::Gone),
+            bound if bound.transport() == binding.transport() => Err(BindRefusal::InUse),
+            _ => Err(BindRefusal::OtherTransport),
+        }
+    }
+
+    pub(crate) fn mark_closed(&self) {
+        let mut current = self.binding.lock().unwrap_or_else(|p| p.into_inner());
+        let queue = match &*current {
+            Binding::LongPolling(queue) => Some(queue.clone()),
+            _ => None,
+        };
+        *current = Binding::Closed(queue);
+        // Nobody will read again: waiting POSTs fail instead of hanging.
+        self.inbound_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+    }
+
+    pub(crate) fn take_inbound(&self) -> Option<mpsc::Receiver<Bytes>> {
+        self.inbound_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    pub(crate) fn inbound_sender(&self) -> &tokio::sync::Mutex<Option<mpsc::Sender<Bytes>>> {
+        &self.inbound_tx
+    }
+
+    /// Ends the client-to-server stream: the connection core sees the end and closes
+    /// gracefully (DELETE, or a long-polling client that stopped polling).
+    pub(crate) async fn end_inbound(&self) {
+        self.inbound_tx.lock().await.take();
+    }
+}
+
+/// Every connection token this hub has issued and not yet forgotten.
+#[derive(Default)]
+pub(crate) struct HttpConnections {
+    by_token: DashMap<String, Arc<HttpConnection>>,
+    /// Tokens still waiting for their transport.
+    pending: AtomicUsize,
+}
+
+impl HttpConnections {
+    pub(crate) fn insert(&self, token: String, connection_id: Arc<str>) -> Arc<HttpConnection> {
+        let connection = Arc::new(HttpConnection::new(connection_id));
+        self.by_token.insert(token, connection.clone());
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        connection
+    }
+
+    pub(crate) fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Binds the connection to a transport (see [`HttpConnection::bind`]).
+    pub(crate) fn bind(
+        &self,
+        connection: &HttpConnection,
+        binding: Binding,
+    ) -> Result<(), BindRefusal> {
+        connection.bind(binding)?;
+        self.pending.fetch_sub(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub(crate) fn get(&self, token: &str) -> Option<Arc<HttpConnection>> {
+        self.by_token.get(token).map(|entry| entry.value().clone())
+    }
+
+    pub(crate) fn remove(&self, token: &str) {
+        if let Some((_, connection)) = self.by_token.remove(token) {
+            connection.mark_closed();
+        }
+    }
+
+    /// Forgets a token whose transport never arrived.
+    pub(crate) fn remove_if_pending(&self, token: &str) {
+        let removed = self
+            .by_token
+            .remove_if(token, |_, c| matches!(c.binding(), Binding::Pending));
+        if let Some((_, connection)) = removed {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            connection.mark_closed();
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! The HTTP transports: Server-Sent Events and long polling for server-to-client, POST for
+//! client-to-server, DELETE to end a long-polling connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Frame;
+use tokio::sync::mpsc;
+
+use super::connections::{BindRefusal, Binding, HttpConnection};
+use super::{body, text, transport_disabled, BoxError, ResponseBody};
+use crate::connection::{self, ConnectionParams};
+use crate::hub::HubShared;
+use crate::transport::long_polling::{LongPollSink, PollOutcome, PollQueue};
+use crate::transport::sse::SseSink;
+use crate::transport::TransportKind;
+
+/// SSE events waiting for the client to read them.
+const SSE_EVENTS_BUFFERED: usize = 16;
+
+fn unknown_connection() -> Response<ResponseBody> {
+    text(StatusCode::NOT_FOUND, "No Connection with that ID")
+}
+
+fn refusal(refusal: BindRefusal) -> Response<ResponseBody> {
+    match refusal {
+        BindRefusal::InUse => text(StatusCode::CONFLICT, "Connection is already in use."),
+        BindRefusal::OtherTransport => text(
+            StatusCode::BAD_REQUEST,
+            "Cannot change transports mid-connection",
+        ),
+        BindRefusal::Gone => unknown_connection(),
+    }
+}
+
+/// The received chunks of a connection as the stream the connection core reads.
+struct InboundStream(mpsc::Receiver<Bytes>);
+
+impl futures_util::Stream for InboundStream {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|chunk| chunk.map(Ok))
+    }
+}
+
+fn no_cache(response: &mut Response<ResponseBody>) {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store"),
+    );
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+/// `GET {hub}?id=...` with `Accept: text/event-stream`.
+pub(super) fn server_sent_events(hub: Arc<HubShared>, token: String) -> Response<ResponseBody> {
+    let Some(connection) = hub.connections.get(&token) else {
+        return unknown_connection();
+    };
+    if let Err(refused) = hub.connections.bind(&connection, Binding::ServerSentEvents) {
+        return refusal(refused);
+    }
+    let Some(inbound) = connection.take_inbound() else {
+        return unknown_connection();
+    };
+    let (events, event_stream) = mpsc::channel::<Bytes>(SSE_EVENTS_BUFFERED);
+    // A comment first, so that browsers fire `open` right away.
+    let _ = events.try_send(Bytes::from_static(b":\r\n"));
+
+    let params = ConnectionParams {
+        connection_id: connection.connection_id.clone(),
+        transport: TransportKind::ServerSentEvents,
+    };
+    let served = hub.clone();
+    tokio::spawn(async move {
+        connection::run(
+            served.clone(),
+            params,
+            InboundStream(inbound),
+            SseSink::new(events),
+        )
+        .await;
+        served.connections.remove(&token);
+    });
+
+    let mut response = Response::new(BodyExt::boxed(EventStreamBody {
+        events: event_stream,
+    }));
+    no_cache(&mut response);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(
+        header::CONTENT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// The SSE response body: events as the connection writes them; ends when the sink is dropped.
+struct EventStreamBody {
+    events: mpsc::Receiver<Bytes>,
+}
+
+impl http_body::Body for EventStreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.events
+            .poll_recv(cx)
+            .map(|event| event.map(|event| Ok(Frame::data(event))))
+    }
+}
+
+fn poll_response(status: StatusCode, data: Bytes) -> Response<ResponseBody> {
+    let mut response = Response::new(body(data));
+    *response.status_mut() = status;
+    no_cache(&mut response);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(
+        header::EXPIRES,
+        HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"),
+    );
+    response
+}
+
+/// `GET {hub}?id=...` without `Accept: text/event-stream`: a long poll.
+pub(super) async fn long_poll(hub: Arc<HubShared>, token: String) -> Response<ResponseBody> {
+    let Some(connection) = hub.connections.get(&token) else {
+        return unknown_connection();
+    };
+    let queue = match connection.binding() {
+        Binding::LongPolling(queue) | Binding::Closed(Some(queue)) => queue,
+        Binding::Pending => return start_long_polling(hub, connection, token),
+        Binding::Closed(None) => return unknown_connection(),
+        Binding::WebSockets | Binding::ServerSentEvents => {
+            return refusal(BindRefusal::OtherTransport)
+        }
+    };
+    match queue.poll(hub.options.long_poll_timeout).await {
+        PollOutcome::Data(data) => poll_response(StatusCode::OK, data),
+        PollOutcome::Empty => poll_response(StatusCode::OK, Bytes::new()),
+        PollOutcome::Finished | PollOutcome::Superseded => {
+            poll_response(StatusCode::NO_CONTENT, Bytes::new())
+        }
+    }
+}
+
+/// The first poll binds the connection and answers at once (200, empty); the handshake then
+/// comes by POST and its response with the next poll.
+fn start_long_polling(
+    hub: Arc<HubShared>,
+    connection: Arc<HttpConnection>,
+    token: String,
+) -> Response<ResponseBody> {
+    let queue = PollQueue::new(hub.options.long_poll_buffer);
+    if let Err(refused) = hub
+        .connections
+        .bind(&connection, Binding::LongPolling(queue.clone()))
+    {
+        return refusal(refused);
+    }
+    let Some(inbound) = connection.take_inbound() else {
+        return unknown_connection();
+    };
+    let params = ConnectionParams {
+        connection_id: connection.connection_id.clone(),
+        transport: TransportKind::LongPolling,
+    };
+
+    // A client that stops polling is let go after the disconnect timeout.
+    let watched = connection.clone();
+    let watched_queue = queue.clone();
+    let disconnect_timeout = hub.options.disconnect_timeout;
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(Duration::from_secs(1).min(disconnect_timeout));
+        loop {
+            ticks.tick().await;
+            if watched_queue.is_closed() {
+                return;
+            }
+            if watched_queue
+                .idle_for()
+                .is_some_and(|idle| idle > disconnect_timeout)
+            {
+                tracing::debug!(connection = %watched.connection_id, "long-polling client stopped polling");
+                watched.end_inbound().await;
+                return;
+            }
+        }
+    });
+
+    let served = hub.clone();
+    tokio::spawn(async move {
+        connection::run(
+            served.clone(),
+            params,
+            InboundStream(inbound),
+            LongPollSink::new(queue),
+        )
+        .await;
+        // Polls that come in the meantime learn that the connection is over (204).
+        served.connections.get(&token).inspect(|c| c.mark_closed());
+        tokio::time::sleep(served.options.disconnect_timeout).await;
+        served.connections.remove(&token);
+    });
+    poll_response(StatusCode::OK, Bytes::new())
+}
+
+/// `POST {hub}?id=...`: client-to-server data for SSE and long polling.
+pub(super) async fn receive<B>(
+    hub: &HubShared,
+    token: &str,
+    request_body: B,
+) -> Response<ResponseBody>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let Some(connection) = hub.connections.get(token) else {
+        return unknown_connection();
+    };
+    match connection.binding() {
+        Binding::WebSockets => {
+            return text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "POST requests are not allowed for WebSocket connections.",
+            )
+        }
+        Binding::Closed(_) => return unknown_connection(),
+        Binding::Pending | Binding::ServerSentEvents | Binding::LongPolling(_) => {}
+    }
+    // One POST at a time per connection; the next waits its turn.
+    let sender = connection.inbound_sender().lock().await;
+    let Some(sender) = sender.as_ref() else {
+        return unknown_connection();
+    };
+    let mut request_body = std::pin::pin!(request_body);
+    while let Some(frame) = request_body.frame().await.map(|f| f.map_err(drop)) {
+        let Ok(frame) = frame else {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "The request body could not be read.",
+            );
+        };
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
+        if chunk.is_empty() {
+            continue;
+        }
+        match tokio::time::timeout(hub.options.send_timeout, sender.send(chunk)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return unknown_connection(),
+            Err(_) => {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The connection is not reading; try again later.",
+                )
+            }
+        }
+    }
+    text(StatusCode::OK, "")
+}
+
+/// `DELETE {hub}?id=...`: the long-polling client is leaving.
+pub(super) async fn delete(hub: &HubShared, token: &str) -> Response<ResponseBody> {
+    if !hub.options.transports.contains(&TransportKind::LongPolling) {
+        return transport_disabled(TransportKind::LongPolling);
+    }
+    let Some(connection) = hub.connections.get(token) else {
+        return unknown_connection();
+    };
+    match connection.binding() {
+        Binding::LongPolling(_) => {
+            connection.end_inbound().await;
+            text(StatusCode::ACCEPTED, "")
+        }
+        Binding::Closed(_) => text(StatusCode::ACCEPTED, ""),
+        _ => text(
+            StatusCode::BAD_REQUEST,
+            "Cannot terminate this connection using the DELETE endpoint.",
+        ),
+    }
+}

@@ -1,0 +1,190 @@
+//! Long polling: records wait in a per-connection queue until the client's next GET takes them
+//! all. One poll at a time: a newer poll ends the older one (with 204), as in the reference.
+
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::TransportSink;
+use crate::protocol::TransferFormat;
+
+/// What one poll request gets.
+#[derive(Debug)]
+pub(crate) enum PollOutcome {
+    /// Every record queued so far (200).
+    Data(Bytes),
+    /// Nothing arrived within the poll timeout (200, empty): the client polls again.
+    Empty,
+    /// The connection is over and everything was delivered (204).
+    Finished,
+    /// A newer poll took over (204).
+    Superseded,
+}
+
+/// Records waiting for the next poll, shared by the sink and the poll requests.
+pub(crate) struct PollQueue {
+    state: Mutex<PollState>,
+    /// Data arrived, the connection closed, or a newer poll started.
+    changed: Notify,
+    /// A poll took the queued records: room for more.
+    drained: Notify,
+    /// Bytes that may wait for a poll before the writer has to wait too.
+    limit: usize,
+}
+
+struct PollState {
+    records: BytesMut,
+    closed: bool,
+    generation: u64,
+    polling: bool,
+    last_poll_end: Instant,
+}
+
+impl PollQueue {
+    pub(crate) fn new(limit: usize) -> Arc<Self> {
+        Arc::new(PollQueue {
+            state: Mutex::new(PollState {
+                records: BytesMut::new(),
+                closed: false,
+                generation: 0,
+                polling: false,
+                last_poll_end: Instant::now(),
+            }),
+            changed: Notify::new(),
+            drained: Notify::new(),
+            limit: limit.max(1),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PollState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Serves one poll: returns at once when records are queued, else waits up to `timeout`.
+    pub(crate) async fn poll(&self, timeout: Duration) -> PollOutcome {
+        let generation = {
+            let mut state = self.lock();
+            state.generation += 1;
+            state.polling = true;
+            state.generation
+        };
+        // Wake an older poll so that it sees it was superseded.
+        self.changed.notify_waiters();
+        let deadline = Instant::now() + timeout;
+        let outcome = loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let mut state = self.lock();
+                if state.generation != generation {
+                    break PollOutcome::Superseded;
+                }
+                if !state.records.is_empty() {
+                    break PollOutcome::Data(state.records.split().freeze());
+                }
+                if state.closed {
+                    break PollOutcome::Finished;
+                }
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                break PollOutcome::Empty;
+            }
+        };
+        {
+            let mut state = self.lock();
+            if state.generation == generation {
+                state.polling = false;
+                state.last_poll_end = Instant::now();
+            }
+        }
+        self.drained.notify_waiters();
+        outcome
+    }
+
+    /// How long the client has gone without a poll in flight; `None` while one is.
+    pub(crate) fn idle_for(&self) -> Option<Duration> {
+        let state = self.lock();
+        (!state.polling).then(|| state.last_poll_end.elapsed())
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.changed.notify_waiters();
+    }
+}
+
+/// The sending half: flushed records go into the poll queue.
+pub(crate) struct LongPollSink {
+    queue: Arc<PollQueue>,
+    pending: BytesMut,
+}
+
+impl LongPollSink {
+    pub(crate) fn new(queue: Arc<PollQueue>) -> Self {
+        LongPollSink {
+            queue,
+            pending: BytesMut::new(),
+        }
+    }
+}
+
+impl TransportSink for LongPollSink {
+    fn supports(&self, _format: TransferFormat) -> bool {
+        true
+    }
+
+    fn set_transfer_format(&mut self, _format: TransferFormat) {}
+
+    fn needs_keep_alive(&self) -> bool {
+        // Each poll is its own keep-alive; the reference sends no pings here.
+        false
+    }
+
+    async fn feed(&mut self, record: Bytes) -> io::Result<()> {
+        self.pending.put_slice(&record);
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        loop {
+            let drained = self.queue.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            {
+                let mut state = self.queue.lock();
+                if state.closed {
+                    return Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "connection closed",
+                    ));
+                }
+                // Past the limit, wait for a poll (the connection core bounds the wait).
+                if state.records.is_empty() || state.records.len() < self.queue.limit {
+                    state.records.put_slice(&self.pending);
+                    self.pending.clear();
+                    break;
+                }
+            }
+            drained.await;
+        }
+        self.queue.changed.notify_waiters();
+        Ok(())
+    }
+
+    async fn close(&mut self) {
+        let _ = self.flush().await;
+        self.queue.close();
+    }
+}
