@@ -560,3 +560,51 @@ async fn too_many_pending_negotiations_get_503() {
         .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 }
+
+#[tokio::test]
+async fn an_sse_client_that_goes_away_is_noticed_at_once() {
+    let disconnected = Arc::new(Mutex::new(Vec::new()));
+    let record = disconnected.clone();
+    let server = Server::start(hub().on_disconnected(
+        move |_ctx: Context, error: Option<String>| {
+            let record = record.clone();
+            async move { record.lock().unwrap().push(error) }
+        },
+    ))
+    .await;
+    let token = server.negotiate().await;
+    let response = server
+        .send(
+            Method::GET,
+            &format!("?id={token}"),
+            &[("Accept", "text/event-stream")],
+            b"",
+        )
+        .await;
+    let mut body = response.into_body();
+    let _comment = body.frame().await;
+    assert_eq!(
+        server.post(&token, &handshake("json")).await,
+        StatusCode::OK
+    );
+    let _handshake = body.frame().await;
+    assert_eq!(server.hub.connection_count(), 1);
+
+    // The browser tab closes: the response is dropped, nothing is written to it.
+    drop(body);
+    let started = std::time::Instant::now();
+    while server.hub.connection_count() != 0 {
+        // Well before the 15 s keep-alive would have found out.
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "SSE client still registered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(disconnected.lock().unwrap().len(), 1);
+    assert!(
+        disconnected.lock().unwrap()[0].is_some(),
+        "an abandoned SSE stream is not a graceful end"
+    );
+}

@@ -40,6 +40,8 @@ pub(crate) struct ConnectionShared {
     outbound: mpsc::Sender<Bytes>,
     closing: CancellationToken,
     close_message: Mutex<Option<Close>>,
+    /// Why the transport failed, when the write side found out first.
+    transport_error: Mutex<Option<String>>,
 }
 
 impl ConnectionShared {
@@ -51,6 +53,7 @@ impl ConnectionShared {
             outbound,
             closing: CancellationToken::new(),
             close_message: Mutex::new(None),
+            transport_error: Mutex::new(None),
         }
     }
 
@@ -105,6 +108,22 @@ impl ConnectionShared {
 
     pub(crate) fn is_closing(&self) -> bool {
         self.closing.is_cancelled()
+    }
+
+    /// The transport failed under the writer: remember why, and close.
+    fn transport_failed(&self, error: &io::Error) {
+        self.transport_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(|| error.to_string());
+        self.close(Close::default());
+    }
+
+    fn take_transport_error(&self) -> Option<String> {
+        self.transport_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     fn take_close_message(&self) -> Option<Close> {
@@ -214,6 +233,7 @@ pub(crate) async fn run<I, S>(
     conn.close(Close::default());
     // Bounded: every write inside the writer has a timeout.
     let _ = writer.await;
+    let disconnect_error = disconnect_error.or_else(|| conn.take_transport_error());
     tracing::debug!(connection = %conn.id, error = ?disconnect_error, "disconnected");
     hub.on_disconnected(&conn, disconnect_error).await;
     // Keep reading (and discarding) briefly so the transport can finish its close handshake.
@@ -387,11 +407,16 @@ async fn write_loop<S: TransportSink>(
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_write = Instant::now();
 
+    let gone = sink.gone();
+    tokio::pin!(gone);
     let result: io::Result<()> = async {
         loop {
             tokio::select! {
                 biased;
                 _ = conn.closing.cancelled() => return Ok(()),
+                _ = &mut gone => {
+                    return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "client went away"))
+                }
                 record = rx.recv() => {
                     let Some(record) = record else { return Ok(()) };
                     within(send_timeout, async {
@@ -418,9 +443,9 @@ async fn write_loop<S: TransportSink>(
     }
     .await;
 
-    if result.is_err() {
+    if let Err(error) = result {
         // The transport failed: make sure the read side stops too.
-        conn.close(Close::default());
+        conn.transport_failed(&error);
     } else {
         let close = conn.take_close_message().unwrap_or_default();
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {

@@ -61,6 +61,12 @@ impl TransportSink for SseSink {
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "SSE response closed"))
     }
 
+    fn gone(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        // hyper drops the response body when the client goes away.
+        let body = self.body.clone();
+        async move { body.closed().await }
+    }
+
     async fn close(&mut self) {
         let _ = self.flush().await;
         // Dropping the sender ends the response body, which the client reads as the end.
