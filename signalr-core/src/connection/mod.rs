@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -218,22 +218,27 @@ pub(crate) async fn run<I, S>(
     ));
     tracing::debug!(connection = %conn.id, %protocol, "connected");
 
-    let mut disconnect_error = None;
-    match hub.on_connected(&conn).await {
+    let end = match hub.on_connected(&conn).await {
         Err(message) => {
             conn.close(Close {
-                error: Some(message),
+                error: Some(message.clone()),
                 allow_reconnect: false,
             });
+            ReadEnd::Failed(message)
         }
-        Ok(()) => disconnect_error = read_loop(&hub, &conn, &mut inbound, buf).await,
-    }
+        Ok(()) => read_loop(&hub, &conn, &mut inbound, buf).await,
+    };
 
     hub.registry.remove(&conn.id);
     conn.close(Close::default());
     // Bounded: every write inside the writer has a timeout.
     let _ = writer.await;
-    let disconnect_error = disconnect_error.or_else(|| conn.take_transport_error());
+    let disconnect_error = match end {
+        // A client that said goodbye ended gracefully, whatever its transport did next.
+        ReadEnd::ClientClosed(error) => error,
+        ReadEnd::Failed(error) => Some(error),
+        ReadEnd::Ended => conn.take_transport_error(),
+    };
     tracing::debug!(connection = %conn.id, error = ?disconnect_error, "disconnected");
     hub.on_disconnected(&conn, disconnect_error).await;
     // Keep reading (and discarding) briefly so the transport can finish its close handshake.
@@ -289,6 +294,16 @@ pub(crate) fn error_close(detailed: bool, detail: &str) -> Close {
     }
 }
 
+/// How the read loop ended.
+enum ReadEnd {
+    /// The client sent Close (with its error, if any).
+    ClientClosed(Option<String>),
+    /// The transport ended, or the server closed the connection.
+    Ended,
+    /// A protocol error or timeout.
+    Failed(String),
+}
+
 enum Received {
     Chunk(Bytes),
     Ended,
@@ -304,7 +319,7 @@ async fn read_loop<I>(
     conn: &Arc<ConnectionShared>,
     inbound: &mut I,
     mut buf: BytesMut,
-) -> Option<String>
+) -> ReadEnd
 where
     I: Stream<Item = io::Result<Bytes>> + Unpin + Send,
 {
@@ -323,11 +338,11 @@ where
                     if matches!(message, Message::Ping) {
                         timeout_armed = true;
                     }
-                    if let Message::Close(close) = &message {
-                        return close.error.clone();
+                    if let Message::Close(close) = message {
+                        return ReadEnd::ClientClosed(close.error);
                     }
                     if let Flow::Stop = dispatcher.dispatch(message).await {
-                        return None;
+                        return ReadEnd::ClientClosed(None);
                     }
                 }
                 Ok(None) => break,
@@ -340,7 +355,7 @@ where
                     };
                     tracing::debug!(connection = %conn.id, error = %e, "protocol error");
                     conn.close(error_close(options.enable_detailed_errors, &detail));
-                    return Some(e.to_string());
+                    return ReadEnd::Failed(e.to_string());
                 }
             }
         }
@@ -359,15 +374,39 @@ where
                     buf.extend_from_slice(&chunk);
                 }
             }
-            Received::Ended | Received::Closing => return None,
-            Received::Failed(e) => return Some(e),
+            Received::Ended => return ReadEnd::Ended,
+            Received::Closing => return client_close_already_received(conn, inbound, buf),
+            Received::Failed(e) => return ReadEnd::Failed(e),
             Received::TimedOut => {
                 let detail = "OperationCanceledException: Client hasn't sent a message/ping within the configured ClientTimeoutInterval.";
                 conn.close(error_close(options.enable_detailed_errors, detail));
-                return Some("client timeout".to_owned());
+                return ReadEnd::Failed("client timeout".to_owned());
             }
         }
     }
+}
+
+/// On close, looks through input that has already arrived for the client's own Close: a client
+/// that posts Close and then drops its transport (SSE, long polling) ended gracefully, even if
+/// the write side noticed the dropped transport first.
+fn client_close_already_received<I>(
+    conn: &ConnectionShared,
+    inbound: &mut I,
+    mut buf: BytesMut,
+) -> ReadEnd
+where
+    I: Stream<Item = io::Result<Bytes>> + Unpin,
+{
+    while let Some(Some(Ok(chunk))) = inbound.next().now_or_never() {
+        buf.extend_from_slice(&chunk);
+    }
+    // Only what is already buffered; any size limit was enforced when it was read.
+    while let Ok(Some(message)) = conn.protocol.decode(&mut buf, usize::MAX) {
+        if let Message::Close(close) = message {
+            return ReadEnd::ClientClosed(close.error);
+        }
+    }
+    ReadEnd::Ended
 }
 
 async fn next_chunk<I>(inbound: &mut I, timeout: Option<Duration>) -> Received
@@ -414,8 +453,10 @@ async fn write_loop<S: TransportSink>(
             tokio::select! {
                 biased;
                 _ = conn.closing.cancelled() => return Ok(()),
+                // The client left (an SSE request it aborted): a normal end, as in the reference.
                 _ = &mut gone => {
-                    return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "client went away"))
+                    conn.close(Close::default());
+                    return Ok(());
                 }
                 record = rx.recv() => {
                     let Some(record) = record else { return Ok(()) };

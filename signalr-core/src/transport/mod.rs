@@ -70,8 +70,9 @@ pub(crate) trait TransportSink: Send + 'static {
     fn flush(&mut self) -> impl Future<Output = io::Result<()>> + Send;
     /// Ends the transport gracefully (for WebSockets: close frame 1000).
     fn close(&mut self) -> impl Future<Output = ()> + Send;
-    /// Completes when the client is known to be gone without any write failing (an SSE
-    /// response the client dropped). Transports that learn it from reading never complete.
+    /// Completes when the client is known to have left without any write failing (an SSE
+    /// response the client dropped); the connection then ends normally, as the reference ends
+    /// it when the request is aborted. Transports that learn it from reading never complete.
     fn gone(&self) -> impl Future<Output = ()> + Send + 'static {
         std::future::pending()
     }
