@@ -117,6 +117,7 @@
 //! - `hub`: method table, extractors, dispatch, client proxies.
 //! - `lifetime`: the registry of live connections (sharded; no global lock).
 //! - `http`: negotiate, routing, the HTTP connection manager and CORS, as a `tower::Service`.
+pub mod auth;
 pub mod protocol;
 
 mod connection;
@@ -128,12 +129,15 @@ mod options;
 mod serve;
 mod transport;
 
+pub use auth::{AuthError, AuthRequest, Authenticator, Identity, Policy};
 pub use error::Error;
 pub use http::{BoxError, HubService, ResponseBody};
 pub use hub::{
-    BindError, ClientProxy, Clients, Context, FromContext, FromInvocation, Handler, Hub,
-    HubBuilder, HubClients, HubContext, HubError, IntoArguments, IntoCompletion, IntoHookResult,
-    InvocationParts, ParameterKind, ViaArgument, ViaContext, ViaPayload, ViaResult, ViaValue,
+    filter_fn, BindError, BoxFuture, ClientProxy, Clients, ConnectNext, Context, DisconnectNext,
+    FromContext, FromInvocation, Groups, Handler, Hub, HubBuilder, HubClients, HubContext,
+    HubError, HubFilter, HubInvocation, IntoArguments, IntoCompletion, IntoHookResult,
+    InvocationOutcome, InvocationParts, InvokeNext, Next, ParameterKind, Presence, ViaArgument,
+    ViaContext, ViaPayload, ViaResult, ViaValue,
 };
 pub use serve::{serve, serve_with_shutdown, shutdown_signal};
 pub use transport::TransportKind;

@@ -46,6 +46,8 @@ pub(crate) struct HubOptions {
     /// Negotiated connections that may wait for their transport at once; past it negotiate
     /// answers 503. Default 100,000.
     pub max_pending_negotiations: usize,
+    /// Close connections when their identity's credentials expire. Default off.
+    pub close_on_authentication_expiration: bool,
     /// Size of the WebSocket read chunk allocated per connection. Default 4 KiB (tungstenite's
     /// own default is 128 KiB per socket, which dominates memory with many idle clients).
     pub websocket_read_buffer_size: usize,
@@ -72,6 +74,7 @@ impl Default for HubOptions {
             long_poll_buffer: 1024 * 1024,
             cors_origins: Vec::new(),
             max_pending_negotiations: 100_000,
+            close_on_authentication_expiration: false,
             websocket_read_buffer_size: 4 * 1024,
             websocket_write_buffer_size: 8 * 1024,
         }

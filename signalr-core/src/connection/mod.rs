@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Identity;
 use crate::error::{Error, Kind};
 use crate::hub::HubShared;
 use crate::protocol::{
@@ -37,6 +38,13 @@ pub(crate) struct ConnectionShared {
     pub(crate) id: Arc<str>,
     pub(crate) protocol: Protocol,
     pub(crate) transport: TransportKind,
+    /// Who the connection belongs to, when the hub authenticates.
+    pub(crate) identity: Option<Arc<Identity>>,
+    /// What `Clients::user` targets (from the identity, or the hub's user-id provider).
+    pub(crate) user_id: Option<Arc<str>>,
+    /// Group memberships; locked together with the registry's group index so that joining
+    /// a group cannot race with disconnecting.
+    membership: Mutex<Membership>,
     outbound: mpsc::Sender<Bytes>,
     closing: CancellationToken,
     close_message: Mutex<Option<Close>>,
@@ -45,11 +53,19 @@ pub(crate) struct ConnectionShared {
 }
 
 impl ConnectionShared {
-    fn new(params: ConnectionParams, protocol: Protocol, outbound: mpsc::Sender<Bytes>) -> Self {
+    fn new(
+        params: ConnectionParams,
+        user_id: Option<Arc<str>>,
+        protocol: Protocol,
+        outbound: mpsc::Sender<Bytes>,
+    ) -> Self {
         ConnectionShared {
             id: params.connection_id,
             protocol,
             transport: params.transport,
+            identity: params.identity.map(Arc::new),
+            user_id,
+            membership: Mutex::new(Membership::default()),
             outbound,
             closing: CancellationToken::new(),
             close_message: Mutex::new(None),
@@ -110,6 +126,46 @@ impl ConnectionShared {
         self.closing.is_cancelled()
     }
 
+    fn membership(&self) -> std::sync::MutexGuard<'_, Membership> {
+        self.membership.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a group membership and runs `index` (the registry's side) under the same lock.
+    /// Returns false once the connection has left.
+    pub(crate) fn join_group(&self, group: Arc<str>, index: impl FnOnce()) -> bool {
+        let mut membership = self.membership();
+        if membership.left {
+            return false;
+        }
+        if membership.groups.insert(group) {
+            index();
+        }
+        true
+    }
+
+    pub(crate) fn leave_group(&self, group: &str, index: impl FnOnce()) {
+        let mut membership = self.membership();
+        if membership.groups.remove(group) {
+            index();
+        }
+    }
+
+    /// Marks the connection as gone and hands back its groups for the registry to clean up.
+    pub(crate) fn leave_all_groups(&self) -> Vec<Arc<str>> {
+        let mut membership = self.membership();
+        membership.left = true;
+        membership.groups.drain().collect()
+    }
+
+    /// The groups the connection is in now.
+    pub(crate) fn groups(&self) -> Vec<String> {
+        self.membership()
+            .groups
+            .iter()
+            .map(|g| g.to_string())
+            .collect()
+    }
+
     /// The transport failed under the writer: remember why, and close.
     fn transport_failed(&self, error: &io::Error) {
         self.transport_error
@@ -134,6 +190,12 @@ impl ConnectionShared {
     }
 }
 
+#[derive(Default)]
+struct Membership {
+    groups: std::collections::HashSet<Arc<str>>,
+    left: bool,
+}
+
 /// What a received message means for the read loop.
 pub(crate) enum Flow {
     Continue,
@@ -145,6 +207,7 @@ pub(crate) enum Flow {
 pub(crate) struct ConnectionParams {
     pub(crate) connection_id: Arc<str>,
     pub(crate) transport: TransportKind,
+    pub(crate) identity: Option<Identity>,
 }
 
 /// Runs one connection to its end over any transport.
@@ -204,7 +267,8 @@ pub(crate) async fn run<I, S>(
     }
 
     let (tx, rx) = mpsc::channel(options.outbound_queue_capacity.max(1));
-    let conn = Arc::new(ConnectionShared::new(params, protocol, tx));
+    let user_id = params.identity.as_ref().and_then(|i| hub.user_id_of(i));
+    let conn = Arc::new(ConnectionShared::new(params, user_id, protocol, tx));
     hub.registry.add(conn.clone());
     let keep_alive = sink
         .needs_keep_alive()
@@ -217,6 +281,11 @@ pub(crate) async fn run<I, S>(
         options.send_timeout,
     ));
     tracing::debug!(connection = %conn.id, %protocol, "connected");
+    if hub.options.close_on_authentication_expiration {
+        if let Some(expires_at) = conn.identity.as_ref().and_then(|i| i.expires_at()) {
+            tokio::spawn(close_at_expiry(conn.clone(), expires_at));
+        }
+    }
 
     let end = match hub.on_connected(&conn).await {
         Err(message) => {
@@ -246,6 +315,24 @@ pub(crate) async fn run<I, S>(
         while let Some(Ok(_)) = inbound.next().await {}
     })
     .await;
+}
+
+/// Closes the connection when its credentials expire; clients with automatic reconnect come
+/// back with fresh ones.
+async fn close_at_expiry(conn: Arc<ConnectionShared>, expires_at: std::time::SystemTime) {
+    let remaining = expires_at
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    tokio::select! {
+        _ = conn.closing.cancelled() => {}
+        _ = tokio::time::sleep(remaining) => {
+            tracing::debug!(connection = %conn.id, "authentication expired");
+            conn.close(Close {
+                error: Some("Authentication expired.".to_owned()),
+                allow_reconnect: true,
+            });
+        }
+    }
 }
 
 /// Reads until a whole handshake request arrived. `None` when the client went away first.

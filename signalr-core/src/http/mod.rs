@@ -18,6 +18,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
+use crate::auth::{AuthRequest, Identity};
 use crate::hub::HubShared;
 use crate::transport::TransportKind;
 
@@ -56,7 +57,21 @@ where
         let hub = self.hub.clone();
         Box::pin(async move {
             let origin = cors::allowed_origin(&hub.options, &request);
-            let mut response = route(hub, request).await;
+            let query = Query::parse(request.uri().query());
+            let identity = if request.method() == Method::OPTIONS {
+                Ok(None)
+            } else {
+                // Browsers cannot set headers on WebSockets or EventSource: those may carry the
+                // token in the query string.
+                let token_in_query = websocket::is_upgrade(&request)
+                    || (request.method() == Method::GET && accepts_event_stream(&request));
+                let query_token = query.access_token.as_deref().filter(|_| token_in_query);
+                authorize(&hub, request.headers(), query_token).await
+            };
+            let mut response = match identity {
+                Ok(identity) => route(hub, request, query, identity).await,
+                Err(refusal) => refusal,
+            };
             if let Some(origin) = origin {
                 cors::allow(&mut response, origin);
             }
@@ -65,7 +80,52 @@ where
     }
 }
 
-async fn route<B>(hub: Arc<HubShared>, request: Request<B>) -> Response<ResponseBody>
+/// Authenticates a request and applies the hub's policy: the caller's identity, or the 401/403
+/// answer.
+async fn authorize(
+    hub: &HubShared,
+    headers: &http::HeaderMap,
+    query_token: Option<&str>,
+) -> Result<Option<Identity>, Response<ResponseBody>> {
+    let identity = match &hub.authenticator {
+        None => None,
+        Some(authenticator) => {
+            let request = AuthRequest {
+                headers,
+                query_token,
+            };
+            match authenticator.authenticate(&request).await {
+                Ok(identity) => identity,
+                Err(refusal) => {
+                    tracing::debug!(reason = %refusal, "authentication refused");
+                    return Err(unauthorized(refusal.reason()));
+                }
+            }
+        }
+    };
+    match &hub.hub_policy {
+        Some(policy) if !policy.allows(identity.as_ref()) => Err(match identity {
+            None => unauthorized("Authentication required."),
+            Some(_) => text(StatusCode::FORBIDDEN, "Forbidden."),
+        }),
+        _ => Ok(identity),
+    }
+}
+
+fn unauthorized(reason: &str) -> Response<ResponseBody> {
+    let mut response = text(StatusCode::UNAUTHORIZED, reason);
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+async fn route<B>(
+    hub: Arc<HubShared>,
+    request: Request<B>,
+    query: Query,
+    identity: Option<Identity>,
+) -> Response<ResponseBody>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -74,7 +134,6 @@ where
         let path = request.uri().path();
         path.ends_with("/negotiate") || path == "negotiate"
     };
-    let query = Query::parse(request.uri().query());
     // Owned, so that no borrow of the (not necessarily Sync) request lives across an await.
     let method = request.method().clone();
     if method == Method::OPTIONS {
@@ -88,7 +147,9 @@ where
     }
     let event_stream = accepts_event_stream(&request);
     match method {
-        Method::GET if websocket::is_upgrade(&request) => websocket::upgrade(hub, request, query),
+        Method::GET if websocket::is_upgrade(&request) => {
+            websocket::upgrade(hub, request, query, identity)
+        }
         Method::GET => {
             let transport = if event_stream {
                 TransportKind::ServerSentEvents
@@ -102,8 +163,10 @@ where
                 return text(StatusCode::BAD_REQUEST, "Connection ID required");
             };
             match transport {
-                TransportKind::ServerSentEvents => streaming::server_sent_events(hub, token),
-                _ => streaming::long_poll(hub, token).await,
+                TransportKind::ServerSentEvents => {
+                    streaming::server_sent_events(hub, token, identity)
+                }
+                _ => streaming::long_poll(hub, token, identity).await,
             }
         }
         Method::POST => match query.id {
@@ -138,11 +201,12 @@ pub(crate) fn transport_disabled(transport: TransportKind) -> Response<ResponseB
 }
 
 /// The query parameters the hub reads; keys match case-insensitively like ASP.NET's. Others
-/// (`access_token`, the long-polling cache buster `_`, an app's own) are ignored here.
+/// (the long-polling cache buster `_`, an app's own) are ignored.
 #[derive(Default)]
 pub(crate) struct Query {
     pub(crate) id: Option<String>,
     pub(crate) negotiate_version: Option<String>,
+    pub(crate) access_token: Option<String>,
 }
 
 impl Query {
@@ -153,6 +217,8 @@ impl Query {
                 parsed.id = Some(value.into_owned());
             } else if key.eq_ignore_ascii_case("negotiateVersion") {
                 parsed.negotiate_version = Some(value.into_owned());
+            } else if key == "access_token" {
+                parsed.access_token = Some(value.into_owned());
             }
         }
         parsed

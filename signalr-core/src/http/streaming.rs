@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use super::connections::{BindRefusal, Binding, HttpConnection};
 use super::{body, text, transport_disabled, BoxError, ResponseBody};
+use crate::auth::Identity;
 use crate::connection::{self, ConnectionParams};
 use crate::hub::HubShared;
 use crate::transport::long_polling::{LongPollSink, PollOutcome, PollQueue};
@@ -60,7 +61,11 @@ fn no_cache(response: &mut Response<ResponseBody>) {
 }
 
 /// `GET {hub}?id=...` with `Accept: text/event-stream`.
-pub(super) fn server_sent_events(hub: Arc<HubShared>, token: String) -> Response<ResponseBody> {
+pub(super) fn server_sent_events(
+    hub: Arc<HubShared>,
+    token: String,
+    identity: Option<Identity>,
+) -> Response<ResponseBody> {
     let Some(connection) = hub.connections.get(&token) else {
         return unknown_connection();
     };
@@ -77,6 +82,7 @@ pub(super) fn server_sent_events(hub: Arc<HubShared>, token: String) -> Response
     let params = ConnectionParams {
         connection_id: connection.connection_id.clone(),
         transport: TransportKind::ServerSentEvents,
+        identity,
     };
     let served = hub.clone();
     tokio::spawn(async move {
@@ -143,13 +149,17 @@ fn poll_response(status: StatusCode, data: Bytes) -> Response<ResponseBody> {
 }
 
 /// `GET {hub}?id=...` without `Accept: text/event-stream`: a long poll.
-pub(super) async fn long_poll(hub: Arc<HubShared>, token: String) -> Response<ResponseBody> {
+pub(super) async fn long_poll(
+    hub: Arc<HubShared>,
+    token: String,
+    identity: Option<Identity>,
+) -> Response<ResponseBody> {
     let Some(connection) = hub.connections.get(&token) else {
         return unknown_connection();
     };
     let queue = match connection.binding() {
         Binding::LongPolling(queue) | Binding::Closed(Some(queue)) => queue,
-        Binding::Pending => return start_long_polling(hub, connection, token),
+        Binding::Pending => return start_long_polling(hub, connection, token, identity),
         Binding::Closed(None) => return unknown_connection(),
         Binding::WebSockets | Binding::ServerSentEvents => {
             return refusal(BindRefusal::OtherTransport)
@@ -170,6 +180,7 @@ fn start_long_polling(
     hub: Arc<HubShared>,
     connection: Arc<HttpConnection>,
     token: String,
+    identity: Option<Identity>,
 ) -> Response<ResponseBody> {
     let queue = PollQueue::new(hub.options.long_poll_buffer);
     if let Err(refused) = hub
@@ -184,6 +195,7 @@ fn start_long_polling(
     let params = ConnectionParams {
         connection_id: connection.connection_id.clone(),
         transport: TransportKind::LongPolling,
+        identity,
     };
 
     // A client that stops polling is let go after the disconnect timeout.

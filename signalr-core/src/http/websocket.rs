@@ -8,6 +8,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use super::connections::{BindRefusal, Binding};
 use super::negotiate::new_id;
 use super::{body, text, transport_disabled, Query, ResponseBody};
+use crate::auth::Identity;
 use crate::connection::{self, ConnectionParams};
 use crate::hub::HubShared;
 use crate::transport::{websocket, TransportKind};
@@ -29,6 +30,7 @@ pub(super) fn upgrade<B>(
     hub: Arc<HubShared>,
     mut request: Request<B>,
     query: Query,
+    identity: Option<Identity>,
 ) -> Response<ResponseBody> {
     let Some(key) = request.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
         return text(StatusCode::BAD_REQUEST, "Missing Sec-WebSocket-Key header.");
@@ -90,6 +92,7 @@ pub(super) fn upgrade<B>(
                 let params = ConnectionParams {
                     connection_id,
                     transport: TransportKind::WebSockets,
+                    identity,
                 };
                 connection::run(hub.clone(), params, stream, sink).await;
             }

@@ -34,6 +34,96 @@ impl HubContext {
     pub fn connection_count(&self) -> usize {
         self.hub.registry.len()
     }
+
+    /// Adds and removes connections to and from groups.
+    pub fn groups(&self) -> Groups {
+        Groups {
+            hub: self.hub.clone(),
+        }
+    }
+
+    /// Who is connected: users, their connections, group members.
+    pub fn presence(&self) -> Presence {
+        Presence {
+            hub: self.hub.clone(),
+        }
+    }
+}
+
+/// Group membership, from a hub method or a [`HubContext`]. Groups are named by any string
+/// (case-sensitive), exist while they have members, and a connection leaves all of its groups
+/// when it disconnects.
+#[derive(Clone)]
+pub struct Groups {
+    pub(crate) hub: Arc<HubShared>,
+}
+
+impl Groups {
+    /// Adds a connection to a group. Adding an unknown connection is a no-op, as in the
+    /// reference. A send to the group issued after this returns reaches the connection.
+    pub async fn add(&self, connection_id: &str, group: &str) -> Result<(), Error> {
+        self.hub.registry.add_to_group(connection_id, group);
+        Ok(())
+    }
+
+    /// Removes a connection from a group.
+    pub async fn remove(&self, connection_id: &str, group: &str) -> Result<(), Error> {
+        self.hub.registry.remove_from_group(connection_id, group);
+        Ok(())
+    }
+}
+
+/// Presence, which the reference lacks: who is online and where. Answers cover this process
+/// (a backplane extends them across processes).
+#[derive(Clone)]
+pub struct Presence {
+    hub: Arc<HubShared>,
+}
+
+impl Presence {
+    /// User ids with at least one open connection.
+    pub fn online_users(&self) -> Vec<String> {
+        self.hub.registry.online_users()
+    }
+
+    /// Whether the user has at least one open connection.
+    pub fn is_online(&self, user_id: &str) -> bool {
+        !self.user_connections(user_id).is_empty()
+    }
+
+    /// The connection ids of a user (several tabs and devices).
+    pub fn user_connections(&self, user_id: &str) -> Vec<String> {
+        self.hub
+            .registry
+            .user_connections(&[user_id.to_owned()])
+            .iter()
+            .map(|id| id.to_string())
+            .collect()
+    }
+
+    /// The connection ids in a group.
+    pub fn group_members(&self, group: &str) -> Vec<String> {
+        self.hub
+            .registry
+            .group_members(&[group.to_owned()], &[])
+            .iter()
+            .map(|id| id.to_string())
+            .collect()
+    }
+
+    /// How many connections a group has.
+    pub fn group_size(&self, group: &str) -> usize {
+        self.hub.registry.group_size(group)
+    }
+
+    /// The groups a connection is in.
+    pub fn connection_groups(&self, connection_id: &str) -> Vec<String> {
+        self.hub
+            .registry
+            .get(connection_id)
+            .map(|conn| conn.groups())
+            .unwrap_or_default()
+    }
 }
 
 /// Client proxies available everywhere.
@@ -77,6 +167,51 @@ impl HubClients {
     {
         self.proxy(Target::Connections(
             connection_ids.into_iter().map(Into::into).collect(),
+        ))
+    }
+
+    /// Every connection in a group.
+    pub fn group(&self, group: impl Into<String>) -> ClientProxy {
+        self.group_except(group, Vec::<String>::new())
+    }
+
+    /// Every connection in any of the groups (each reached once).
+    pub fn groups<I, S>(&self, groups: I) -> ClientProxy
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.proxy(Target::Groups {
+            groups: groups.into_iter().map(Into::into).collect(),
+            excluded: Vec::new(),
+        })
+    }
+
+    /// Every connection in a group except the given ids.
+    pub fn group_except<I, S>(&self, group: impl Into<String>, excluded: I) -> ClientProxy
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.proxy(Target::Groups {
+            groups: vec![group.into()],
+            excluded: excluded.into_iter().map(Into::into).collect(),
+        })
+    }
+
+    /// Every connection of a user (all their tabs and devices).
+    pub fn user(&self, user_id: impl Into<String>) -> ClientProxy {
+        self.proxy(Target::Users(vec![user_id.into()]))
+    }
+
+    /// Every connection of any of the users.
+    pub fn users<I, S>(&self, user_ids: I) -> ClientProxy
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.proxy(Target::Users(
+            user_ids.into_iter().map(Into::into).collect(),
         ))
     }
 }
@@ -134,6 +269,48 @@ impl Clients {
     {
         self.hub.clients(connection_ids)
     }
+
+    /// Every connection in a group.
+    pub fn group(&self, group: impl Into<String>) -> ClientProxy {
+        self.hub.group(group)
+    }
+
+    /// Every connection in any of the groups (each reached once).
+    pub fn groups<I, S>(&self, groups: I) -> ClientProxy
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.hub.groups(groups)
+    }
+
+    /// Every connection in a group except the given ids.
+    pub fn group_except<I, S>(&self, group: impl Into<String>, excluded: I) -> ClientProxy
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.hub.group_except(group, excluded)
+    }
+
+    /// Every connection in a group except the caller.
+    pub fn others_in_group(&self, group: impl Into<String>) -> ClientProxy {
+        self.hub.group_except(group, [self.caller.id.as_ref()])
+    }
+
+    /// Every connection of a user.
+    pub fn user(&self, user_id: impl Into<String>) -> ClientProxy {
+        self.hub.user(user_id)
+    }
+
+    /// Every connection of any of the users.
+    pub fn users<I, S>(&self, user_ids: I) -> ClientProxy
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.hub.users(user_ids)
+    }
 }
 
 pub(crate) enum Target {
@@ -141,6 +318,11 @@ pub(crate) enum Target {
     Connection(String),
     Connections(Vec<String>),
     Caller(Arc<ConnectionShared>),
+    Groups {
+        groups: Vec<String>,
+        excluded: Vec<String>,
+    },
+    Users(Vec<String>),
 }
 
 /// A set of clients to invoke a method on.
@@ -174,13 +356,21 @@ impl ClientProxy {
                 Some(conn) => deliver_one(&conn, &record, send_timeout).await,
                 None => Ok(()),
             },
-            Target::Connections(ids) => {
-                for id in ids {
-                    if let Some(conn) = self.hub.registry.get(id) {
-                        let _ = conn.try_send(record.get(conn.protocol)?);
-                    }
-                }
-                Ok(())
+            Target::Connections(ids) => self
+                .hub
+                .registry
+                .send_to(ids.iter().map(String::as_str), &record),
+            Target::Groups { groups, excluded } => {
+                let members = self.hub.registry.group_members(groups, excluded);
+                self.hub
+                    .registry
+                    .send_to(members.iter().map(|id| id.as_ref()), &record)
+            }
+            Target::Users(users) => {
+                let connections = self.hub.registry.user_connections(users);
+                self.hub
+                    .registry
+                    .send_to(connections.iter().map(|id| id.as_ref()), &record)
             }
             Target::All(excluded) => self
                 .hub

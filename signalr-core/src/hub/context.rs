@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
-use super::clients::{Clients, HubContext};
+use super::clients::{Clients, Groups, HubContext};
 use super::HubShared;
+use crate::auth::Identity;
 use crate::connection::ConnectionShared;
 use crate::protocol::{Close, Protocol};
 use crate::transport::TransportKind;
@@ -25,6 +26,24 @@ impl Context {
     /// The hub protocol this client speaks.
     pub fn protocol(&self) -> Protocol {
         self.conn.protocol
+    }
+
+    /// Who the caller is, when the hub authenticates (see [`Identity`]).
+    pub fn user(&self) -> Option<&Identity> {
+        self.conn.identity.as_deref()
+    }
+
+    /// The caller's user id: what `Clients::user` targets (the counterpart of
+    /// `Context.UserIdentifier`).
+    pub fn user_identifier(&self) -> Option<&str> {
+        self.conn.user_id.as_deref()
+    }
+
+    /// Group membership for this hub.
+    pub fn groups(&self) -> Groups {
+        Groups {
+            hub: self.hub.clone(),
+        }
     }
 
     /// The transport this client connected with.
@@ -69,6 +88,12 @@ impl FromContext for Context {
 impl FromContext for Clients {
     fn from_context(context: &Context) -> Self {
         context.clients()
+    }
+}
+
+impl FromContext for Groups {
+    fn from_context(context: &Context) -> Self {
+        context.groups()
     }
 }
 

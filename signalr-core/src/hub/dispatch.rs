@@ -7,6 +7,7 @@ use futures_util::FutureExt;
 use tokio::sync::Semaphore;
 
 use super::context::Context;
+use super::filter::{invoke_chain, HubInvocation, InvocationOutcome, InvokeNext};
 use super::handler::{CallError, InvocationParts};
 use super::HubShared;
 use crate::connection::{ConnectionShared, Flow};
@@ -66,12 +67,20 @@ impl Dispatcher {
             stream_ids,
             ..
         } = invocation;
-        let Some(method) = self.hub.methods.get(&target) else {
+        let method = self.hub.methods.get(&target).cloned();
+        if method.is_none() && self.hub.filters.is_empty() {
             tracing::debug!(connection = %self.conn.id, %target, "unknown hub method");
             return self
                 .complete_with_error(invocation_id, method_missing(&target))
                 .await;
-        };
+        }
+        // Authorization comes before the filters, as in the reference.
+        if let Some(policy) = method.as_ref().and_then(|m| m.policy.as_ref()) {
+            if !policy.allows(self.conn.identity.as_deref()) {
+                let text = format!("Failed to invoke '{target}' because user is unauthorized");
+                return self.complete_with_error(invocation_id, text).await;
+            }
+        }
         if !stream_ids.is_empty() {
             let text = format!(
                 "An unexpected error occurred invoking '{target}' on the server. HubException: Client sent {} stream(s), Hub method expects 0.",
@@ -83,20 +92,40 @@ impl Dispatcher {
         let Ok(slot) = self.slots.clone().acquire_owned().await else {
             return;
         };
-        let parts = InvocationParts {
-            context: Context {
-                conn: self.conn.clone(),
-                hub: self.hub.clone(),
-            },
-            provided: arguments.0.len(),
-            arguments: arguments.0.into_iter(),
-            invocation_id: invocation_id.clone(),
+        let context = Context {
+            conn: self.conn.clone(),
+            hub: self.hub.clone(),
         };
-        let call = method.call(parts);
+        let invocation = HubInvocation {
+            context,
+            method: target.clone(),
+            arguments: arguments.0,
+            exists: method.is_some(),
+        };
+        let blocking_id = invocation_id.clone();
+        let terminal = InvokeNext::new(move |invocation: HubInvocation| match method {
+            None => Box::pin(std::future::ready(InvocationOutcome(Err(
+                CallError::Missing,
+            )))),
+            Some(method) => {
+                let parts = InvocationParts {
+                    context: invocation.context,
+                    provided: invocation.arguments.len(),
+                    arguments: invocation.arguments.into_iter(),
+                    invocation_id: blocking_id,
+                };
+                let call = method.handler.call(parts);
+                Box::pin(async move { InvocationOutcome(call.await) })
+            }
+        });
+        let call = invoke_chain(&self.hub.filters, terminal).run(invocation);
         let hub = self.hub.clone();
         let conn = self.conn.clone();
         tokio::spawn(async move {
-            let outcome = AssertUnwindSafe(call).catch_unwind().await;
+            let outcome = AssertUnwindSafe(call)
+                .catch_unwind()
+                .await
+                .map(|outcome| outcome.0);
             drop(slot);
             let detailed = hub.options.enable_detailed_errors;
             let error_text = match outcome {
@@ -115,6 +144,7 @@ impl Dispatcher {
                         prefix
                     }
                 }
+                Ok(Err(CallError::Missing)) => method_missing(&target),
                 Ok(Err(CallError::Method(e))) => {
                     tracing::debug!(connection = %conn.id, %target, error = %e, "hub method failed");
                     e.describe(

@@ -67,6 +67,8 @@ impl BindError {
 pub enum CallError {
     Bind(BindError),
     Method(HubError),
+    /// No method has that name.
+    Missing,
 }
 
 /// What running a handler produced: the encoded success Completion (for blocking invocations).

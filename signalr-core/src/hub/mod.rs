@@ -4,6 +4,7 @@ pub(crate) mod clients;
 mod context;
 mod dispatch;
 mod error;
+mod filter;
 mod handler;
 
 use std::collections::HashMap;
@@ -14,14 +15,19 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 
-pub use clients::{ClientProxy, Clients, HubClients, HubContext, IntoArguments};
+pub use clients::{ClientProxy, Clients, Groups, HubClients, HubContext, IntoArguments, Presence};
 pub use context::{Context, FromContext};
 pub use error::HubError;
+pub use filter::{
+    filter_fn, BoxFuture, ConnectNext, DisconnectNext, HubFilter, HubInvocation, InvocationOutcome,
+    InvokeNext, Next,
+};
 pub use handler::{
     BindError, FromInvocation, Handler, IntoCompletion, IntoHookResult, InvocationParts,
     ParameterKind, ViaArgument, ViaContext, ViaPayload, ViaResult, ViaValue,
 };
 
+use crate::auth::{Authenticator, Identity, Policy};
 use crate::connection::{ConnectionShared, CLOSED_WITH_ERROR};
 use crate::http::connections::HttpConnections;
 use crate::http::HubService;
@@ -30,9 +36,11 @@ use crate::options::HubOptions;
 use crate::protocol::{Close, Protocol};
 use crate::transport::TransportKind;
 use dispatch::Dispatcher;
-use handler::{BoxFuture, ErasedHandler, HandlerFn};
+use filter::{connect_chain, disconnect_chain, Filters};
+use handler::{ErasedHandler, HandlerFn};
 
-type Hook = Arc<dyn Fn(Context, Option<String>) -> BoxFuture<Result<(), HubError>> + Send + Sync>;
+type Hook =
+    Arc<dyn Fn(Context, Option<String>) -> BoxFuture<'static, Result<(), HubError>> + Send + Sync>;
 
 /// A hub: a set of methods clients can call, plus connection hooks. Cheap to clone.
 ///
@@ -106,10 +114,23 @@ impl Hub {
 /// Builds a [`Hub`]: methods, hooks and options (defaults as in ASP.NET Core SignalR).
 #[derive(Default)]
 pub struct HubBuilder {
-    methods: Vec<(String, Arc<dyn ErasedHandler>)>,
+    methods: Vec<(String, Method)>,
     on_connected: Option<Hook>,
     on_disconnected: Option<Hook>,
     options: HubOptions,
+    authenticator: Option<Arc<dyn Authenticator>>,
+    hub_policy: Option<Policy>,
+    user_id_provider: Option<UserIdProvider>,
+    filters: Vec<Arc<dyn HubFilter>>,
+}
+
+type UserIdProvider = Arc<dyn Fn(&Identity) -> Option<String> + Send + Sync>;
+
+/// A registered hub method: its handler and who may call it.
+#[derive(Clone)]
+pub(crate) struct Method {
+    pub(crate) handler: Arc<dyn ErasedHandler>,
+    pub(crate) policy: Option<Policy>,
 }
 
 impl HubBuilder {
@@ -119,7 +140,26 @@ impl HubBuilder {
     /// # Panics
     /// When another method already has the same name, ignoring case (a programming error,
     /// caught at start-up).
-    pub fn method<H, T>(mut self, name: &str, handler: H) -> Self
+    pub fn method<H, T>(self, name: &str, handler: H) -> Self
+    where
+        H: Handler<T>,
+        T: 'static,
+    {
+        self.add_method(name, handler, None)
+    }
+
+    /// Registers a method that only callers satisfying `policy` may invoke; others get the
+    /// reference's error Completion (`Failed to invoke 'X' because user is unauthorized`) and
+    /// the method does not run.
+    pub fn authorized_method<H, T>(self, name: &str, policy: Policy, handler: H) -> Self
+    where
+        H: Handler<T>,
+        T: 'static,
+    {
+        self.add_method(name, handler, Some(policy))
+    }
+
+    fn add_method<H, T>(mut self, name: &str, handler: H, policy: Option<Policy>) -> Self
     where
         H: Handler<T>,
         T: 'static,
@@ -133,7 +173,51 @@ impl HubBuilder {
             handler,
             _marker: std::marker::PhantomData,
         };
-        self.methods.push((name.to_owned(), Arc::new(handler)));
+        let method = Method {
+            handler: Arc::new(handler),
+            policy,
+        };
+        self.methods.push((name.to_owned(), method));
+        self
+    }
+
+    /// Adds a filter around every invocation and connection hook (see [`HubFilter`]). Filters
+    /// run in the order added, the first outermost.
+    pub fn filter(mut self, filter: impl HubFilter) -> Self {
+        self.filters.push(Arc::new(filter));
+        self
+    }
+
+    /// Authenticates every negotiate and transport request (see [`Authenticator`]); a refusal
+    /// answers 401. Without one, every connection is anonymous.
+    pub fn authenticator(mut self, authenticator: impl Authenticator) -> Self {
+        self.authenticator = Some(Arc::new(authenticator));
+        self
+    }
+
+    /// Requires `policy` of every caller, at negotiate and at each transport request
+    /// (the counterpart of `[Authorize]` on a hub): anonymous callers get 401, authenticated
+    /// ones that fail the policy 403.
+    pub fn require(mut self, policy: Policy) -> Self {
+        self.hub_policy = Some(policy);
+        self
+    }
+
+    /// How a connection's user id (what `Clients::user` targets) comes from its identity.
+    /// Default: [`Identity::user_id`], the counterpart of the `nameidentifier` claim.
+    pub fn user_id_provider(
+        mut self,
+        provider: impl Fn(&Identity) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.user_id_provider = Some(Arc::new(provider));
+        self
+    }
+
+    /// Close a connection when its identity's credentials expire ([`Identity::expires_at`]),
+    /// with a Close carrying the reason and allowing reconnection (so the client returns with
+    /// a fresh token). Default off, like `CloseOnAuthenticationExpiration`.
+    pub fn close_on_authentication_expiration(mut self, enabled: bool) -> Self {
+        self.options.close_on_authentication_expiration = enabled;
         self
     }
 
@@ -299,6 +383,10 @@ impl HubBuilder {
                 methods: Methods { exact, folded },
                 on_connected: self.on_connected,
                 on_disconnected: self.on_disconnected,
+                authenticator: self.authenticator,
+                hub_policy: self.hub_policy,
+                user_id_provider: self.user_id_provider,
+                filters: self.filters.into(),
                 registry: ConnectionRegistry::new(),
                 connections: HttpConnections::default(),
                 shutting_down: CancellationToken::new(),
@@ -309,12 +397,12 @@ impl HubBuilder {
 
 /// The method table: exact names first (no allocation), then case-folded.
 pub(crate) struct Methods {
-    exact: HashMap<String, Arc<dyn ErasedHandler>>,
-    folded: HashMap<String, Arc<dyn ErasedHandler>>,
+    exact: HashMap<String, Method>,
+    folded: HashMap<String, Method>,
 }
 
 impl Methods {
-    pub(crate) fn get(&self, name: &str) -> Option<&Arc<dyn ErasedHandler>> {
+    pub(crate) fn get(&self, name: &str) -> Option<&Method> {
         self.exact
             .get(name)
             .or_else(|| self.folded.get(&name.to_lowercase()))
@@ -327,6 +415,10 @@ pub(crate) struct HubShared {
     pub(crate) methods: Methods,
     on_connected: Option<Hook>,
     on_disconnected: Option<Hook>,
+    pub(crate) authenticator: Option<Arc<dyn Authenticator>>,
+    pub(crate) hub_policy: Option<Policy>,
+    user_id_provider: Option<UserIdProvider>,
+    pub(crate) filters: Filters,
     pub(crate) registry: ConnectionRegistry,
     /// Connection tokens issued by negotiate (and skip-negotiation WebSockets), by token.
     pub(crate) connections: HttpConnections,
@@ -347,6 +439,14 @@ impl HubShared {
         Ok(protocol)
     }
 
+    /// The user id `Clients::user` reaches this identity by.
+    pub(crate) fn user_id_of(&self, identity: &Identity) -> Option<Arc<str>> {
+        match &self.user_id_provider {
+            Some(provider) => provider(identity).map(Into::into),
+            None => identity.user_id().map(Into::into),
+        }
+    }
+
     pub(crate) fn dispatcher(self: &Arc<Self>, conn: &Arc<ConnectionShared>) -> Dispatcher {
         Dispatcher::new(self.clone(), conn.clone())
     }
@@ -358,15 +458,18 @@ impl HubShared {
         }
     }
 
-    /// Runs the connect hook; `Err` carries the Close error text.
+    /// Runs the connect hook inside the filters; `Err` carries the Close error text.
     pub(crate) async fn on_connected(
         self: &Arc<Self>,
         conn: &Arc<ConnectionShared>,
     ) -> Result<(), String> {
-        let Some(hook) = &self.on_connected else {
-            return Ok(());
-        };
-        let result = AssertUnwindSafe(hook(self.context(conn), None))
+        let hook = self.on_connected.clone();
+        let terminal = ConnectNext::new(move |context: Context| match hook {
+            Some(hook) => hook(context, None),
+            None => Box::pin(std::future::ready(Ok(()))),
+        });
+        let chain = connect_chain(&self.filters, terminal);
+        let result = AssertUnwindSafe(chain.run(self.context(conn)))
             .catch_unwind()
             .await;
         let detailed = self.options.enable_detailed_errors;
@@ -388,18 +491,24 @@ impl HubShared {
         conn: &Arc<ConnectionShared>,
         error: Option<String>,
     ) {
-        let Some(hook) = &self.on_disconnected else {
-            return;
-        };
-        match AssertUnwindSafe(hook(self.context(conn), error))
+        let hook = self.on_disconnected.clone();
+        let connection = conn.id.clone();
+        let terminal = DisconnectNext::new(move |(context, error): (Context, Option<String>)| {
+            Box::pin(async move {
+                if let Some(hook) = hook {
+                    if let Err(e) = hook(context, error).await {
+                        tracing::warn!(%connection, error = %e, "on_disconnected failed");
+                    }
+                }
+            })
+        });
+        let chain = disconnect_chain(&self.filters, terminal);
+        if AssertUnwindSafe(chain.run((self.context(conn), error)))
             .catch_unwind()
             .await
+            .is_err()
         {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(connection = %conn.id, error = %e, "on_disconnected failed")
-            }
-            Err(_) => tracing::error!(connection = %conn.id, "on_disconnected panicked"),
+            tracing::error!(connection = %conn.id, "on_disconnected panicked");
         }
     }
 }

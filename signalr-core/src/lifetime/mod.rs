@@ -1,9 +1,11 @@
-//! The lifetime manager: which connections this process holds, and delivery to them.
+//! The lifetime manager: which connections this process holds, their groups and users, and
+//! delivery to them.
 //!
-//! Connections live in a sharded concurrent map, so registering, looking up and broadcasting
-//! never serialize all traffic behind one lock; a broadcast read-locks one shard at a time and
-//! never waits on a client.
+//! Everything lives in sharded concurrent maps, so registering, joining groups, looking up and
+//! broadcasting never serialize all traffic behind one lock; a send read-locks one shard at a
+//! time and never waits on a client.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -13,29 +15,58 @@ use crate::connection::ConnectionShared;
 use crate::error::Error;
 use crate::hub::clients::LazyRecord;
 
+type Members = HashSet<Arc<str>>;
+
 pub(crate) struct ConnectionRegistry {
     connections: DashMap<Arc<str>, Arc<ConnectionShared>>,
+    groups: DashMap<Arc<str>, Members>,
+    users: DashMap<Arc<str>, Members>,
     /// The number of connections, observable so that shutdown can wait for zero.
     count: watch::Sender<usize>,
+}
+
+fn join(index: &DashMap<Arc<str>, Members>, key: &Arc<str>, id: &Arc<str>) {
+    index.entry(key.clone()).or_default().insert(id.clone());
+}
+
+fn leave(index: &DashMap<Arc<str>, Members>, key: &str, id: &str) {
+    // Groups and users exist only while they have members.
+    index.remove_if_mut(key, |_, members| {
+        members.remove(id);
+        members.is_empty()
+    });
 }
 
 impl ConnectionRegistry {
     pub(crate) fn new() -> Self {
         ConnectionRegistry {
             connections: DashMap::new(),
+            groups: DashMap::new(),
+            users: DashMap::new(),
             count: watch::Sender::new(0),
         }
     }
 
     pub(crate) fn add(&self, conn: Arc<ConnectionShared>) {
+        if let Some(user) = &conn.user_id {
+            join(&self.users, user, &conn.id);
+        }
         self.connections.insert(conn.id.clone(), conn);
         self.count.send_modify(|n| *n += 1);
     }
 
+    /// Unregisters a connection and takes it out of its groups and user.
     pub(crate) fn remove(&self, id: &str) {
-        if self.connections.remove(id).is_some() {
-            self.count.send_modify(|n| *n -= 1);
+        let Some((_, conn)) = self.connections.remove(id) else {
+            return;
+        };
+        for group in conn.leave_all_groups() {
+            leave(&self.groups, &group, id);
         }
+        if let Some(user) = &conn.user_id {
+            leave(&self.users, user, id);
+        }
+        self.count.send_modify(|n| *n -= 1);
     }
 
     pub(crate) fn get(&self, id: &str) -> Option<Arc<ConnectionShared>> {
@@ -57,6 +88,25 @@ impl ConnectionRegistry {
         }
     }
 
+    /// Adds a local connection to a group; unknown connections are ignored, as in the
+    /// reference. Returns whether the connection was found.
+    pub(crate) fn add_to_group(&self, id: &str, group: &str) -> bool {
+        let Some(conn) = self.get(id) else {
+            return false;
+        };
+        let group: Arc<str> = group.into();
+        // Under the connection's own lock, so a concurrent disconnect cannot leave it behind.
+        conn.join_group(group.clone(), || join(&self.groups, &group, &conn.id))
+    }
+
+    pub(crate) fn remove_from_group(&self, id: &str, group: &str) -> bool {
+        let Some(conn) = self.get(id) else {
+            return false;
+        };
+        conn.leave_group(group, || leave(&self.groups, group, id));
+        true
+    }
+
     /// Queues the record on every connection not `excluded`, without waiting on any of them.
     pub(crate) fn broadcast(
         &self,
@@ -72,5 +122,63 @@ impl ConnectionRegistry {
             let _ = conn.try_send(record.get(conn.protocol)?);
         }
         Ok(())
+    }
+
+    /// Queues the record on each of the given connections once.
+    pub(crate) fn send_to<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a str>,
+        record: &LazyRecord<'_>,
+    ) -> Result<(), Error> {
+        let mut seen = HashSet::new();
+        for id in ids {
+            if !seen.insert(id) {
+                continue;
+            }
+            if let Some(conn) = self.connections.get(id) {
+                let _ = conn.try_send(record.get(conn.protocol)?);
+            }
+        }
+        Ok(())
+    }
+
+    fn members(
+        index: &DashMap<Arc<str>, Members>,
+        keys: &[String],
+        excluded: &[String],
+    ) -> Vec<Arc<str>> {
+        let mut out: Vec<Arc<str>> = Vec::new();
+        for key in keys {
+            if let Some(members) = index.get(key.as_str()) {
+                out.extend(
+                    members
+                        .iter()
+                        .filter(|id| !excluded.iter().any(|e| e.as_str() == id.as_ref()))
+                        .cloned(),
+                );
+            }
+        }
+        out
+    }
+
+    /// Connection ids in any of the groups, minus `excluded`.
+    pub(crate) fn group_members(&self, groups: &[String], excluded: &[String]) -> Vec<Arc<str>> {
+        Self::members(&self.groups, groups, excluded)
+    }
+
+    /// Connection ids of any of the users.
+    pub(crate) fn user_connections(&self, users: &[String]) -> Vec<Arc<str>> {
+        Self::members(&self.users, users, &[])
+    }
+
+    pub(crate) fn group_size(&self, group: &str) -> usize {
+        self.groups.get(group).map_or(0, |members| members.len())
+    }
+
+    pub(crate) fn online_users(&self) -> Vec<String> {
+        self.users
+            .iter()
+            .map(|entry| entry.key().to_string())
+            .collect()
     }
 }
