@@ -163,9 +163,11 @@ where
     }
 }
 
+type Rule = dyn Fn(Option<&Identity>) -> bool + Send + Sync;
+
 /// A rule over the caller's identity (`None` for anonymous callers).
 #[derive(Clone)]
-pub struct Policy(Arc<dyn Fn(Option<&Identity>) -> bool + Send + Sync>);
+pub struct Policy(Arc<Rule>);
 
 impl Policy {
     /// Any authenticated caller.
