@@ -11,6 +11,9 @@
 //! # Contents
 //! - [Writing a hub](#writing-a-hub): methods are plain async functions
 //! - [Reaching clients](#reaching-clients): `Clients`, `HubContext`
+//! - [Groups, users and presence](#groups-users-and-presence)
+//! - [Authentication and authorization](#authentication-and-authorization): JWT, policies
+//! - [Hub filters](#hub-filters): middleware around methods and hooks
 //! - [Serving and embedding](#serving-and-embedding): one line, or mounted in axum/hyper
 //! - [Transports](#transports): WebSockets, Server-Sent Events, long polling, CORS
 //! - [Limits](#limits): every bound, and what happens past it
@@ -61,6 +64,77 @@
 //! [`ClientProxy`] whose [`send`](ClientProxy::send) takes the method name and a tuple of
 //! arguments. A message is encoded once per protocol and the bytes are shared by every
 //! recipient.
+//!
+//! # Groups, users and presence
+//! [`Groups`] (a method parameter, [`Context::groups`] or [`HubContext::groups`]) adds and
+//! removes connections; [`Clients`] then reaches `group(name)`, `groups(names)`,
+//! `group_except(name, ids)`, `others_in_group(name)`, `user(id)` and `users(ids)`. A send issued
+//! after an `add` returns reaches the new member; a connection leaves its groups when it
+//! disconnects. A connection's user id comes from its [`Identity`] (see below), so
+//! `user("alice")` reaches every tab and device Alice has open. [`Presence`]
+//! ([`HubContext::presence`]), which the reference lacks, answers who is online, which
+//! connections a user has, and who is in a group.
+//!
+//! # Authentication and authorization
+//! An [`Authenticator`] ([`HubBuilder::authenticator`]) runs on negotiate and every transport
+//! request and yields an [`Identity`] (user id, name, claims, expiry) or a 401. With the `jwt`
+//! feature, [`auth::JwtAuthenticator`] checks HS256 or RS256 bearer tokens (`exp`, `nbf`,
+//! `iss`, `aud`), from the `Authorization` header or, for WebSockets and Server-Sent Events,
+//! the `access_token` query parameter browsers must use. A [`Policy`] guards the whole hub
+//! ([`HubBuilder::require`]: 401 for anonymous callers, 403 for others) or one method
+//! ([`HubBuilder::authorized_method`]: the reference's `Failed to invoke 'X' because user is
+//! unauthorized` Completion). [`HubBuilder::close_on_authentication_expiration`] closes a
+//! connection when its token expires, with `allowReconnect` so the client returns with a fresh
+//! one.
+//!
+//! ```
+//! use signalr_core::{Clients, Context, Hub, HubError, Policy};
+//!
+//! async fn join(ctx: Context, room: String) -> Result<(), HubError> {
+//!     ctx.groups().add(ctx.connection_id(), &room).await?;
+//!     ctx.clients().others_in_group(room.clone()).send("Joined", (ctx.user_identifier(),)).await?;
+//!     Ok(())
+//! }
+//!
+//! async fn ban(clients: Clients, user: String) -> Result<(), HubError> {
+//!     clients.user(user).send("Banned", ()).await?;
+//!     Ok(())
+//! }
+//!
+//! # #[cfg(feature = "jwt")]
+//! let hub = Hub::builder()
+//!     .authenticator(signalr_core::auth::JwtAuthenticator::hs256(b"secret"))
+//!     .require(Policy::authenticated())
+//!     .method("Join", join)
+//!     .authorized_method("Ban", Policy::claim("role", "moderator"), ban)
+//!     .build();
+//! ```
+//!
+//! # Hub filters
+//! A [`HubFilter`] wraps every invocation (and optionally `on_connected` / `on_disconnected`):
+//! log, time, rate-limit, validate or rewrite arguments, or short-circuit with an error
+//! ([`InvocationOutcome::error`]). Filters run in the order added, the first outermost; for
+//! one closure, use [`filter_fn`]. Unlike the reference, calls to methods that do not exist
+//! pass through the filters too ([`HubInvocation::method_exists`]).
+//!
+//! ```
+//! use signalr_core::{filter_fn, Hub, HubError, HubInvocation, InvocationOutcome, InvokeNext};
+//!
+//! async fn no_shouting(invocation: HubInvocation, next: InvokeNext) -> InvocationOutcome {
+//!     let shouting = invocation.arguments().iter()
+//!         .filter_map(|a| a.deserialize::<String>().ok())
+//!         .any(|text| text.len() > 3 && text == text.to_uppercase());
+//!     if shouting {
+//!         return InvocationOutcome::error(HubError::new("Please don't shout."));
+//!     }
+//!     let started = std::time::Instant::now();
+//!     let outcome = next.run(invocation).await;
+//!     tracing::debug!(elapsed = ?started.elapsed(), ok = outcome.is_ok());
+//!     outcome
+//! }
+//!
+//! let hub = Hub::builder().filter(filter_fn(no_shouting)).build();
+//! ```
 //!
 //! # Serving and embedding
 //! Alone: [`serve`] (until Ctrl-C or SIGTERM) or [`serve_with_shutdown`]. Inside an

@@ -1,5 +1,6 @@
 // Shared by the conformance tests: start the Rust server, build official clients, bounded waits.
 import { spawn } from "node:child_process";
+import { createHmac } from "node:crypto";
 import { createInterface } from "node:readline";
 import * as signalR from "@microsoft/signalr";
 import { MessagePackHubProtocol } from "@microsoft/signalr-protocol-msgpack";
@@ -100,4 +101,13 @@ export const COMBINATIONS = [
 export async function disconnected(server) {
   const response = await fetch(`http://127.0.0.1:${server.port}/admin/disconnected`);
   return response.json();
+}
+
+/** An HS256 JWT, as an identity provider would issue it. */
+export function jwt(claims, secret) {
+  const part = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const now = Math.floor(Date.now() / 1000);
+  const body = `${part({ alg: "HS256", typ: "JWT" })}.${part({ iat: now, exp: now + 3600, ...claims })}`;
+  const signature = createHmac("sha256", secret).update(body).digest("base64url");
+  return `${body}.${signature}`;
 }

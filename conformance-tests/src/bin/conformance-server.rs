@@ -9,7 +9,14 @@
 //!
 //! Options: `--keep-alive-ms N`, `--client-timeout-ms N`, `--handshake-timeout-ms N`,
 //! `--max-message-size N`, `--long-poll-timeout-ms N`, `--detailed-errors`,
-//! `--transports ws,sse,lp` (which transports to serve; default all).
+//! `--transports ws,sse,lp` (which transports to serve; default all), `--jwt-secret S` (accept
+//! HS256 bearer tokens signed with S), `--require-auth` (refuse anonymous callers).
+//!
+//! Groups, users and presence: `JoinGroup`, `LeaveGroup`, `SendToGroup`, `SendToGroups`,
+//! `SendToGroupExcept`, `SendToOthersInGroup`, `SendToUser`, `SendToUsers`, `WhoAmI`,
+//! `OnlineUsers`, `UserConnections`, `GroupMembers`, `GroupSize`; `AdminOnly` requires the claim
+//! `role=admin`. A filter rejects `Blocked` before its body runs (`BlockedRuns` counts bodies)
+//! and counts calls to methods that do not exist (`UnknownCalls`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,7 +26,13 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 use signalr_core::protocol::Payload;
-use signalr_core::{Clients, Context, Hub, HubContext, HubError, TransportKind};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use signalr_core::auth::JwtAuthenticator;
+use signalr_core::{
+    filter_fn, Clients, Context, Hub, HubContext, HubError, HubInvocation, InvocationOutcome,
+    InvokeNext, Policy, TransportKind,
+};
 use tokio::sync::Notify;
 
 async fn echo(value: Payload) -> Payload {
@@ -98,6 +111,137 @@ async fn send_to_clients(
 
 async fn get_transport(context: Context) -> &'static str {
     context.transport().as_str()
+}
+
+async fn join_group(context: Context, group: String) -> Result<(), signalr_core::Error> {
+    context.groups().add(context.connection_id(), &group).await
+}
+
+async fn leave_group(context: Context, group: String) -> Result<(), signalr_core::Error> {
+    context
+        .groups()
+        .remove(context.connection_id(), &group)
+        .await
+}
+
+async fn send_to_group(
+    clients: Clients,
+    group: String,
+    method: String,
+    args: Vec<Payload>,
+) -> Result<(), signalr_core::Error> {
+    clients.group(group).send(&method, args).await
+}
+
+async fn send_to_groups(
+    clients: Clients,
+    groups: Vec<String>,
+    method: String,
+    args: Vec<Payload>,
+) -> Result<(), signalr_core::Error> {
+    clients.groups(groups).send(&method, args).await
+}
+
+async fn send_to_group_except(
+    clients: Clients,
+    group: String,
+    excluded: Vec<String>,
+    method: String,
+    args: Vec<Payload>,
+) -> Result<(), signalr_core::Error> {
+    clients
+        .group_except(group, excluded)
+        .send(&method, args)
+        .await
+}
+
+async fn send_to_others_in_group(
+    clients: Clients,
+    group: String,
+    method: String,
+    args: Vec<Payload>,
+) -> Result<(), signalr_core::Error> {
+    clients.others_in_group(group).send(&method, args).await
+}
+
+async fn send_to_user(
+    clients: Clients,
+    user: String,
+    method: String,
+    args: Vec<Payload>,
+) -> Result<(), signalr_core::Error> {
+    clients.user(user).send(&method, args).await
+}
+
+async fn send_to_users(
+    clients: Clients,
+    users: Vec<String>,
+    method: String,
+    args: Vec<Payload>,
+) -> Result<(), signalr_core::Error> {
+    clients.users(users).send(&method, args).await
+}
+
+async fn who_am_i(context: Context) -> serde_json::Value {
+    serde_json::json!({
+        "userId": context.user_identifier(),
+        "name": context.user().and_then(|u| u.name()),
+    })
+}
+
+fn sorted(mut items: Vec<String>) -> Vec<String> {
+    items.sort();
+    items
+}
+
+async fn online_users(hub: HubContext) -> Vec<String> {
+    sorted(hub.presence().online_users())
+}
+
+async fn user_connections(hub: HubContext, user: String) -> Vec<String> {
+    sorted(hub.presence().user_connections(&user))
+}
+
+async fn group_members(hub: HubContext, group: String) -> Vec<String> {
+    sorted(hub.presence().group_members(&group))
+}
+
+async fn group_size(hub: HubContext, group: String) -> usize {
+    hub.presence().group_size(&group)
+}
+
+async fn admin_only(context: Context) -> String {
+    format!(
+        "hello admin {}",
+        context.user_identifier().unwrap_or_default()
+    )
+}
+
+static BLOCKED_RUNS: AtomicUsize = AtomicUsize::new(0);
+static UNKNOWN_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+async fn blocked() -> &'static str {
+    BLOCKED_RUNS.fetch_add(1, Ordering::SeqCst);
+    "the filter let me through"
+}
+
+async fn blocked_runs() -> usize {
+    BLOCKED_RUNS.load(Ordering::SeqCst)
+}
+
+async fn unknown_calls() -> usize {
+    UNKNOWN_CALLS.load(Ordering::SeqCst)
+}
+
+/// Rejects `Blocked` before its body runs; counts calls to methods that do not exist.
+async fn guard(invocation: HubInvocation, next: InvokeNext) -> InvocationOutcome {
+    if invocation.method().eq_ignore_ascii_case("Blocked") {
+        return InvocationOutcome::error(HubError::new("Blocked by a filter."));
+    }
+    if !invocation.method_exists() {
+        UNKNOWN_CALLS.fetch_add(1, Ordering::SeqCst);
+    }
+    next.run(invocation).await
 }
 
 async fn abort(context: Context) {
@@ -199,6 +343,24 @@ async fn main() -> std::io::Result<()> {
         .method("SendToClient", send_to_client)
         .method("SendToClients", send_to_clients)
         .method("GetTransport", get_transport)
+        .method("JoinGroup", join_group)
+        .method("LeaveGroup", leave_group)
+        .method("SendToGroup", send_to_group)
+        .method("SendToGroups", send_to_groups)
+        .method("SendToGroupExcept", send_to_group_except)
+        .method("SendToOthersInGroup", send_to_others_in_group)
+        .method("SendToUser", send_to_user)
+        .method("SendToUsers", send_to_users)
+        .method("WhoAmI", who_am_i)
+        .method("OnlineUsers", online_users)
+        .method("UserConnections", user_connections)
+        .method("GroupMembers", group_members)
+        .method("GroupSize", group_size)
+        .authorized_method("AdminOnly", Policy::claim("role", "admin"), admin_only)
+        .method("Blocked", blocked)
+        .method("BlockedRuns", blocked_runs)
+        .method("UnknownCalls", unknown_calls)
+        .filter(filter_fn(guard))
         .method("Abort", abort)
         .method("Sleep", sleep);
     if let Some(ms) = flag_value(&args, "--keep-alive-ms") {
@@ -224,6 +386,13 @@ async fn main() -> std::io::Result<()> {
             "lp" => TransportKind::LongPolling,
             other => panic!("unknown transport '{other}' (use ws, sse, lp)"),
         }));
+    }
+    if let Some(position) = args.iter().position(|a| a == "--jwt-secret") {
+        let secret = args.get(position + 1).expect("--jwt-secret needs a value");
+        builder = builder.authenticator(JwtAuthenticator::hs256(secret.as_bytes()));
+    }
+    if args.iter().any(|a| a == "--require-auth") {
+        builder = builder.require(Policy::authenticated());
     }
     if args.iter().any(|a| a == "--detailed-errors") {
         builder = builder.enable_detailed_errors(true);
