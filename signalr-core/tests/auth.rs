@@ -346,3 +346,116 @@ async fn joins_racing_disconnects_leave_no_member_behind() {
     }
     assert!(presence.connection_groups(&ids[0]).is_empty());
 }
+
+/// Records the order filters run in, and refuses connections without a user.
+struct Recorder {
+    name: &'static str,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl signalr_core::HubFilter for Recorder {
+    fn on_connected<'a>(
+        &'a self,
+        context: Context,
+        next: signalr_core::ConnectNext,
+    ) -> signalr_core::BoxFuture<'a, Result<(), signalr_core::HubError>> {
+        Box::pin(async move {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("{} connect in", self.name));
+            if context.user_identifier().is_none() {
+                return Err(signalr_core::HubError::new("Sign in first."));
+            }
+            let result = next.run(context).await;
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("{} connect out", self.name));
+            result
+        })
+    }
+
+    fn on_disconnected<'a>(
+        &'a self,
+        context: Context,
+        error: Option<String>,
+        next: signalr_core::DisconnectNext,
+    ) -> signalr_core::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("{} disconnect", self.name));
+            next.run((context, error)).await
+        })
+    }
+}
+
+#[tokio::test]
+async fn connect_and_disconnect_filters_wrap_the_hooks_in_order() {
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let hook_log = log.clone();
+    let server = Server::start(
+        Hub::builder()
+            .authenticator(JwtAuthenticator::hs256(SECRET))
+            .filter(Recorder {
+                name: "outer",
+                log: log.clone(),
+            })
+            .filter(Recorder {
+                name: "inner",
+                log: log.clone(),
+            })
+            .on_connected(move |_ctx: Context| {
+                let log = hook_log.clone();
+                async move { log.lock().unwrap().push("hook".to_owned()) }
+            })
+            .method("WhoAmI", whoami),
+    )
+    .await;
+    // Anonymous: the outer filter refuses before the hook runs.
+    let mut anonymous = server.connect(None).await.unwrap();
+    assert_eq!(
+        next(&mut anonymous).await,
+        json!({"type": 7, "error": "Connection closed with an error. HubException: Sign in first."})
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while server.hub.connection_count() != 0 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        log.lock().unwrap().drain(..).collect::<Vec<_>>(),
+        ["outer connect in", "outer disconnect", "inner disconnect"]
+    );
+
+    let token = hs256(json!({"sub": "alice", "exp": now() + 60}));
+    let mut socket = server.connect(Some(&token)).await.unwrap();
+    assert_eq!(
+        invoke(&mut socket, "1", "WhoAmI", json!([])).await["result"]["user"],
+        "alice"
+    );
+    drop(socket);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while log.lock().unwrap().len() < 7 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "outer connect in",
+            "inner connect in",
+            "hook",
+            "inner connect out",
+            "outer connect out",
+            "outer disconnect",
+            "inner disconnect"
+        ]
+    );
+}
