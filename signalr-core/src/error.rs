@@ -22,6 +22,8 @@ pub(crate) enum Kind {
     Timeout,
     /// A socket or listener failed.
     Io,
+    /// The client answered a client-result invocation with an error.
+    Client,
 }
 
 impl Error {
@@ -56,12 +58,19 @@ impl Error {
         self.kind == Kind::Io
     }
 
+    /// The client answered a client-result invocation with an error (its message is the
+    /// error's source).
+    pub fn is_client(&self) -> bool {
+        self.kind == Kind::Client
+    }
+
     fn description(&self) -> &'static str {
         match self.kind {
             Kind::Closed => "connection closed",
             Kind::Protocol => "protocol error",
             Kind::Timeout => "timed out",
             Kind::Io => "i/o error",
+            Kind::Client => "the client returned an error",
         }
     }
 }

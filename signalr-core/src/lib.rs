@@ -207,11 +207,11 @@ pub use auth::{AuthError, AuthRequest, Authenticator, Identity, Policy};
 pub use error::Error;
 pub use http::{BoxError, HubService, ResponseBody};
 pub use hub::{
-    filter_fn, BindError, BoxFuture, ClientProxy, Clients, ConnectNext, Context, DisconnectNext,
-    FromContext, FromInvocation, Groups, Handler, Hub, HubBuilder, HubClients, HubContext,
-    HubError, HubFilter, HubInvocation, IntoArguments, IntoCompletion, IntoHookResult,
-    InvocationOutcome, InvocationParts, InvokeNext, Next, ParameterKind, Presence, ViaArgument,
-    ViaContext, ViaPayload, ViaResult, ViaValue,
+    filter_fn, BindError, BoxFuture, Cancellation, ClientProxy, Clients, ConnectNext, Context,
+    DisconnectNext, FromContext, FromInvocation, Groups, Handler, Hub, HubBuilder, HubClients,
+    HubContext, HubError, HubFilter, HubInvocation, IntoArguments, IntoCompletion, IntoHookResult,
+    InvocationOutcome, InvocationParts, InvokeNext, Next, ParameterKind, Presence, UploadStream,
+    ViaArgument, ViaContext, ViaPayload, ViaResult, ViaStream, ViaTryStream, ViaUpload, ViaValue,
 };
 pub use serve::{serve, serve_with_shutdown, shutdown_signal};
 pub use transport::TransportKind;

@@ -46,6 +46,12 @@ pub(crate) struct HubOptions {
     /// Negotiated connections that may wait for their transport at once; past it negotiate
     /// answers 503. Default 100,000.
     pub max_pending_negotiations: usize,
+    /// Items buffered per upload stream before the server stops reading from that client
+    /// (`StreamBufferCapacity`). Default 10.
+    pub stream_buffer_capacity: usize,
+    /// How long `ClientProxy::invoke` waits for a client's result. Default 30 s (the reference
+    /// waits as long as its cancellation token allows).
+    pub client_result_timeout: Duration,
     /// Close connections when their identity's credentials expire. Default off.
     pub close_on_authentication_expiration: bool,
     /// Size of the WebSocket read chunk allocated per connection. Default 4 KiB (tungstenite's
@@ -75,6 +81,8 @@ impl Default for HubOptions {
             cors_origins: Vec::new(),
             max_pending_negotiations: 100_000,
             close_on_authentication_expiration: false,
+            stream_buffer_capacity: 10,
+            client_result_timeout: Duration::from_secs(30),
             websocket_read_buffer_size: 4 * 1024,
             websocket_write_buffer_size: 8 * 1024,
         }

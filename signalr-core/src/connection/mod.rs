@@ -5,22 +5,25 @@
 //! boundaries come only from the hub protocol) and a [`TransportSink`] that writes whole records.
 //! Everything else (limits, timers, Close messages) lives here once, for every transport.
 
+use std::collections::HashMap;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, Stream, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Identity;
 use crate::error::{Error, Kind};
+use crate::hub::streams::UploadItem;
 use crate::hub::HubShared;
 use crate::protocol::{
     decode_handshake_request, encode_handshake_response, Close, HandshakeError, Message, NoValue,
-    Protocol, ProtocolError,
+    Payload, Protocol, ProtocolError,
 };
 use crate::transport::{TransportKind, TransportSink};
 
@@ -45,6 +48,14 @@ pub(crate) struct ConnectionShared {
     /// Group memberships; locked together with the registry's group index so that joining
     /// a group cannot race with disconnecting.
     membership: Mutex<Membership>,
+    /// Upload streams in flight, by stream id.
+    uploads: Mutex<HashMap<String, mpsc::Sender<UploadItem>>>,
+    /// Running invocations the client may cancel, by invocation id.
+    invocations: Mutex<HashMap<String, CancellationToken>>,
+    /// Client results awaited, by the server-chosen invocation id.
+    pending_results: Mutex<HashMap<String, oneshot::Sender<Result<Payload, String>>>>,
+    /// Set once the read loop runs: client results need it to receive the answer.
+    reading: AtomicBool,
     outbound: mpsc::Sender<Bytes>,
     closing: CancellationToken,
     close_message: Mutex<Option<Close>>,
@@ -66,6 +77,10 @@ impl ConnectionShared {
             identity: params.identity.map(Arc::new),
             user_id,
             membership: Mutex::new(Membership::default()),
+            uploads: Mutex::default(),
+            invocations: Mutex::default(),
+            pending_results: Mutex::default(),
+            reading: AtomicBool::new(false),
             outbound,
             closing: CancellationToken::new(),
             close_message: Mutex::new(None),
@@ -166,6 +181,69 @@ impl ConnectionShared {
             .collect()
     }
 
+    /// Registers an upload stream's channel; items for it are routed there.
+    pub(crate) fn register_upload(&self, stream_id: String, items: mpsc::Sender<UploadItem>) {
+        lock(&self.uploads).insert(stream_id, items);
+    }
+
+    pub(crate) fn upload(&self, stream_id: &str) -> Option<mpsc::Sender<UploadItem>> {
+        lock(&self.uploads).get(stream_id).cloned()
+    }
+
+    pub(crate) fn remove_upload(&self, stream_id: &str) -> Option<mpsc::Sender<UploadItem>> {
+        lock(&self.uploads).remove(stream_id)
+    }
+
+    /// Registers a running invocation; false when the id is already in use.
+    pub(crate) fn register_invocation(&self, id: &str, token: CancellationToken) -> bool {
+        let mut invocations = lock(&self.invocations);
+        if invocations.contains_key(id) {
+            return false;
+        }
+        invocations.insert(id.to_owned(), token);
+        true
+    }
+
+    pub(crate) fn finish_invocation(&self, id: &str) {
+        lock(&self.invocations).remove(id);
+    }
+
+    pub(crate) fn cancel_invocation(&self, id: &str) {
+        if let Some(token) = lock(&self.invocations).get(id) {
+            token.cancel();
+        }
+    }
+
+    /// Awaits a client result under a server-chosen invocation id.
+    pub(crate) fn expect_result(&self, id: String) -> oneshot::Receiver<Result<Payload, String>> {
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending_results).insert(id, tx);
+        rx
+    }
+
+    pub(crate) fn take_pending_result(
+        &self,
+        id: &str,
+    ) -> Option<oneshot::Sender<Result<Payload, String>>> {
+        lock(&self.pending_results).remove(id)
+    }
+
+    pub(crate) fn is_reading(&self) -> bool {
+        self.reading.load(Ordering::Acquire)
+    }
+
+    /// The connection is over: stop its invocations and streams, fail awaited client results.
+    fn end_calls(&self) {
+        for (_, token) in lock(&self.invocations).drain() {
+            token.cancel();
+        }
+        lock(&self.uploads).clear();
+        let message = format!("Connection '{}' disconnected.", self.id);
+        for (_, waiter) in lock(&self.pending_results).drain() {
+            let _ = waiter.send(Err(message.clone()));
+        }
+    }
+
     /// The transport failed under the writer: remember why, and close.
     fn transport_failed(&self, error: &io::Error) {
         self.transport_error
@@ -188,6 +266,10 @@ impl ConnectionShared {
             .unwrap_or_else(|p| p.into_inner())
             .take()
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[derive(Default)]
@@ -295,11 +377,15 @@ pub(crate) async fn run<I, S>(
             });
             ReadEnd::Failed(message)
         }
-        Ok(()) => read_loop(&hub, &conn, &mut inbound, buf).await,
+        Ok(()) => {
+            conn.reading.store(true, Ordering::Release);
+            read_loop(&hub, &conn, &mut inbound, buf).await
+        }
     };
 
     hub.registry.remove(&conn.id);
     conn.close(Close::default());
+    conn.end_calls();
     // Bounded: every write inside the writer has a timeout.
     let _ = writer.await;
     let disconnect_error = match end {

@@ -4,11 +4,14 @@
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
+use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::sync::atomic::Ordering;
 
+use super::dispatch::with_slot_released;
 use super::HubShared;
 use crate::connection::ConnectionShared;
-use crate::error::Error;
+use crate::error::{Error, Kind};
 use crate::protocol::{Headers, Invocation, Message, NoValue, Protocol, ProtocolError};
 
 /// A cloneable handle to a running hub, usable from any task (a timer, an HTTP handler): the
@@ -340,6 +343,109 @@ impl ClientProxy {
     /// recipient. A multi-client send never waits: a client whose outbound queue is full is
     /// closed as too slow. A single-client send waits up to the hub's send timeout for space.
     pub async fn send<A: IntoArguments>(&self, method: &str, args: A) -> Result<(), Error> {
+        self.broadcast_invocation(method, args).await
+    }
+
+    /// Invokes `method` on one client and waits for the value it returns (a client result, the
+    /// counterpart of `InvokeAsync<T>` on a single client). Only for `caller()` and
+    /// `client(id)`.
+    ///
+    /// Fails when the client throws (see [`Error::is_client`]), when it disconnects first
+    /// (at once, [`Error::is_closed`]), when no answer comes within the hub's client-result
+    /// timeout ([`Error::is_timeout`]), when the value does not deserialize into `T`, and when
+    /// called from `on_connected` (as in the reference: the connection is not read yet, so the
+    /// answer could never arrive). While it waits, the calling method gives back its
+    /// parallel-invocation slot, as the reference does, so the client's answer and its other
+    /// calls keep being read even with the default limit of one invocation at a time.
+    pub async fn invoke<T, A>(&self, method: &str, args: A) -> Result<T, Error>
+    where
+        T: DeserializeOwned,
+        A: IntoArguments,
+    {
+        let conn = match &self.target {
+            Target::Caller(conn) => conn.clone(),
+            Target::Connection(id) => self.hub.registry.get(id).ok_or_else(|| {
+                Error::with(Kind::Closed, format!("Connection '{id}' does not exist."))
+            })?,
+            _ => {
+                return Err(Error::with(
+                    Kind::Protocol,
+                    "client results need a single client: caller() or client(id)",
+                ))
+            }
+        };
+        if !conn.is_reading() {
+            return Err(Error::with(
+                Kind::Protocol,
+                "Client results inside OnConnectedAsync Hub methods are not allowed.",
+            ));
+        }
+        let id = format!(
+            "s{}",
+            self.hub.next_result_id.fetch_add(1, Ordering::Relaxed)
+        );
+        let answer = conn.expect_result(id.clone());
+        let sent = self
+            .send_invocation_to(&conn, method, args, Some(id.clone()))
+            .await;
+        if let Err(e) = sent {
+            conn.take_pending_result(&id);
+            return Err(e);
+        }
+        let timeout = self.hub.options.client_result_timeout;
+        let answer = with_slot_released(tokio::time::timeout(timeout, answer)).await;
+        let payload = match answer {
+            Err(_elapsed) => {
+                conn.take_pending_result(&id);
+                return Err(Error::with(
+                    Kind::Timeout,
+                    "the client did not answer in time",
+                ));
+            }
+            Ok(Err(_dropped)) => {
+                return Err(Error::with(
+                    Kind::Closed,
+                    format!("Connection '{}' disconnected.", conn.id),
+                ))
+            }
+            Ok(Ok(Err(client_error))) => return Err(Error::with(Kind::Client, client_error)),
+            Ok(Ok(Ok(payload))) => payload,
+        };
+        payload.deserialize().map_err(|e| {
+            Error::with(
+                Kind::Protocol,
+                format!(
+                    "Error trying to deserialize result to {}. {e}",
+                    std::any::type_name::<T>()
+                ),
+            )
+        })
+    }
+
+    async fn send_invocation_to<A: IntoArguments>(
+        &self,
+        conn: &ConnectionShared,
+        method: &str,
+        args: A,
+        invocation_id: Option<String>,
+    ) -> Result<(), Error> {
+        let args = args.into_arguments();
+        let message: Message<&A::Arguments, NoValue> = Message::Invocation(Invocation {
+            headers: Headers::new(),
+            invocation_id,
+            target: method.to_owned(),
+            arguments: &args,
+            stream_ids: Vec::new(),
+        });
+        let record = conn.protocol.encode_to_bytes(&message)?;
+        conn.send(record, self.hub.options.send_timeout).await
+    }
+
+    async fn broadcast_invocation<A: IntoArguments>(
+        &self,
+        method: &str,
+        args: A,
+    ) -> Result<(), Error> {
         let args = args.into_arguments();
         let message: Message<&A::Arguments, NoValue> = Message::Invocation(Invocation {
             headers: Headers::new(),

@@ -1,19 +1,75 @@
-//! Per-connection dispatch of received messages to hub methods.
+//! Per-connection dispatch of received messages: hub invocations (plain and streaming), upload
+//! stream items, client results, cancellation.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use futures_util::FutureExt;
-use tokio::sync::Semaphore;
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use super::context::Context;
 use super::filter::{invoke_chain, HubInvocation, InvocationOutcome, InvokeNext};
-use super::handler::{CallError, InvocationParts};
+use super::handler::{CallError, CallOutput, InvocationParts, ItemStream};
 use super::HubShared;
 use crate::connection::{ConnectionShared, Flow};
 use crate::protocol::{
     Arguments, Completion, CompletionResult, Headers, InboundMessage, Invocation, Message, NoValue,
+    Payload, StreamItem,
 };
+
+tokio::task_local! {
+    /// The parallel-invocation slot of the method running on this task, so that a method
+    /// awaiting a client result can lend it back (the read loop must read the answer).
+    static INVOCATION_SLOT: Slot;
+}
+
+/// A method's hold on one of its connection's parallel-invocation slots.
+#[derive(Clone)]
+struct Slot(Arc<SlotState>);
+
+struct SlotState {
+    slots: Arc<Semaphore>,
+    permit: Mutex<Option<OwnedSemaphorePermit>>,
+}
+
+impl Slot {
+    fn new(slots: Arc<Semaphore>, permit: Option<OwnedSemaphorePermit>) -> Self {
+        Slot(Arc::new(SlotState {
+            slots,
+            permit: Mutex::new(permit),
+        }))
+    }
+
+    /// Gives the slot back; returns whether one was held.
+    fn release(&self) -> bool {
+        self.0
+            .permit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .is_some()
+    }
+
+    async fn reacquire(&self) {
+        if let Ok(permit) = self.0.slots.clone().acquire_owned().await {
+            *self.0.permit.lock().unwrap_or_else(|p| p.into_inner()) = Some(permit);
+        }
+    }
+}
+
+/// Runs `wait` with the current method's slot lent back to its connection, as the reference
+/// does while a hub method awaits a client result: with the default limit of one, keeping the
+/// slot would leave the client's next invocation, and so its answer, unread.
+pub(crate) async fn with_slot_released<F: std::future::Future>(wait: F) -> F::Output {
+    let slot = INVOCATION_SLOT.try_with(Slot::clone).ok();
+    let released = slot.as_ref().is_some_and(Slot::release);
+    let output = wait.await;
+    if let (true, Some(slot)) = (released, slot) {
+        slot.reacquire().await;
+    }
+    output
+}
 
 pub(crate) struct Dispatcher {
     hub: Arc<HubShared>,
@@ -30,36 +86,50 @@ impl Dispatcher {
 
     pub(crate) async fn dispatch(&mut self, message: InboundMessage) -> Flow {
         match message {
-            Message::Invocation(invocation) => self.invoke(invocation).await,
-            Message::StreamInvocation(invocation) => {
-                // No streaming methods can be registered yet: the reference's answer for a
-                // streaming call to a non-streaming (or unknown) method.
-                let text = if self.hub.methods.get(&invocation.target).is_some() {
-                    format!(
-                        "The client attempted to invoke the non-streaming '{}' method with a streaming invocation.",
-                        invocation.target
-                    )
-                } else {
-                    method_missing(&invocation.target)
-                };
-                self.complete_with_error(invocation.invocation_id, text)
-                    .await;
-            }
+            Message::Invocation(invocation) => self.invoke(invocation, false).await,
+            Message::StreamInvocation(invocation) => self.invoke(invocation, true).await,
+            Message::StreamItem(item) => self.upload_item(item).await,
+            Message::Completion(completion) => self.completion(completion).await,
+            // Unknown ids are ignored, as in the reference.
+            Message::CancelInvocation(cancel) => self.conn.cancel_invocation(&cancel.invocation_id),
             Message::Close(_) => return Flow::Stop,
-            // Pings only prove liveness (the read loop noted it). Upload streams, client
-            // results and stateful reconnect messages are not used by this server yet; like the
-            // reference, messages for unknown invocations are ignored.
-            Message::Ping
-            | Message::StreamItem(_)
-            | Message::Completion(_)
-            | Message::CancelInvocation(_)
-            | Message::Ack(_)
-            | Message::Sequence(_) => {}
+            // Pings only prove liveness (the read loop noted it); Ack and Sequence belong to
+            // stateful reconnect, which this server does not offer.
+            Message::Ping | Message::Ack(_) | Message::Sequence(_) => {}
         }
         Flow::Continue
     }
 
-    async fn invoke(&mut self, invocation: Invocation<Arguments>) {
+    /// An item of an upload stream. The read loop waits while the method's buffer is full.
+    async fn upload_item(&self, item: StreamItem<Payload>) {
+        let Some(items) = self.conn.upload(&item.invocation_id) else {
+            return;
+        };
+        if items.send(Ok(item.item)).await.is_err() {
+            // The method stopped listening: later items are dropped.
+            self.conn.remove_upload(&item.invocation_id);
+        }
+    }
+
+    /// A Completion from the client ends an upload stream or answers a client result (upload
+    /// stream ids and result ids share one id space; streams are looked up first).
+    async fn completion(&self, completion: Completion<Payload>) {
+        if let Some(items) = self.conn.remove_upload(&completion.invocation_id) {
+            if let CompletionResult::Error(error) = completion.result {
+                let _ = items.send(Err(error)).await;
+            }
+            return;
+        }
+        if let Some(waiter) = self.conn.take_pending_result(&completion.invocation_id) {
+            let _ = waiter.send(match completion.result {
+                CompletionResult::Value(value) => Ok(value),
+                CompletionResult::Void => Ok(Payload::null(self.conn.protocol)),
+                CompletionResult::Error(error) => Err(error),
+            });
+        }
+    }
+
+    async fn invoke(&mut self, invocation: Invocation<Arguments>, streaming: bool) {
         let Invocation {
             invocation_id,
             target,
@@ -74,35 +144,73 @@ impl Dispatcher {
                 .complete_with_error(invocation_id, method_missing(&target))
                 .await;
         }
-        // Authorization comes before the filters, as in the reference.
-        if let Some(policy) = method.as_ref().and_then(|m| m.policy.as_ref()) {
-            if !policy.allows(self.conn.identity.as_deref()) {
-                let text = format!("Failed to invoke '{target}' because user is unauthorized");
+        if let Some(method) = &method {
+            // Authorization comes before the filters, as in the reference.
+            if let Some(policy) = &method.policy {
+                if !policy.allows(self.conn.identity.as_deref()) {
+                    let text = format!("Failed to invoke '{target}' because user is unauthorized");
+                    return self.complete_with_error(invocation_id, text).await;
+                }
+            }
+            let mismatch = match (streaming, method.handler.is_streaming()) {
+                (true, false) => Some("The client attempted to invoke the non-streaming"),
+                (false, true) => Some("The client attempted to invoke the streaming"),
+                _ => None,
+            };
+            if let Some(prefix) = mismatch {
+                let kind = if streaming {
+                    "a streaming"
+                } else {
+                    "a non-streaming"
+                };
+                let text = format!("{prefix} '{target}' method with {kind} invocation.");
                 return self.complete_with_error(invocation_id, text).await;
             }
         }
-        if !stream_ids.is_empty() {
-            let text = format!(
-                "An unexpected error occurred invoking '{target}' on the server. HubException: Client sent {} stream(s), Hub method expects 0.",
-                stream_ids.len()
-            );
-            return self.complete_with_error(invocation_id, text).await;
+
+        let cancellation = CancellationToken::new();
+        if let Some(id) = &invocation_id {
+            if !self.conn.register_invocation(id, cancellation.clone()) {
+                let text = format!("Invocation ID '{id}' is already in use.");
+                return self.complete_with_error(invocation_id, text).await;
+            }
         }
-        // Like the reference, the read loop waits here while all slots are busy.
-        let Ok(slot) = self.slots.clone().acquire_owned().await else {
-            return;
+        // Upload channels exist from now on, so items that follow the invocation are kept
+        // even while filters run before the method binds them.
+        let capacity = self.hub.options.stream_buffer_capacity.max(1);
+        let uploads: Vec<_> = stream_ids
+            .into_iter()
+            .map(|stream_id| {
+                let (items, receiver) = mpsc::channel(capacity);
+                self.conn.register_upload(stream_id.clone(), items);
+                (stream_id, receiver)
+            })
+            .collect();
+        let upload_ids: Vec<String> = uploads.iter().map(|(id, _)| id.clone()).collect();
+
+        // Non-streaming invocations take a slot; the read loop waits here while all are busy.
+        // Streaming ones run in the background, as in the reference.
+        let permit = if streaming {
+            None
+        } else {
+            match self.slots.clone().acquire_owned().await {
+                Ok(permit) => Some(permit),
+                Err(_) => return,
+            }
         };
-        let context = Context {
-            conn: self.conn.clone(),
-            hub: self.hub.clone(),
-        };
+        let slot = Slot::new(self.slots.clone(), permit);
+
         let invocation = HubInvocation {
-            context,
+            context: Context {
+                conn: self.conn.clone(),
+                hub: self.hub.clone(),
+            },
             method: target.clone(),
             arguments: arguments.0,
             exists: method.is_some(),
         };
         let blocking_id = invocation_id.clone();
+        let token = cancellation.clone();
         let terminal = InvokeNext::new(move |invocation: HubInvocation| match method {
             None => Box::pin(std::future::ready(InvocationOutcome(Err(
                 CallError::Missing,
@@ -112,7 +220,10 @@ impl Dispatcher {
                     context: invocation.context,
                     provided: invocation.arguments.len(),
                     arguments: invocation.arguments.into_iter(),
+                    streams_provided: uploads.len(),
+                    uploads: uploads.into_iter(),
                     invocation_id: blocking_id,
+                    cancellation: token,
                 };
                 let call = method.handler.call(parts);
                 Box::pin(async move { InvocationOutcome(call.await) })
@@ -121,54 +232,73 @@ impl Dispatcher {
         let call = invoke_chain(&self.hub.filters, terminal).run(invocation);
         let hub = self.hub.clone();
         let conn = self.conn.clone();
-        tokio::spawn(async move {
+        let task_slot = slot.clone();
+        tokio::spawn(INVOCATION_SLOT.scope(task_slot, async move {
             let outcome = AssertUnwindSafe(call)
                 .catch_unwind()
                 .await
                 .map(|outcome| outcome.0);
-            drop(slot);
             let detailed = hub.options.enable_detailed_errors;
+            let method_failed = |e: &super::HubError| {
+                e.describe(
+                    &format!("An unexpected error occurred invoking '{target}' on the server."),
+                    detailed,
+                )
+            };
             let error_text = match outcome {
-                Ok(Ok(Some(record))) => {
-                    let _ = conn.send(record, hub.options.send_timeout).await;
-                    return;
+                Ok(Ok(CallOutput::Done(record))) => {
+                    slot.release();
+                    if let Some(record) = record {
+                        let _ = conn.send(record, hub.options.send_timeout).await;
+                    }
+                    None
                 }
-                Ok(Ok(None)) => return,
+                Ok(Ok(CallOutput::Stream(items))) => {
+                    let id = invocation_id.clone().unwrap_or_default();
+                    stream_out(&hub, &conn, id, items, &cancellation).await
+                }
                 Ok(Err(CallError::Bind(e))) => {
                     tracing::debug!(connection = %conn.id, %target, error = %e, "argument binding failed");
                     let prefix =
                         format!("Failed to invoke '{target}' due to an error on the server.");
-                    if detailed {
+                    Some(if detailed {
                         format!("{prefix} {}", e.detail())
                     } else {
                         prefix
-                    }
+                    })
                 }
-                Ok(Err(CallError::Missing)) => method_missing(&target),
+                Ok(Err(CallError::Missing)) => Some(method_missing(&target)),
                 Ok(Err(CallError::Method(e))) => {
                     tracing::debug!(connection = %conn.id, %target, error = %e, "hub method failed");
-                    e.describe(
-                        &format!("An unexpected error occurred invoking '{target}' on the server."),
-                        detailed,
-                    )
+                    Some(method_failed(&e))
                 }
                 Err(_panic) => {
                     tracing::error!(connection = %conn.id, %target, "hub method panicked");
                     let prefix =
                         format!("An unexpected error occurred invoking '{target}' on the server.");
-                    if detailed {
+                    Some(if detailed {
                         format!("{prefix} Panic: the hub method panicked.")
                     } else {
                         prefix
-                    }
+                    })
                 }
             };
-            if let Some(id) = invocation_id {
-                send_error(&hub, &conn, id, error_text).await;
-            } else {
-                tracing::debug!(connection = %conn.id, %target, error = %error_text, "non-blocking invocation failed");
+            slot.release();
+            // Upload streams the method did not finish are closed with it.
+            for stream_id in &upload_ids {
+                conn.remove_upload(stream_id);
             }
-        });
+            if let Some(id) = &invocation_id {
+                conn.finish_invocation(id);
+            }
+            match (error_text, invocation_id) {
+                (Some(text), Some(id)) => send_error(&hub, &conn, id, text).await,
+                (Some(text), None) => {
+                    tracing::debug!(connection = %conn.id, %target, error = %text, "non-blocking invocation failed")
+                }
+                (None, _) => {}
+            }
+        }));
     }
 
     async fn complete_with_error(&self, invocation_id: Option<String>, text: String) {
@@ -180,6 +310,51 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// Sends a streaming method's items as the client can take them (each send waits for room in
+/// the connection's queue, so a slow client slows the producer), then the final Completion.
+/// Cancellation drops the stream at once. Returns the error text when the stream failed.
+async fn stream_out(
+    hub: &HubShared,
+    conn: &ConnectionShared,
+    invocation_id: String,
+    mut items: ItemStream,
+    cancellation: &CancellationToken,
+) -> Option<String> {
+    loop {
+        let item = tokio::select! {
+            biased;
+            _ = cancellation.cancelled() => None,
+            item = items.next() => item,
+        };
+        match item {
+            Some(Ok(record)) => {
+                if conn.send(record, hub.options.send_timeout).await.is_err() {
+                    return None;
+                }
+            }
+            Some(Err(e)) => {
+                drop(items);
+                return Some(e.describe(
+                    "An error occurred on the server while streaming results.",
+                    hub.options.enable_detailed_errors,
+                ));
+            }
+            None => break,
+        }
+    }
+    // Dropping the stream stops the producer promptly, even if it was mid-item.
+    drop(items);
+    let end: Message<NoValue, NoValue> = Message::Completion(Completion {
+        headers: Headers::new(),
+        invocation_id,
+        result: CompletionResult::Void,
+    });
+    if let Ok(record) = conn.protocol.encode_to_bytes(&end) {
+        let _ = conn.send(record, hub.options.send_timeout).await;
+    }
+    None
 }
 
 fn method_missing(target: &str) -> String {

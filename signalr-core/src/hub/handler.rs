@@ -6,19 +6,27 @@
 //! A marker type parameter tells the two apart at compile time, so both can be plain
 //! parameters: `async fn send(clients: Clients, room: String, text: String)`.
 //!
+//! Upload streams are parameters too ([`UploadStream<T>`](crate::UploadStream), fed by the
+//! client's stream ids in order), as is the invocation's [`Cancellation`](crate::Cancellation).
+//!
 //! The return value is any `Serialize` value (`()` becomes a null result, as the reference
-//! sends for void methods) or a `Result<T, E>` whose error converts into [`HubError`].
+//! sends for void methods), a `Result<T, E>` whose error converts into [`HubError`], or a
+//! `Stream` of values (or of `Result`s), which makes the method a streaming method.
 
 use std::future::Future;
 use std::pin::Pin;
 
 use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use super::context::{Context, FromContext};
 use super::error::HubError;
-use crate::protocol::{Completion, CompletionResult, Headers, Message, NoValue, Payload};
+use crate::protocol::{
+    Completion, CompletionResult, Headers, Message, NoValue, Payload, StreamItem,
+};
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -27,7 +35,13 @@ pub struct InvocationParts {
     pub(crate) context: Context,
     pub(crate) arguments: std::vec::IntoIter<Payload>,
     pub(crate) provided: usize,
+    pub(crate) uploads: std::vec::IntoIter<(
+        String,
+        tokio::sync::mpsc::Receiver<super::streams::UploadItem>,
+    )>,
+    pub(crate) streams_provided: usize,
     pub(crate) invocation_id: Option<String>,
+    pub(crate) cancellation: CancellationToken,
 }
 
 /// Why arguments could not be bound to a method's parameters.
@@ -71,9 +85,21 @@ pub enum CallError {
     Missing,
 }
 
-/// What running a handler produced: the encoded success Completion (for blocking invocations).
+/// What a method produced.
 #[doc(hidden)]
-pub type CallResult = Result<Option<Bytes>, CallError>;
+pub enum CallOutput {
+    /// The encoded success Completion (`None` for a non-blocking invocation).
+    Done(Option<Bytes>),
+    /// Encoded StreamItem records, for a streaming method.
+    Stream(ItemStream),
+}
+
+/// The encoded StreamItem records of a streaming method, or the error that ended it.
+#[doc(hidden)]
+pub type ItemStream = Pin<Box<dyn Stream<Item = Result<Bytes, HubError>> + Send>>;
+
+#[doc(hidden)]
+pub type CallResult = Result<CallOutput, CallError>;
 
 /// A value that can be taken from an invocation: context or a positional argument.
 /// Implemented for you; write [`FromContext`] for your own context extractors.
@@ -91,11 +117,15 @@ pub struct ViaPayload;
 /// Marker: the parameter comes from the call context.
 #[doc(hidden)]
 pub struct ViaContext;
+/// Marker: the parameter is the next upload stream.
+#[doc(hidden)]
+pub struct ViaUpload;
 
-/// How many positional arguments a parameter kind consumes.
+/// How many positional arguments and upload streams a parameter kind consumes.
 #[doc(hidden)]
 pub trait ParameterKind {
     const ARGUMENTS: usize;
+    const STREAMS: usize = 0;
 }
 impl ParameterKind for ViaArgument {
     const ARGUMENTS: usize = 1;
@@ -105,6 +135,10 @@ impl ParameterKind for ViaPayload {
 }
 impl ParameterKind for ViaContext {
     const ARGUMENTS: usize = 0;
+}
+impl ParameterKind for ViaUpload {
+    const ARGUMENTS: usize = 0;
+    const STREAMS: usize = 1;
 }
 
 impl InvocationParts {
@@ -146,12 +180,13 @@ impl<T: FromContext> FromInvocation<ViaContext> for T {
     }
 }
 
-/// What a hub method may return.
+/// What a hub method may return: a value, a `Result`, or a stream.
 pub trait IntoCompletion<M>: Send {
-    /// The success value sent as the Completion's result.
-    type Value: Serialize + Send;
+    /// Whether the method streams its results (clients call it with `stream()`).
     #[doc(hidden)]
-    fn into_result(self) -> Result<Self::Value, HubError>;
+    const STREAMING: bool = false;
+    #[doc(hidden)]
+    fn into_output(self, context: &Context, invocation_id: Option<String>) -> CallResult;
 }
 
 /// Marker: a plain value.
@@ -160,19 +195,75 @@ pub struct ViaValue;
 /// Marker: a `Result`.
 #[doc(hidden)]
 pub struct ViaResult;
+/// Marker: a stream of values.
+#[doc(hidden)]
+pub struct ViaStream;
+/// Marker: a stream of `Result`s (an error ends the stream with an error Completion).
+#[doc(hidden)]
+pub struct ViaTryStream;
 
 impl<T: Serialize + Send> IntoCompletion<ViaValue> for T {
-    type Value = T;
-    fn into_result(self) -> Result<T, HubError> {
-        Ok(self)
+    fn into_output(self, context: &Context, invocation_id: Option<String>) -> CallResult {
+        finish(context, invocation_id, Ok(self))
     }
 }
 
 impl<T: Serialize + Send, E: Into<HubError> + Send> IntoCompletion<ViaResult> for Result<T, E> {
-    type Value = T;
-    fn into_result(self) -> Result<T, HubError> {
-        self.map_err(Into::into)
+    fn into_output(self, context: &Context, invocation_id: Option<String>) -> CallResult {
+        finish(context, invocation_id, self.map_err(Into::into))
     }
+}
+
+impl<S, T> IntoCompletion<ViaStream> for S
+where
+    S: Stream<Item = T> + Send + 'static,
+    T: Serialize + Send + 'static,
+{
+    const STREAMING: bool = true;
+    fn into_output(self, context: &Context, invocation_id: Option<String>) -> CallResult {
+        Ok(CallOutput::Stream(encode_items(
+            self.map(Ok::<T, HubError>),
+            context,
+            invocation_id,
+        )))
+    }
+}
+
+impl<S, T, E> IntoCompletion<ViaTryStream> for S
+where
+    S: Stream<Item = Result<T, E>> + Send + 'static,
+    T: Serialize + Send + 'static,
+    E: Into<HubError> + Send + 'static,
+{
+    const STREAMING: bool = true;
+    fn into_output(self, context: &Context, invocation_id: Option<String>) -> CallResult {
+        Ok(CallOutput::Stream(encode_items(
+            self.map(|item| item.map_err(Into::into)),
+            context,
+            invocation_id,
+        )))
+    }
+}
+
+/// Encodes each item as a StreamItem record of the caller's protocol.
+fn encode_items<S, T>(items: S, context: &Context, invocation_id: Option<String>) -> ItemStream
+where
+    S: Stream<Item = Result<T, HubError>> + Send + 'static,
+    T: Serialize + Send + 'static,
+{
+    let protocol = context.protocol();
+    let invocation_id = invocation_id.unwrap_or_default();
+    Box::pin(items.map(move |item| {
+        let item = item?;
+        let message: Message<NoValue, &T> = Message::StreamItem(StreamItem {
+            headers: Headers::new(),
+            invocation_id: invocation_id.clone(),
+            item: &item,
+        });
+        protocol
+            .encode_to_bytes(&message)
+            .map_err(|e| HubError::internal(e.to_string()))
+    }))
 }
 
 /// An async function usable as a hub method. Implemented for functions of up to eight
@@ -182,6 +273,10 @@ pub trait Handler<T>: Clone + Send + Sync + 'static {
     fn call(self, parts: InvocationParts) -> BoxFuture<CallResult>;
     #[doc(hidden)]
     fn arity() -> usize;
+    #[doc(hidden)]
+    fn streams() -> usize;
+    #[doc(hidden)]
+    fn is_streaming() -> bool;
 }
 
 /// Encodes the success Completion for a blocking invocation.
@@ -192,7 +287,7 @@ fn finish<V: Serialize>(
 ) -> CallResult {
     let value = result.map_err(CallError::Method)?;
     let Some(invocation_id) = invocation_id else {
-        return Ok(None);
+        return Ok(CallOutput::Done(None));
     };
     let message: Message<NoValue, &V> = Message::Completion(Completion {
         headers: Headers::new(),
@@ -202,7 +297,7 @@ fn finish<V: Serialize>(
     context
         .protocol()
         .encode_to_bytes(&message)
-        .map(Some)
+        .map(|record| CallOutput::Done(Some(record)))
         .map_err(|e| CallError::Method(HubError::internal(e.to_string())))
 }
 
@@ -222,6 +317,14 @@ macro_rules! impl_handler {
                     let error = BindError(BindErrorKind::Count { provided: parts.provided, expected });
                     return Box::pin(std::future::ready(Err(CallError::Bind(error))));
                 }
+                let streams = <Self as Handler<(MR, $(($marker, $ty),)*)>>::streams();
+                if parts.streams_provided != streams {
+                    let error = HubError::new(format!(
+                        "Client sent {} stream(s), Hub method expects {streams}.",
+                        parts.streams_provided
+                    ));
+                    return Box::pin(std::future::ready(Err(CallError::Method(error))));
+                }
                 $(
                     let $ty = match <$ty as FromInvocation<$marker>>::from_invocation(&mut parts) {
                         Ok(value) => value,
@@ -230,13 +333,20 @@ macro_rules! impl_handler {
                 )*
                 let InvocationParts { context, invocation_id, .. } = parts;
                 Box::pin(async move {
-                    let result = self($($ty),*).await.into_result();
-                    finish(&context, invocation_id, result)
+                    self($($ty),*).await.into_output(&context, invocation_id)
                 })
             }
 
             fn arity() -> usize {
                 0 $(+ <$marker as ParameterKind>::ARGUMENTS)*
+            }
+
+            fn streams() -> usize {
+                0 $(+ <$marker as ParameterKind>::STREAMS)*
+            }
+
+            fn is_streaming() -> bool {
+                <R as IntoCompletion<MR>>::STREAMING
             }
         }
     };
@@ -255,6 +365,7 @@ impl_handler!(T1 M1, T2 M2, T3 M3, T4 M4, T5 M5, T6 M6, T7 M7, T8 M8);
 /// A handler with its types erased, stored in the method table.
 pub(crate) trait ErasedHandler: Send + Sync {
     fn call(&self, parts: InvocationParts) -> BoxFuture<CallResult>;
+    fn is_streaming(&self) -> bool;
 }
 
 pub(crate) struct HandlerFn<H, T> {
@@ -265,6 +376,10 @@ pub(crate) struct HandlerFn<H, T> {
 impl<H: Handler<T>, T: 'static> ErasedHandler for HandlerFn<H, T> {
     fn call(&self, parts: InvocationParts) -> BoxFuture<CallResult> {
         self.handler.clone().call(parts)
+    }
+
+    fn is_streaming(&self) -> bool {
+        H::is_streaming()
     }
 }
 

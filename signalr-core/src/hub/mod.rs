@@ -6,9 +6,11 @@ mod dispatch;
 mod error;
 mod filter;
 mod handler;
+pub(crate) mod streams;
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,8 +26,10 @@ pub use filter::{
 };
 pub use handler::{
     BindError, FromInvocation, Handler, IntoCompletion, IntoHookResult, InvocationParts,
-    ParameterKind, ViaArgument, ViaContext, ViaPayload, ViaResult, ViaValue,
+    ParameterKind, ViaArgument, ViaContext, ViaPayload, ViaResult, ViaStream, ViaTryStream,
+    ViaUpload, ViaValue,
 };
+pub use streams::{Cancellation, UploadStream};
 
 use crate::auth::{Authenticator, Identity, Policy};
 use crate::connection::{ConnectionShared, CLOSED_WITH_ERROR};
@@ -185,6 +189,20 @@ impl HubBuilder {
     /// run in the order added, the first outermost.
     pub fn filter(mut self, filter: impl HubFilter) -> Self {
         self.filters.push(Arc::new(filter));
+        self
+    }
+
+    /// Items buffered per upload stream; past it the server stops reading from that client until
+    /// the method consumes (`StreamBufferCapacity`). Default 10.
+    pub fn stream_buffer_capacity(mut self, items: usize) -> Self {
+        self.options.stream_buffer_capacity = items.max(1);
+        self
+    }
+
+    /// How long [`ClientProxy::invoke`] waits for a client's result before failing with a
+    /// timeout. Default 30 s.
+    pub fn client_result_timeout(mut self, timeout: Duration) -> Self {
+        self.options.client_result_timeout = timeout;
         self
     }
 
@@ -387,6 +405,7 @@ impl HubBuilder {
                 hub_policy: self.hub_policy,
                 user_id_provider: self.user_id_provider,
                 filters: self.filters.into(),
+                next_result_id: AtomicU64::new(0),
                 registry: ConnectionRegistry::new(),
                 connections: HttpConnections::default(),
                 shutting_down: CancellationToken::new(),
@@ -419,6 +438,8 @@ pub(crate) struct HubShared {
     pub(crate) hub_policy: Option<Policy>,
     user_id_provider: Option<UserIdProvider>,
     pub(crate) filters: Filters,
+    /// Numbers the server's client-result invocations (`s0`, `s1`, ...).
+    pub(crate) next_result_id: AtomicU64,
     pub(crate) registry: ConnectionRegistry,
     /// Connection tokens issued by negotiate (and skip-negotiation WebSockets), by token.
     pub(crate) connections: HttpConnections,

@@ -46,6 +46,14 @@ impl Payload {
         Payload(Repr::MessagePack(bytes))
     }
 
+    /// `null` in the given protocol (what a void client result stands for).
+    pub(crate) fn null(protocol: super::Protocol) -> Self {
+        match protocol {
+            super::Protocol::Json => Payload::json(Box::<RawValue>::default()),
+            super::Protocol::MessagePack => Payload::msgpack(Bytes::from_static(&[0xc0])),
+        }
+    }
+
     /// Deserializes the value into `T`.
     ///
     /// With MessagePack, binary values bind to `serde_bytes::ByteBuf` (or `Vec<u8>` with
