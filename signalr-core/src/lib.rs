@@ -11,6 +11,7 @@
 //! # Contents
 //! - [Writing a hub](#writing-a-hub): methods are plain async functions
 //! - [Reaching clients](#reaching-clients): `Clients`, `HubContext`
+//! - [Streaming and client results](#streaming-and-client-results)
 //! - [Groups, users and presence](#groups-users-and-presence)
 //! - [Authentication and authorization](#authentication-and-authorization): JWT, policies
 //! - [Hub filters](#hub-filters): middleware around methods and hooks
@@ -64,6 +65,57 @@
 //! [`ClientProxy`] whose [`send`](ClientProxy::send) takes the method name and a tuple of
 //! arguments. A message is encoded once per protocol and the bytes are shared by every
 //! recipient.
+//!
+//! # Streaming and client results
+//! A method that returns a `Stream` (of values, or of `Result`s) is a streaming method: the
+//! client calls it with `stream()`, receives each item as it is produced, then a Completion
+//! (with `An error occurred on the server while streaming results.` if an item is an error).
+//! Items are sent as fast as the client reads, so a slow client slows the producer. When the
+//! client cancels (`subscription.dispose()`) or disconnects, the stream is dropped at once; take
+//! a [`Cancellation`] parameter to stop other work too. Streaming invocations do not count
+//! against the parallel-invocation limit, as in the reference.
+//!
+//! [`UploadStream<T>`] parameters receive streams the client uploads (a `Subject` in the JS
+//! client), in the order of the invocation's stream ids; both directions combine in one method.
+//! Each upload buffers up to [`HubBuilder::stream_buffer_capacity`] items (default 10); past it
+//! the server stops reading from that client until the method catches up.
+//!
+//! [`ClientProxy::invoke`] asks one client (`caller()` or `client(id)`, from a method or a
+//! [`HubContext`]) for a value and waits for it, up to [`HubBuilder::client_result_timeout`]
+//! (default 30 s). A client that throws, disconnects (the call fails at once) or answers with
+//! the wrong type gives a distinct [`Error`]. While a method waits, it lends its
+//! parallel-invocation slot back to its connection, as the reference does, so that with the
+//! default limit of one the client's answer, and its other calls, are still read: awaiting the
+//! caller's own result cannot deadlock. Calling it from `on_connected` is refused (the
+//! connection is not read yet, so the answer could never arrive).
+//!
+//! ```
+//! use futures_util::{Stream, StreamExt};
+//! use signalr_core::{Cancellation, Clients, Hub, HubError, UploadStream};
+//!
+//! async fn countdown(from: u32) -> impl Stream<Item = u32> {
+//!     futures_util::stream::iter((0..=from).rev())
+//! }
+//!
+//! async fn total(mut amounts: UploadStream<i64>, cancel: Cancellation) -> Result<i64, HubError> {
+//!     let mut sum = 0;
+//!     while let Some(amount) = amounts.next().await {
+//!         if cancel.is_cancelled() { break; }
+//!         sum += amount?;
+//!     }
+//!     Ok(sum)
+//! }
+//!
+//! async fn confirm(clients: Clients, question: String) -> Result<bool, HubError> {
+//!     Ok(clients.caller().invoke::<bool, _>("Confirm", (question,)).await?)
+//! }
+//!
+//! let hub = Hub::builder()
+//!     .method("Countdown", countdown)
+//!     .method("Total", total)
+//!     .method("Confirm", confirm)
+//!     .build();
+//! ```
 //!
 //! # Groups, users and presence
 //! [`Groups`] (a method parameter, [`Context::groups`] or [`HubContext::groups`]) adds and
@@ -162,7 +214,9 @@
 //! | client timeout | 30 s, armed by the client's first Ping | Close `Connection closed with an error.` (`allowReconnect: true`) |
 //! | maximum received message | 32 KiB per record (handshake included) | Close with an error; refused as soon as a MessagePack length prefix announces it |
 //! | one WebSocket message | 4 x the message limit, at least 64 KiB | connection closed (a message may batch several records) |
-//! | parallel invocations per client | 1 | the server stops reading from that client until one finishes |
+//! | parallel invocations per client | 1 (streaming invocations not counted) | the server stops reading from that client until one finishes |
+//! | items buffered per upload stream | 10 | the server stops reading from that client until the method consumes |
+//! | client result wait | 30 s | `ClientProxy::invoke` fails with a timeout |
 //! | outbound queue per connection | 1,024 records | a multi-client send finding it full closes that client as too slow; a single-client send waits up to the send timeout first |
 //! | send timeout | 10 s | a write to the socket or a single-client send that cannot progress closes the connection |
 //! | negotiated but unused connection id | 15 s | forgotten; its transport request then gets 404 |

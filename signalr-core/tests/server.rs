@@ -731,3 +731,170 @@ async fn a_client_that_stops_reading_is_dropped_and_others_keep_receiving() {
     drop(stuck.close(None));
     server.shutdown().await;
 }
+
+static PRODUCED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+async fn produce() -> impl futures_util::Stream<Item = String> {
+    futures_util::stream::iter(0..100_000).map(|_| {
+        PRODUCED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        "p".repeat(16 * 1024)
+    })
+}
+
+async fn numbers(count: u32) -> impl futures_util::Stream<Item = u32> {
+    futures_util::stream::iter(0..count)
+}
+
+#[tokio::test]
+async fn a_slow_stream_reader_slows_the_producer_instead_of_growing_memory() {
+    let server = Server::start(
+        echo_hub()
+            .method("Produce", produce)
+            .outbound_queue_capacity(16)
+            .send_timeout(Duration::from_secs(30)),
+    )
+    .await;
+    // A client with a small fixed receive buffer that reads nothing after the handshake.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(8 * 1024).unwrap();
+    let stream = socket
+        .connect(([127, 0, 0, 1], server.port).into())
+        .await
+        .unwrap();
+    let url = format!("ws://127.0.0.1:{}/hub", server.port);
+    let (mut slow, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+        .await
+        .unwrap();
+    slow.send(Ws::text(format!(
+        "{{\"protocol\":\"json\",\"version\":1}}{RS}"
+    )))
+    .await
+    .unwrap();
+    assert_eq!(next_text(&mut slow).await, format!("{{}}{RS}"));
+    send(
+        &mut slow,
+        json!({"type": 4, "invocationId": "1", "target": "Produce", "arguments": []}),
+    )
+    .await;
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let produced = PRODUCED.load(std::sync::atomic::Ordering::SeqCst);
+    // Queue (16) plus what the kernel buffers (a few MB of 16 KiB items): far below 100,000.
+    assert!(
+        produced < 1_000,
+        "the producer ran ahead of the client: {produced} items"
+    );
+    let later = {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        PRODUCED.load(std::sync::atomic::Ordering::SeqCst)
+    };
+    assert!(
+        later - produced < 50,
+        "the producer kept going: {produced} -> {later}"
+    );
+    drop(slow);
+}
+
+#[tokio::test]
+async fn streaming_mode_mismatches_and_reused_ids_get_the_reference_errors() {
+    let server = Server::start(echo_hub().method("Numbers", numbers)).await;
+    let (mut socket, _) = server.json_client().await;
+    send(
+        &mut socket,
+        json!({"type": 1, "invocationId": "1", "target": "Numbers", "arguments": [3]}),
+    )
+    .await;
+    assert_eq!(
+        next_message(&mut socket).await["error"],
+        "The client attempted to invoke the streaming 'Numbers' method with a non-streaming invocation."
+    );
+    send(
+        &mut socket,
+        json!({"type": 4, "invocationId": "2", "target": "Numbers", "arguments": [3]}),
+    )
+    .await;
+    for item in 0..3 {
+        assert_eq!(
+            next_message(&mut socket).await,
+            json!({"type": 2, "invocationId": "2", "item": item})
+        );
+    }
+    assert_eq!(
+        next_message(&mut socket).await,
+        json!({"type": 3, "invocationId": "2"})
+    );
+    // An upload the method does not take: the reference's count error.
+    send(&mut socket, json!({"type": 1, "invocationId": "3", "target": "Echo", "arguments": ["x"], "streamIds": ["9"]})).await;
+    assert_eq!(
+        next_message(&mut socket).await["error"],
+        "An unexpected error occurred invoking 'Echo' on the server. HubException: Client sent 1 stream(s), Hub method expects 0."
+    );
+}
+
+async fn endless() -> impl futures_util::Stream<Item = u32> {
+    futures_util::stream::unfold(0u32, |n| async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Some((n, n + 1))
+    })
+}
+
+#[tokio::test]
+async fn a_live_invocation_id_cannot_be_reused_and_cancel_ends_the_stream() {
+    let server = Server::start(echo_hub().method("Endless", endless)).await;
+    let (mut socket, _) = server.json_client().await;
+    send(
+        &mut socket,
+        json!({"type": 4, "invocationId": "7", "target": "Endless", "arguments": []}),
+    )
+    .await;
+    assert_eq!(next_message(&mut socket).await["type"], 2);
+    send(
+        &mut socket,
+        json!({"type": 4, "invocationId": "7", "target": "Endless", "arguments": []}),
+    )
+    .await;
+    loop {
+        let message = next_message(&mut socket).await;
+        if message["type"] == 3 {
+            assert_eq!(message["error"], "Invocation ID '7' is already in use.");
+            break;
+        }
+    }
+    send(&mut socket, json!({"type": 5, "invocationId": "7"})).await;
+    loop {
+        let message = next_message(&mut socket).await;
+        if message["type"] == 3 {
+            assert_eq!(
+                message,
+                json!({"type": 3, "invocationId": "7"}),
+                "ends without an error"
+            );
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn client_results_are_refused_in_on_connected() {
+    let refused = Arc::new(Mutex::new(None));
+    let seen = refused.clone();
+    let server = Server::start(echo_hub().on_connected(move |ctx: Context| {
+        let seen = seen.clone();
+        async move {
+            let answer = ctx
+                .clients()
+                .caller()
+                .invoke::<String, _>("Anything", ())
+                .await;
+            *seen.lock().unwrap() = Some(answer.unwrap_err().to_string());
+        }
+    }))
+    .await;
+    let (_socket, _) = server.json_client().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let message = refused.lock().unwrap().clone().unwrap();
+    assert!(
+        message.contains("Client results inside OnConnectedAsync Hub methods are not allowed."),
+        "{message}"
+    );
+}

@@ -17,6 +17,16 @@
 //! `OnlineUsers`, `UserConnections`, `GroupMembers`, `GroupSize`; `AdminOnly` requires the claim
 //! `role=admin`. A filter rejects `Blocked` before its body runs (`BlockedRuns` counts bodies)
 //! and counts calls to methods that do not exist (`UnknownCalls`).
+//!
+//! Streams and client results: `Counter(count, delayMs)` streams 1..=count; `FailAfter(n)`
+//! streams n items then fails; `Endless(delayMs)` streams until cancelled, and
+//! `StreamState()` reports `{active, stopped, lastStopMs}` of its producers (when each was
+//! dropped) so tests can see a cancelled producer stop; `Sum(stream)` adds an uploaded stream
+//! (`SumToCaller(stream)` sends the sum to the caller as `SumResult`);
+//! `Doubles(stream)` uploads and streams back each item doubled; `AskCaller(method, args)` asks
+//! the caller for a client result and returns it (or its error); `POST /admin/ask
+//! {"connectionId", "method", "args"}` does the same from outside the hub and answers
+//! `{"result": ...}` or `{"error": "..."}`.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,12 +36,14 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 use signalr_core::protocol::Payload;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use futures_util::{Stream, StreamExt};
 
 use signalr_core::auth::JwtAuthenticator;
 use signalr_core::{
     filter_fn, Clients, Context, Hub, HubContext, HubError, HubInvocation, InvocationOutcome,
-    InvokeNext, Policy, TransportKind,
+    InvokeNext, Policy, TransportKind, UploadStream,
 };
 use tokio::sync::Notify;
 
@@ -244,6 +256,135 @@ async fn guard(invocation: HubInvocation, next: InvokeNext) -> InvocationOutcome
     next.run(invocation).await
 }
 
+static ENDLESS_ACTIVE: AtomicUsize = AtomicUsize::new(0);
+static ENDLESS_STOPPED: AtomicUsize = AtomicUsize::new(0);
+static LAST_STOP_MS: AtomicU64 = AtomicU64::new(0);
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+async fn counter(count: u64, delay_ms: u64) -> impl Stream<Item = u64> {
+    futures_util::stream::iter(1..=count).then(move |n| async move {
+        if delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        }
+        n
+    })
+}
+
+async fn fail_after(items: u64) -> impl Stream<Item = Result<u64, HubError>> {
+    futures_util::stream::iter(1..=items + 1).map(move |n| {
+        if n > items {
+            Err(HubError::new("the producer broke"))
+        } else {
+            Ok(n)
+        }
+    })
+}
+
+/// Counts live producers; dropping the stream (cancellation) records when it stopped.
+struct ProducerGuard;
+
+impl ProducerGuard {
+    fn new() -> Self {
+        ENDLESS_ACTIVE.fetch_add(1, Ordering::SeqCst);
+        ProducerGuard
+    }
+}
+
+impl Drop for ProducerGuard {
+    fn drop(&mut self) {
+        ENDLESS_ACTIVE.fetch_sub(1, Ordering::SeqCst);
+        ENDLESS_STOPPED.fetch_add(1, Ordering::SeqCst);
+        LAST_STOP_MS.store(unix_ms(), Ordering::SeqCst);
+    }
+}
+
+async fn endless(delay_ms: u64) -> impl Stream<Item = u64> {
+    futures_util::stream::unfold((0u64, ProducerGuard::new()), move |(n, guard)| async move {
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        Some((n + 1, (n + 1, guard)))
+    })
+}
+
+async fn stream_state() -> serde_json::Value {
+    serde_json::json!({
+        "active": ENDLESS_ACTIVE.load(Ordering::SeqCst),
+        "stopped": ENDLESS_STOPPED.load(Ordering::SeqCst),
+        "lastStopMs": LAST_STOP_MS.load(Ordering::SeqCst),
+    })
+}
+
+async fn sum(mut numbers: UploadStream<i64>) -> Result<i64, HubError> {
+    let mut total = 0;
+    while let Some(n) = numbers.next().await {
+        total += n?;
+    }
+    Ok(total)
+}
+
+/// For clients that upload with a non-blocking invocation: the sum comes back as `SumResult`.
+async fn sum_to_caller(clients: Clients, numbers: UploadStream<i64>) -> Result<(), HubError> {
+    let total = sum(numbers).await?;
+    clients.caller().send("SumResult", (total,)).await?;
+    Ok(())
+}
+
+async fn doubles(numbers: UploadStream<i64>) -> impl Stream<Item = Result<i64, HubError>> {
+    numbers.map(|n| n.map(|n| n * 2))
+}
+
+async fn ask_caller(
+    clients: Clients,
+    method: String,
+    args: Vec<Payload>,
+) -> Result<serde_json::Value, HubError> {
+    clients
+        .caller()
+        .invoke::<serde_json::Value, _>(&method, args)
+        .await
+        .map_err(|e| HubError::new(client_error_text(&e)))
+}
+
+fn client_error_text(error: &signalr_core::Error) -> String {
+    use std::error::Error as _;
+    match error.source() {
+        Some(source) => source.to_string(),
+        None => error.to_string(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Ask {
+    connection_id: String,
+    method: String,
+    #[serde(default)]
+    args: Vec<serde_json::Value>,
+}
+
+async fn admin_ask(
+    State(state): State<AppState>,
+    Json(body): Json<Ask>,
+) -> Json<serde_json::Value> {
+    let answer = state
+        .hub_context
+        .clients()
+        .client(body.connection_id)
+        .invoke::<serde_json::Value, _>(&body.method, body.args)
+        .await;
+    Json(match answer {
+        Ok(result) => serde_json::json!({ "result": result }),
+        Err(e) => {
+            serde_json::json!({ "error": client_error_text(&e), "kind": if e.is_client() { "client" } else if e.is_closed() { "closed" } else if e.is_timeout() { "timeout" } else { "other" } })
+        }
+    })
+}
+
 async fn abort(context: Context) {
     context.abort();
 }
@@ -357,6 +498,14 @@ async fn main() -> std::io::Result<()> {
         .method("GroupMembers", group_members)
         .method("GroupSize", group_size)
         .authorized_method("AdminOnly", Policy::claim("role", "admin"), admin_only)
+        .method("Counter", counter)
+        .method("FailAfter", fail_after)
+        .method("Endless", endless)
+        .method("StreamState", stream_state)
+        .method("Sum", sum)
+        .method("SumToCaller", sum_to_caller)
+        .method("Doubles", doubles)
+        .method("AskCaller", ask_caller)
         .method("Blocked", blocked)
         .method("BlockedRuns", blocked_runs)
         .method("UnknownCalls", unknown_calls)
@@ -409,6 +558,7 @@ async fn main() -> std::io::Result<()> {
         .nest_service("/hub", hub.service())
         .route("/admin/broadcast", post(admin_broadcast))
         .route("/admin/shutdown", post(admin_shutdown))
+        .route("/admin/ask", post(admin_ask))
         .route(
             "/admin/disconnected",
             axum::routing::get(admin_disconnected),

@@ -238,10 +238,8 @@ impl ConnectionShared {
             token.cancel();
         }
         lock(&self.uploads).clear();
-        let message = format!("Connection '{}' disconnected.", self.id);
-        for (_, waiter) in lock(&self.pending_results).drain() {
-            let _ = waiter.send(Err(message.clone()));
-        }
+        // Dropping the waiters fails each awaited client result as "disconnected" at once.
+        lock(&self.pending_results).clear();
     }
 
     /// The transport failed under the writer: remember why, and close.
