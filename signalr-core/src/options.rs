@@ -52,6 +52,11 @@ pub(crate) struct HubOptions {
     /// How long `ClientProxy::invoke` waits for a client's result. Default 30 s (the reference
     /// waits as long as its cancellation token allows).
     pub client_result_timeout: Duration,
+    /// Offer stateful reconnect to clients that ask (`AllowStatefulReconnects`). Default off.
+    pub allow_stateful_reconnect: bool,
+    /// Bytes of sent, unacknowledged messages kept for replay; past it sends wait for acks.
+    /// Default 100,000 (`StatefulReconnectBufferSize`).
+    pub stateful_reconnect_buffer_size: usize,
     /// Close connections when their identity's credentials expire. Default off.
     pub close_on_authentication_expiration: bool,
     /// Size of the WebSocket read chunk allocated per connection. Default 4 KiB (tungstenite's
@@ -81,6 +86,8 @@ impl Default for HubOptions {
             cors_origins: Vec::new(),
             max_pending_negotiations: 100_000,
             close_on_authentication_expiration: false,
+            allow_stateful_reconnect: false,
+            stateful_reconnect_buffer_size: 100_000,
             stream_buffer_capacity: 10,
             client_result_timeout: Duration::from_secs(30),
             websocket_read_buffer_size: 4 * 1024,

@@ -10,13 +10,18 @@
 //! Options: `--keep-alive-ms N`, `--client-timeout-ms N`, `--handshake-timeout-ms N`,
 //! `--max-message-size N`, `--long-poll-timeout-ms N`, `--detailed-errors`,
 //! `--transports ws,sse,lp` (which transports to serve; default all), `--jwt-secret S` (accept
-//! HS256 bearer tokens signed with S), `--require-auth` (refuse anonymous callers).
+//! HS256 bearer tokens signed with S), `--require-auth` (refuse anonymous callers),
+//! `--stateful` (allow stateful reconnect), `--disconnect-timeout-ms N` (its grace period).
 //!
 //! Groups, users and presence: `JoinGroup`, `LeaveGroup`, `SendToGroup`, `SendToGroups`,
 //! `SendToGroupExcept`, `SendToOthersInGroup`, `SendToUser`, `SendToUsers`, `WhoAmI`,
 //! `OnlineUsers`, `UserConnections`, `GroupMembers`, `GroupSize`; `AdminOnly` requires the claim
 //! `role=admin`. A filter rejects `Blocked` before its body runs (`BlockedRuns` counts bodies)
 //! and counts calls to methods that do not exist (`UnknownCalls`).
+//!
+//! Stateful reconnect: `StartNumbers(count, intervalMs)` pushes `Number(n)` to the caller from a
+//! background task; `Record(n)` remembers what the caller sent and `Recorded()` returns it;
+//! `ConnectCount(connectionId)` tells how many times `on_connected` ran for a connection.
 //!
 //! Streams and client results: `Counter(count, delayMs)` streams 1..=count; `FailAfter(n)`
 //! streams n items then fails; `Endless(delayMs)` streams until cancelled, and
@@ -385,6 +390,59 @@ async fn admin_ask(
     })
 }
 
+/// Numbers pushed to the caller from a background task: `Number(1)`, `Number(2)`, ...
+async fn start_numbers(context: Context, count: u64, interval_ms: u64) {
+    let hub = context.hub();
+    let id = context.connection_id().to_owned();
+    tokio::spawn(async move {
+        for n in 1..=count {
+            let _ = hub.clients().client(id.clone()).send("Number", (n,)).await;
+            tokio::time::sleep(Duration::from_millis(interval_ms)).await;
+        }
+    });
+}
+
+type PerConnection<T> = Mutex<std::collections::HashMap<String, T>>;
+
+fn recorded() -> &'static PerConnection<Vec<i64>> {
+    static RECORDED: std::sync::OnceLock<PerConnection<Vec<i64>>> = std::sync::OnceLock::new();
+    RECORDED.get_or_init(Default::default)
+}
+
+fn connect_counts() -> &'static PerConnection<usize> {
+    static COUNTS: std::sync::OnceLock<PerConnection<usize>> = std::sync::OnceLock::new();
+    COUNTS.get_or_init(Default::default)
+}
+
+/// Remembers what the client sent, in arrival order (to check nothing is lost or repeated).
+async fn record_value(context: Context, n: i64) {
+    recorded()
+        .lock()
+        .unwrap()
+        .entry(context.connection_id().to_owned())
+        .or_default()
+        .push(n);
+}
+
+async fn recorded_values(context: Context) -> Vec<i64> {
+    recorded()
+        .lock()
+        .unwrap()
+        .get(context.connection_id())
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// How many times `on_connected` ran for a connection id.
+async fn connect_count(connection_id: String) -> usize {
+    connect_counts()
+        .lock()
+        .unwrap()
+        .get(&connection_id)
+        .copied()
+        .unwrap_or_default()
+}
+
 async fn abort(context: Context) {
     context.abort();
 }
@@ -461,6 +519,13 @@ async fn main() -> std::io::Result<()> {
     let disconnected = Disconnected::default();
     let record = disconnected.clone();
     let mut builder = Hub::builder()
+        .on_connected(|context: Context| async move {
+            *connect_counts()
+                .lock()
+                .unwrap()
+                .entry(context.connection_id().to_owned())
+                .or_default() += 1;
+        })
         .on_disconnected(move |context: Context, error: Option<String>| {
             let record = record.clone();
             async move {
@@ -484,6 +549,10 @@ async fn main() -> std::io::Result<()> {
         .method("SendToClient", send_to_client)
         .method("SendToClients", send_to_clients)
         .method("GetTransport", get_transport)
+        .method("StartNumbers", start_numbers)
+        .method("Record", record_value)
+        .method("Recorded", recorded_values)
+        .method("ConnectCount", connect_count)
         .method("JoinGroup", join_group)
         .method("LeaveGroup", leave_group)
         .method("SendToGroup", send_to_group)
@@ -539,6 +608,12 @@ async fn main() -> std::io::Result<()> {
     if let Some(position) = args.iter().position(|a| a == "--jwt-secret") {
         let secret = args.get(position + 1).expect("--jwt-secret needs a value");
         builder = builder.authenticator(JwtAuthenticator::hs256(secret.as_bytes()));
+    }
+    if args.iter().any(|a| a == "--stateful") {
+        builder = builder.allow_stateful_reconnect(true);
+    }
+    if let Some(ms) = flag_value(&args, "--disconnect-timeout-ms") {
+        builder = builder.disconnect_timeout(Duration::from_millis(ms));
     }
     if args.iter().any(|a| a == "--require-auth") {
         builder = builder.require(Policy::authenticated());

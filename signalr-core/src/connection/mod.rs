@@ -3,7 +3,10 @@
 //!
 //! A transport supplies two halves: a stream of received byte chunks (any chunking; record
 //! boundaries come only from the hub protocol) and a [`TransportSink`] that writes whole records.
-//! Everything else (limits, timers, Close messages) lives here once, for every transport.
+//! Everything else (limits, timers, Close messages, stateful reconnect) lives here once, for
+//! every transport.
+
+mod replay;
 
 use std::collections::HashMap;
 use std::io;
@@ -19,11 +22,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Identity;
 use crate::error::{Error, Kind};
+use crate::hub::dispatch::Dispatcher;
 use crate::hub::streams::UploadItem;
 use crate::hub::HubShared;
+use replay::ReplayBuffer;
+
 use crate::protocol::{
-    decode_handshake_request, encode_handshake_response, Close, HandshakeError, Message, NoValue,
-    Payload, Protocol, ProtocolError,
+    decode_handshake_request, encode_handshake_response, Close, HandshakeError, InboundMessage,
+    Message, NoValue, Payload, Protocol, ProtocolError,
 };
 use crate::transport::{TransportKind, TransportSink};
 
@@ -56,6 +62,10 @@ pub(crate) struct ConnectionShared {
     pending_results: Mutex<HashMap<String, oneshot::Sender<Result<Payload, String>>>>,
     /// Set once the read loop runs: client results need it to receive the answer.
     reading: AtomicBool,
+    /// Stateful reconnect bookkeeping, when the client negotiated it.
+    pub(crate) replay: Option<Mutex<ReplayBuffer>>,
+    /// Signalled when acks make room in the replay buffer.
+    replay_room: tokio::sync::Notify,
     outbound: mpsc::Sender<Bytes>,
     closing: CancellationToken,
     close_message: Mutex<Option<Close>>,
@@ -69,6 +79,7 @@ impl ConnectionShared {
         user_id: Option<Arc<str>>,
         protocol: Protocol,
         outbound: mpsc::Sender<Bytes>,
+        replay: Option<ReplayBuffer>,
     ) -> Self {
         ConnectionShared {
             id: params.connection_id,
@@ -81,6 +92,8 @@ impl ConnectionShared {
             invocations: Mutex::default(),
             pending_results: Mutex::default(),
             reading: AtomicBool::new(false),
+            replay: replay.map(Mutex::new),
+            replay_room: tokio::sync::Notify::new(),
             outbound,
             closing: CancellationToken::new(),
             close_message: Mutex::new(None),
@@ -232,6 +245,49 @@ impl ConnectionShared {
         self.reading.load(Ordering::Acquire)
     }
 
+    fn replay_has_room(&self) -> bool {
+        self.replay.as_ref().is_none_or(|r| lock(r).has_room())
+    }
+
+    fn replay_keep(&self, record: &Bytes) {
+        if let Some(replay) = &self.replay {
+            lock(replay).sent(record.clone());
+        }
+    }
+
+    fn replay_snapshot(&self) -> (u64, Vec<Bytes>) {
+        self.replay
+            .as_ref()
+            .map(|r| lock(r).replay())
+            .unwrap_or((1, Vec::new()))
+    }
+
+    fn ack_due(&self) -> Option<u64> {
+        self.replay.as_ref().and_then(|r| lock(r).ack_due())
+    }
+
+    /// Stateful bookkeeping for a received message: `false` when it is a duplicate to drop;
+    /// `Err` when the client's Sequence skipped ahead (a protocol error).
+    fn track_received(&self, message: &InboundMessage) -> Result<bool, ()> {
+        let Some(replay) = &self.replay else {
+            return Ok(true);
+        };
+        match message {
+            Message::Ack(id) => {
+                lock(replay).acked(*id);
+                self.replay_room.notify_waiters();
+                Ok(false)
+            }
+            Message::Sequence(id) => lock(replay).sequence(*id).map(|()| false).map_err(drop),
+            Message::Invocation(_)
+            | Message::StreamItem(_)
+            | Message::Completion(_)
+            | Message::StreamInvocation(_)
+            | Message::CancelInvocation(_) => Ok(lock(replay).received()),
+            Message::Ping | Message::Close(_) => Ok(true),
+        }
+    }
+
     /// The connection is over: stop its invocations and streams, fail awaited client results.
     fn end_calls(&self) {
         for (_, token) in lock(&self.invocations).drain() {
@@ -296,6 +352,7 @@ pub(crate) async fn run<I, S>(
     params: ConnectionParams,
     inbound: I,
     mut sink: S,
+    mut reattach: Option<mpsc::Receiver<(I, S)>>,
 ) where
     I: Stream<Item = io::Result<Bytes>> + Unpin + Send,
     S: TransportSink,
@@ -346,21 +403,34 @@ pub(crate) async fn run<I, S>(
         return sink.close().await;
     }
 
+    // Stateful reconnect: negotiated (the transport can re-attach) and asked for with a
+    // version 2 handshake; a version 1 handshake turns it off silently, as in the reference.
+    if request.version < 2 {
+        reattach = None;
+    }
+    let replay = reattach
+        .is_some()
+        .then(|| ReplayBuffer::new(options.stateful_reconnect_buffer_size));
+
     let (tx, rx) = mpsc::channel(options.outbound_queue_capacity.max(1));
+    let outbound: SharedOutbound = Arc::new(tokio::sync::Mutex::new(rx));
     let user_id = params.identity.as_ref().and_then(|i| hub.user_id_of(i));
-    let conn = Arc::new(ConnectionShared::new(params, user_id, protocol, tx));
+    let conn = Arc::new(ConnectionShared::new(params, user_id, protocol, tx, replay));
     hub.registry.add(conn.clone());
     let keep_alive = sink
         .needs_keep_alive()
         .then_some(options.keep_alive_interval);
-    let writer = tokio::spawn(write_loop(
+    let mut session = CancellationToken::new();
+    let mut writer = tokio::spawn(write_loop(
         conn.clone(),
-        rx,
+        outbound.clone(),
         sink,
         keep_alive,
         options.send_timeout,
+        session.clone(),
+        false,
     ));
-    tracing::debug!(connection = %conn.id, %protocol, "connected");
+    tracing::debug!(connection = %conn.id, %protocol, stateful = reattach.is_some(), "connected");
     if hub.options.close_on_authentication_expiration {
         if let Some(expires_at) = conn.identity.as_ref().and_then(|i| i.expires_at()) {
             tokio::spawn(close_at_expiry(conn.clone(), expires_at));
@@ -377,7 +447,58 @@ pub(crate) async fn run<I, S>(
         }
         Ok(()) => {
             conn.reading.store(true, Ordering::Release);
-            read_loop(&hub, &conn, &mut inbound, buf).await
+            let mut dispatcher = hub.dispatcher(&conn);
+            let mut buf = Some(buf);
+            loop {
+                let read = read_loop(
+                    &hub,
+                    &conn,
+                    &mut dispatcher,
+                    &mut inbound,
+                    buf.take().unwrap_or_default(),
+                    &session,
+                );
+                let replacement = next_transport(&mut reattach);
+                let (end, next) = tokio::select! {
+                    end = read => (Some(end), None),
+                    next = replacement => (None, next),
+                };
+                let next = match (end, next) {
+                    // The client reconnected while the old socket still looked open.
+                    (None, Some(next)) => next,
+                    (Some(ReadEnd::Failed(error)), None)
+                        if reattach.is_some() && !conn.is_closing() =>
+                    {
+                        // Stateful: the transport dropped; keep everything for the grace period.
+                        tracing::debug!(connection = %conn.id, %error, "transport lost; waiting for a reconnect");
+                        session.cancel();
+                        let grace = options.disconnect_timeout;
+                        match tokio::time::timeout(grace, next_transport(&mut reattach)).await {
+                            Ok(Some(next)) => next,
+                            _ => break ReadEnd::Failed(error),
+                        }
+                    }
+                    (Some(end), _) => break end,
+                    (None, None) => break ReadEnd::Ended,
+                };
+                session.cancel();
+                let _ = (&mut writer).await;
+                tracing::debug!(connection = %conn.id, "transport re-attached");
+                let (next_inbound, mut next_sink) = next;
+                // The new socket speaks the format the handshake chose on the first one.
+                next_sink.set_transfer_format(format);
+                inbound = next_inbound.fuse();
+                session = CancellationToken::new();
+                writer = tokio::spawn(write_loop(
+                    conn.clone(),
+                    outbound.clone(),
+                    next_sink,
+                    keep_alive,
+                    options.send_timeout,
+                    session.clone(),
+                    true,
+                ));
+            }
         }
     };
 
@@ -416,6 +537,14 @@ async fn close_at_expiry(conn: Arc<ConnectionShared>, expires_at: std::time::Sys
                 allow_reconnect: true,
             });
         }
+    }
+}
+
+/// The next transport a reconnecting client attaches; never, without stateful reconnect.
+async fn next_transport<T>(reattach: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match reattach {
+        Some(transports) => transports.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -488,14 +617,15 @@ enum Received {
 async fn read_loop<I>(
     hub: &Arc<HubShared>,
     conn: &Arc<ConnectionShared>,
+    dispatcher: &mut Dispatcher,
     inbound: &mut I,
     mut buf: BytesMut,
+    session: &CancellationToken,
 ) -> ReadEnd
 where
     I: Stream<Item = io::Result<Bytes>> + Unpin + Send,
 {
     let options = &hub.options;
-    let mut dispatcher = hub.dispatcher(conn);
     // Like the reference, the client timeout is armed by the first Ping (clients ping right
     // after the handshake; very old ones never ping at all).
     let mut timeout_armed = false;
@@ -511,6 +641,20 @@ where
                     }
                     if let Message::Close(close) = message {
                         return ReadEnd::ClientClosed(close.error);
+                    }
+                    match conn.track_received(&message) {
+                        Ok(true) => {}
+                        // A duplicate resent after a reconnect, or reconnect bookkeeping.
+                        Ok(false) => continue,
+                        Err(()) => {
+                            let text =
+                                "Sequence ID greater than amount of messages we've received.";
+                            conn.close(error_close(
+                                options.enable_detailed_errors,
+                                &format!("InvalidDataException: {text}"),
+                            ));
+                            return ReadEnd::Failed(text.to_owned());
+                        }
                     }
                     if let Flow::Stop = dispatcher.dispatch(message).await {
                         return ReadEnd::ClientClosed(None);
@@ -533,6 +677,7 @@ where
 
         let received = tokio::select! {
             _ = conn.closing.cancelled() => Received::Closing,
+            _ = session.cancelled() => Received::Failed("the transport failed".to_owned()),
             next = next_chunk(inbound, timeout_armed.then_some(options.client_timeout)) => next,
         };
         match received {
@@ -598,44 +743,88 @@ where
     }
 }
 
-/// Moves queued records to the transport, pings when idle, and performs the close sequence.
+/// The outbound queue, owned by whichever session is writing; it outlives a transport that
+/// drops while stateful reconnect keeps the connection.
+type SharedOutbound = Arc<tokio::sync::Mutex<mpsc::Receiver<Bytes>>>;
+
+/// How often a stateful connection acknowledges what it processed.
+const ACK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Moves queued records to the transport, pings when idle, acknowledges received messages
+/// (stateful reconnect), and performs the close sequence.
 ///
 /// Every write is bounded by `send_timeout` (the reference's `TransportSendTimeout`): a client
-/// that stops reading cannot hold this task, its socket and its queue forever.
+/// that stops reading cannot hold this task, its socket and its queue forever. When `session`
+/// is cancelled the transport is abandoned (it dropped, or a reconnect replaced it) and the
+/// queue is left for the next session; with `resume`, this session starts by replaying what
+/// the client has not acknowledged.
 async fn write_loop<S: TransportSink>(
     conn: Arc<ConnectionShared>,
-    mut rx: mpsc::Receiver<Bytes>,
+    outbound: SharedOutbound,
     mut sink: S,
     keep_alive: Option<Duration>,
     send_timeout: Duration,
+    session: CancellationToken,
+    resume: bool,
 ) {
+    let mut rx = outbound.lock().await;
     let ping = conn.protocol.ping_record();
     // One interval per connection; ticks are skipped while other traffic flows (the reference
     // pings on a fixed cadence; sparing busy connections the extra frames costs nothing).
     let period = keep_alive.unwrap_or(Duration::from_secs(3600));
     let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut acks = tokio::time::interval_at(Instant::now() + ACK_INTERVAL, ACK_INTERVAL);
+    acks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let stateful = conn.replay.is_some();
     let mut last_write = Instant::now();
 
     let gone = sink.gone();
     tokio::pin!(gone);
     let result: io::Result<()> = async {
+        if resume {
+            // The client ignores everything until this Sequence, then takes the replay.
+            let (first, records) = conn.replay_snapshot();
+            within(send_timeout, async {
+                let sequence = conn
+                    .protocol
+                    .encode_to_bytes(&Message::<NoValue, NoValue>::Sequence(first))
+                    .map_err(io::Error::other)?;
+                sink.feed(sequence).await?;
+                for record in records {
+                    sink.feed(record).await?;
+                }
+                sink.flush().await
+            })
+            .await?;
+        }
         loop {
+            let room = conn.replay_has_room();
             tokio::select! {
                 biased;
                 _ = conn.closing.cancelled() => return Ok(()),
+                _ = session.cancelled() => return Ok(()),
                 // The client left (an SSE request it aborted): a normal end, as in the reference.
                 _ = &mut gone => {
                     conn.close(Close::default());
                     return Ok(());
                 }
-                record = rx.recv() => {
+                // Stateful: past the buffer limit, sends wait for the client's acks.
+                _ = conn.replay_room.notified(), if !room => {}
+                record = rx.recv(), if room => {
                     let Some(record) = record else { return Ok(()) };
                     within(send_timeout, async {
+                        conn.replay_keep(&record);
                         sink.feed(record).await?;
                         for _ in 0..MAX_BATCH {
+                            if !conn.replay_has_room() {
+                                break;
+                            }
                             match rx.try_recv() {
-                                Ok(record) => sink.feed(record).await?,
+                                Ok(record) => {
+                                    conn.replay_keep(&record);
+                                    sink.feed(record).await?
+                                }
                                 Err(_) => break,
                             }
                         }
@@ -643,6 +832,15 @@ async fn write_loop<S: TransportSink>(
                     })
                     .await?;
                     last_write = Instant::now();
+                }
+                _ = acks.tick(), if stateful => {
+                    if let Some(id) = conn.ack_due() {
+                        let ack = conn
+                            .protocol
+                            .encode_to_bytes(&Message::<NoValue, NoValue>::Ack(id))
+                            .map_err(io::Error::other)?;
+                        within(send_timeout, write_now(&mut sink, ack)).await?;
+                    }
                 }
                 _ = ticker.tick(), if keep_alive.is_some() => {
                     if last_write.elapsed() >= period {
@@ -655,7 +853,16 @@ async fn write_loop<S: TransportSink>(
     }
     .await;
 
+    if session.is_cancelled() && !conn.is_closing() {
+        // This transport is done; the connection waits for the next one.
+        return;
+    }
     if let Err(error) = result {
+        if stateful {
+            // Keep the connection: end this session only, and wait for a reconnect.
+            session.cancel();
+            return;
+        }
         // The transport failed: make sure the read side stops too.
         conn.transport_failed(&error);
     } else {

@@ -9,6 +9,7 @@ use dashmap::DashMap;
 use tokio::sync::mpsc;
 
 use crate::transport::long_polling::PollQueue;
+use crate::transport::websocket::{WsSink, WsStream};
 use crate::transport::TransportKind;
 
 /// Received chunks waiting for the connection core. Small: a POST that outruns the hub waits
@@ -38,8 +39,15 @@ impl Binding {
     }
 }
 
+/// A new WebSocket for a stateful connection whose socket dropped.
+pub(crate) type Reattach = (WsStream, WsSink);
+
 pub(crate) struct HttpConnection {
     pub(crate) connection_id: Arc<str>,
+    /// Negotiate granted stateful reconnect.
+    pub(crate) stateful: bool,
+    /// Where a reconnecting client's new WebSocket goes, while the connection runs.
+    reattach: Mutex<Option<mpsc::Sender<Reattach>>>,
     binding: Mutex<Binding>,
     /// POSTs send here; a tokio mutex serializes POSTs per connection, like the reference.
     inbound_tx: tokio::sync::Mutex<Option<mpsc::Sender<Bytes>>>,
@@ -58,10 +66,12 @@ pub(crate) enum BindRefusal {
 }
 
 impl HttpConnection {
-    fn new(connection_id: Arc<str>) -> Self {
+    fn new(connection_id: Arc<str>, stateful: bool) -> Self {
         let (tx, rx) = mpsc::channel(INBOUND_CHUNKS);
         HttpConnection {
             connection_id,
+            stateful,
+            reattach: Mutex::new(None),
             binding: Mutex::new(Binding::Pending),
             inbound_tx: tokio::sync::Mutex::new(Some(tx)),
             inbound_rx: Mutex::new(Some(rx)),
@@ -103,6 +113,22 @@ impl HttpConnection {
             .take();
     }
 
+    /// Opens the re-attach channel of a stateful WebSocket connection.
+    pub(crate) fn accept_reattach(&self) -> mpsc::Receiver<Reattach> {
+        let (tx, rx) = mpsc::channel(1);
+        *self.reattach.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        rx
+    }
+
+    /// Where a reconnecting client's socket goes, if the connection is still waiting for one.
+    pub(crate) fn reattach_sender(&self) -> Option<mpsc::Sender<Reattach>> {
+        self.reattach
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .filter(|tx| !tx.is_closed())
+    }
+
     pub(crate) fn take_inbound(&self) -> Option<mpsc::Receiver<Bytes>> {
         self.inbound_rx
             .lock()
@@ -130,8 +156,13 @@ pub(crate) struct HttpConnections {
 }
 
 impl HttpConnections {
-    pub(crate) fn insert(&self, token: String, connection_id: Arc<str>) -> Arc<HttpConnection> {
-        let connection = Arc::new(HttpConnection::new(connection_id));
+    pub(crate) fn insert(
+        &self,
+        token: String,
+        connection_id: Arc<str>,
+        stateful: bool,
+    ) -> Arc<HttpConnection> {
+        let connection = Arc::new(HttpConnection::new(connection_id, stateful));
         self.by_token.insert(token, connection.clone());
         self.pending.fetch_add(1, Ordering::Relaxed);
         connection

@@ -207,6 +207,7 @@ pub(crate) struct Query {
     pub(crate) id: Option<String>,
     pub(crate) negotiate_version: Option<String>,
     pub(crate) access_token: Option<String>,
+    pub(crate) use_stateful_reconnect: bool,
 }
 
 impl Query {
@@ -217,6 +218,8 @@ impl Query {
                 parsed.id = Some(value.into_owned());
             } else if key.eq_ignore_ascii_case("negotiateVersion") {
                 parsed.negotiate_version = Some(value.into_owned());
+            } else if key.eq_ignore_ascii_case("useStatefulReconnect") {
+                parsed.use_stateful_reconnect = value.eq_ignore_ascii_case("true");
             } else if key == "access_token" {
                 parsed.access_token = Some(value.into_owned());
             }

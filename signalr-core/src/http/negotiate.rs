@@ -59,7 +59,11 @@ pub(super) fn negotiate(hub: &Arc<HubShared>, query: &Query) -> Response<Respons
     } else {
         connection_id.to_string()
     };
-    hub.connections.insert(token.clone(), connection_id.clone());
+    // Granted only when both sides want it; never announced otherwise (the JS client refuses a
+    // server that grants what it did not ask for).
+    let stateful = query.use_stateful_reconnect && hub.options.allow_stateful_reconnect;
+    hub.connections
+        .insert(token.clone(), connection_id.clone(), stateful);
     // A negotiation whose transport never arrives expires (clients re-negotiate before each
     // fallback, so abandoned ones are normal).
     let expiry_hub = hub.clone();
@@ -86,6 +90,9 @@ pub(super) fn negotiate(hub: &Arc<HubShared>, query: &Query) -> Response<Respons
     });
     if version >= 1 {
         body["connectionToken"] = json!(token);
+    }
+    if stateful {
+        body["useStatefulReconnect"] = json!(true);
     }
     json(&body)
 }

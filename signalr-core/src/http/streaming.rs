@@ -91,6 +91,7 @@ pub(super) fn server_sent_events(
             params,
             InboundStream(inbound),
             SseSink::new(events),
+            None,
         )
         .await;
         served.connections.remove(&token);
@@ -227,6 +228,7 @@ fn start_long_polling(
             params,
             InboundStream(inbound),
             LongPollSink::new(queue),
+            None,
         )
         .await;
         // Polls that come in the meantime learn that the connection is over (204).

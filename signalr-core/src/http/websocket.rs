@@ -57,7 +57,7 @@ pub(super) fn upgrade<B>(
     if !hub.options.transports.contains(&TransportKind::WebSockets) {
         return transport_disabled(TransportKind::WebSockets);
     }
-    let (connection_id, token) = match query.id {
+    let (connection_id, token, reattach) = match query.id {
         Some(token) => {
             let Some(connection) = hub.connections.get(&token) else {
                 return text(StatusCode::NOT_FOUND, "No Connection with that ID");
@@ -65,7 +65,12 @@ pub(super) fn upgrade<B>(
             match hub.connections.bind(&connection, Binding::WebSockets) {
                 Ok(()) => {}
                 Err(BindRefusal::InUse) => {
-                    return text(StatusCode::CONFLICT, "Connection is already in use.")
+                    // Stateful reconnect: the client's socket dropped (or looks open but is
+                    // dead) and it comes back with the same token.
+                    return match connection.reattach_sender() {
+                        Some(sender) => reattach(hub, request, key, sender),
+                        None => text(StatusCode::CONFLICT, "Connection is already in use."),
+                    };
                 }
                 Err(BindRefusal::OtherTransport) => {
                     return text(
@@ -77,10 +82,12 @@ pub(super) fn upgrade<B>(
                     return text(StatusCode::NOT_FOUND, "No Connection with that ID")
                 }
             }
-            (connection.connection_id.clone(), Some(token))
+            let reattach = connection.stateful.then(|| connection.accept_reattach());
+            (connection.connection_id.clone(), Some(token), reattach)
         }
-        // Skip negotiation: a brand-new connection whose id is never shown to the client.
-        None => (new_id().into(), None),
+        // Skip negotiation: a brand-new connection whose id is never shown to the client
+        // (never stateful, as in the reference).
+        None => (new_id().into(), None, None),
     };
 
     let on_upgrade = hyper::upgrade::on(&mut request);
@@ -94,7 +101,7 @@ pub(super) fn upgrade<B>(
                     transport: TransportKind::WebSockets,
                     identity,
                 };
-                connection::run(hub.clone(), params, stream, sink).await;
+                connection::run(hub.clone(), params, stream, sink, reattach).await;
             }
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
         }
@@ -103,12 +110,40 @@ pub(super) fn upgrade<B>(
         }
     });
 
+    switching_protocols(&accept)
+}
+
+/// Upgrades a reconnecting client's request and hands the new socket to its connection.
+fn reattach<B>(
+    hub: Arc<HubShared>,
+    mut request: Request<B>,
+    key: HeaderValue,
+    sender: tokio::sync::mpsc::Sender<crate::http::connections::Reattach>,
+) -> Response<ResponseBody> {
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let (sink, stream) = websocket::accept(upgraded, &hub.options).await;
+                if let Err(rejected) = sender.send((stream, sink)).await {
+                    // The connection ended meanwhile.
+                    let (_, mut sink) = rejected.0;
+                    crate::transport::TransportSink::close(&mut sink).await;
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
+        }
+    });
+    switching_protocols(&derive_accept_key(key.as_bytes()))
+}
+
+fn switching_protocols(accept: &str) -> Response<ResponseBody> {
     let mut response = Response::new(body(""));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    if let Ok(value) = HeaderValue::from_str(&accept) {
+    if let Ok(value) = HeaderValue::from_str(accept) {
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
     }
     response

@@ -2,7 +2,7 @@
 
 pub(crate) mod clients;
 mod context;
-mod dispatch;
+pub(crate) mod dispatch;
 mod error;
 mod filter;
 mod handler;
@@ -203,6 +203,24 @@ impl HubBuilder {
     /// timeout. Default 30 s.
     pub fn client_result_timeout(mut self, timeout: Duration) -> Self {
         self.options.client_result_timeout = timeout;
+        self
+    }
+
+    /// Offer stateful reconnect to clients that ask for it (`withStatefulReconnect()`), over
+    /// WebSockets: when a client's socket drops, its connection (id, groups, user, running
+    /// invocations and streams) waits for it for the disconnect timeout, and on its return
+    /// every message it missed is replayed, with nothing lost or duplicated in either
+    /// direction. Default off, like `AllowStatefulReconnects`.
+    pub fn allow_stateful_reconnect(mut self, allowed: bool) -> Self {
+        self.options.allow_stateful_reconnect = allowed;
+        self
+    }
+
+    /// Bytes of sent messages kept until the client acknowledges them, for replay after a
+    /// reconnect. Past it, sends to that client wait for its acknowledgements (the queue then
+    /// fills and slow-client handling applies). Default 100,000, like the reference.
+    pub fn stateful_reconnect_buffer_size(mut self, bytes: usize) -> Self {
+        self.options.stateful_reconnect_buffer_size = bytes.max(1);
         self
     }
 
