@@ -95,6 +95,29 @@ impl Server {
         connect_async(url).await.map(|(socket, _)| socket)
     }
 
+    /// A skip-negotiation JSON client with a small fixed receive buffer (no autotuning), for
+    /// tests that stop reading: the backlog reaches the server quickly.
+    async fn non_reading_client(&self) -> Socket {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(8 * 1024).unwrap();
+        let stream = socket
+            .connect(([127, 0, 0, 1], self.port).into())
+            .await
+            .unwrap();
+        let url = format!("ws://127.0.0.1:{}/hub", self.port);
+        let (mut socket, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+            .await
+            .unwrap();
+        socket
+            .send(Ws::text(format!(
+                "{{\"protocol\":\"json\",\"version\":1}}{RS}"
+            )))
+            .await
+            .unwrap();
+        assert_eq!(next_text(&mut socket).await, format!("{{}}{RS}"));
+        socket
+    }
+
     /// Negotiates, opens the WebSocket and completes a JSON handshake.
     async fn json_client(&self) -> (Socket, String) {
         let negotiated = self.negotiate(1).await;
@@ -672,24 +695,7 @@ async fn a_client_that_stops_reading_is_dropped_and_others_keep_receiving() {
             .send_timeout(Duration::from_millis(500)),
     )
     .await;
-    // A small fixed receive buffer (no autotuning), so the backlog reaches the server quickly.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(8 * 1024).unwrap();
-    let stream = socket
-        .connect(([127, 0, 0, 1], server.port).into())
-        .await
-        .unwrap();
-    let url = format!("ws://127.0.0.1:{}/hub", server.port);
-    let (mut stuck, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
-        .await
-        .unwrap();
-    stuck
-        .send(Ws::text(format!(
-            "{{\"protocol\":\"json\",\"version\":1}}{RS}"
-        )))
-        .await
-        .unwrap();
-    assert_eq!(next_text(&mut stuck).await, format!("{{}}{RS}"));
+    let mut stuck = server.non_reading_client().await;
     let (mut healthy, _) = server.json_client().await;
     let context = server.hub.context();
     let chunk = "z".repeat(64 * 1024);
@@ -754,23 +760,7 @@ async fn a_slow_stream_reader_slows_the_producer_instead_of_growing_memory() {
             .send_timeout(Duration::from_secs(30)),
     )
     .await;
-    // A client with a small fixed receive buffer that reads nothing after the handshake.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(8 * 1024).unwrap();
-    let stream = socket
-        .connect(([127, 0, 0, 1], server.port).into())
-        .await
-        .unwrap();
-    let url = format!("ws://127.0.0.1:{}/hub", server.port);
-    let (mut slow, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
-        .await
-        .unwrap();
-    slow.send(Ws::text(format!(
-        "{{\"protocol\":\"json\",\"version\":1}}{RS}"
-    )))
-    .await
-    .unwrap();
-    assert_eq!(next_text(&mut slow).await, format!("{{}}{RS}"));
+    let mut slow = server.non_reading_client().await;
     send(
         &mut slow,
         json!({"type": 4, "invocationId": "1", "target": "Produce", "arguments": []}),

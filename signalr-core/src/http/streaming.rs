@@ -17,7 +17,7 @@ use crate::connection::{self, ConnectionParams};
 use crate::hub::HubShared;
 use crate::transport::long_polling::{LongPollSink, PollOutcome, PollQueue};
 use crate::transport::sse::SseSink;
-use crate::transport::TransportKind;
+use crate::transport::{TransportKind, TransportSink};
 
 /// SSE events waiting for the client to read them.
 const SSE_EVENTS_BUFFERED: usize = 16;
@@ -84,18 +84,14 @@ pub(super) fn server_sent_events(
         transport: TransportKind::ServerSentEvents,
         identity,
     };
-    let served = hub.clone();
-    tokio::spawn(async move {
-        connection::run(
-            served.clone(),
-            params,
-            InboundStream(inbound),
-            SseSink::new(events),
-            None,
-        )
-        .await;
-        served.connections.remove(&token);
-    });
+    spawn_connection(
+        &hub,
+        token,
+        params,
+        inbound,
+        SseSink::new(events),
+        Duration::ZERO,
+    );
 
     let mut response = Response::new(BodyExt::boxed(EventStreamBody {
         events: event_stream,
@@ -221,22 +217,37 @@ fn start_long_polling(
         }
     });
 
-    let served = hub.clone();
-    tokio::spawn(async move {
-        connection::run(
-            served.clone(),
-            params,
-            InboundStream(inbound),
-            LongPollSink::new(queue),
-            None,
-        )
-        .await;
-        // Polls that come in the meantime learn that the connection is over (204).
-        served.connections.get(&token).inspect(|c| c.mark_closed());
-        tokio::time::sleep(served.options.disconnect_timeout).await;
-        served.connections.remove(&token);
-    });
+    // Polls that come after the end learn that the connection is over (204) for a while.
+    let linger = hub.options.disconnect_timeout;
+    spawn_connection(
+        &hub,
+        token,
+        params,
+        inbound,
+        LongPollSink::new(queue),
+        linger,
+    );
     poll_response(StatusCode::OK, Bytes::new())
+}
+
+/// Runs an HTTP-transport connection to its end, then forgets its token after `linger`.
+fn spawn_connection<S: TransportSink>(
+    hub: &Arc<HubShared>,
+    token: String,
+    params: ConnectionParams,
+    inbound: mpsc::Receiver<Bytes>,
+    sink: S,
+    linger: Duration,
+) {
+    let hub = hub.clone();
+    tokio::spawn(async move {
+        connection::run(hub.clone(), params, InboundStream(inbound), sink, None).await;
+        if let Some(connection) = hub.connections.get(&token) {
+            connection.mark_closed();
+        }
+        tokio::time::sleep(linger).await;
+        hub.connections.remove(&token);
+    });
 }
 
 /// `POST {hub}?id=...`: client-to-server data for SSE and long polling.
