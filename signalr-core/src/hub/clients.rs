@@ -119,6 +119,14 @@ impl Presence {
         self.hub.registry.group_size(group)
     }
 
+    /// The user a connection belongs to, if it is connected and has a user id.
+    pub fn connection_user(&self, connection_id: &str) -> Option<String> {
+        self.hub
+            .registry
+            .get(connection_id)
+            .and_then(|conn| conn.user_id.as_ref().map(|id| id.to_string()))
+    }
+
     /// The groups a connection is in.
     pub fn connection_groups(&self, connection_id: &str) -> Vec<String> {
         self.hub

@@ -1,0 +1,195 @@
+//! Configuration: `chat-app.toml` (optional; `CHAT_APP_CONFIG` names another file), overridden
+//! by environment variables. Every key, its default, and what it does:
+//!
+//! | key (toml) | environment | default | meaning |
+//! |---|---|---|---|
+//! | `listen_addr` | `LISTEN_ADDR` | `127.0.0.1:5000` | where HTTP and the hub listen |
+//! | `database_url` | `DATABASE_URL` | `sqlite://chat.db?mode=rwc` | SQLite file, or `postgres://...` |
+//! | `redis_url` | `REDIS_URL` | unset (single process) | the Redis backplane; not built yet, so setting it stops start-up |
+//! | `jwt_secret` | `JWT_SECRET` | a development-only secret | signs the service's access tokens; required in production |
+//! | `app_env` | `APP_ENV` | `development` | `development` or `production` |
+//! | `token_lifetime_minutes` | `TOKEN_LIFETIME_MINUTES` | `720` | how long issued access tokens last |
+//! | `max_message_chars` | `MAX_MESSAGE_CHARS` | `4000` | longest chat message accepted |
+//! | `openai_api_key`, `openai_base_url`, `openai_model` | `OPENAI_API_KEY`, `OPENAI_BASE_URL`, `OPENAI_MODEL` | unset | reserved for the `@gpt` assistant (not built yet; read and ignored) |
+//!
+//! `RUST_LOG` sets the log filter (default `info`). A missing or invalid setting stops start-up
+//! with one line saying which.
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+const DEV_JWT_SECRET: &str = "chat-app-development-secret-do-not-use-in-production";
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen.
+    pub listen_addr: SocketAddr,
+    /// The database (`sqlite://...` or `postgres://...`).
+    pub database_url: String,
+    /// Secret for signing and checking access tokens.
+    pub jwt_secret: String,
+    /// Whether this is production (stricter checks).
+    pub production: bool,
+    /// Lifetime of issued access tokens, in minutes.
+    pub token_lifetime_minutes: i64,
+    /// Longest chat message, in characters.
+    pub max_message_chars: usize,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    listen_addr: Option<String>,
+    database_url: Option<String>,
+    redis_url: Option<String>,
+    jwt_secret: Option<String>,
+    app_env: Option<String>,
+    token_lifetime_minutes: Option<i64>,
+    max_message_chars: Option<usize>,
+    openai_api_key: Option<String>,
+    openai_base_url: Option<String>,
+    openai_model: Option<String>,
+}
+
+impl Config {
+    /// Reads the file (if any) and the environment.
+    pub fn load() -> Result<Config, String> {
+        let path = std::env::var("CHAT_APP_CONFIG").ok();
+        let file = match &path {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read config file {path}: {e}"))?,
+            ),
+            None => std::fs::read_to_string("chat-app.toml").ok(),
+        };
+        let file: File = match file {
+            Some(text) => toml::from_str(&text)
+                .map_err(|e| format!("invalid chat-app.toml: {}", e.message()))?,
+            None => File::default(),
+        };
+        Self::resolve(file, |key| {
+            std::env::var(key).ok().filter(|v| !v.is_empty())
+        })
+    }
+
+    fn resolve(file: File, env: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
+        let pick = |key: &str, from_file: Option<String>| env(key).or(from_file);
+        let app_env = pick("APP_ENV", file.app_env).unwrap_or_else(|| "development".into());
+        let production = match app_env.as_str() {
+            "development" => false,
+            "production" => true,
+            other => {
+                return Err(format!(
+                    "APP_ENV must be 'development' or 'production', not '{other}'"
+                ))
+            }
+        };
+        let listen =
+            pick("LISTEN_ADDR", file.listen_addr).unwrap_or_else(|| "127.0.0.1:5000".into());
+        let listen_addr = listen
+            .parse()
+            .map_err(|_| format!("LISTEN_ADDR '{listen}' is not an address like 127.0.0.1:5000"))?;
+        let database_url = pick("DATABASE_URL", file.database_url)
+            .unwrap_or_else(|| "sqlite://chat.db?mode=rwc".into());
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            return Err(format!(
+                "DATABASE_URL must start with sqlite: or postgres://, got '{database_url}'"
+            ));
+        }
+        if pick("REDIS_URL", file.redis_url).is_some() {
+            return Err("REDIS_URL is set, but this build has no Redis backplane yet: unset it to run as a single process".into());
+        }
+        let jwt_secret = match pick("JWT_SECRET", file.jwt_secret) {
+            Some(secret) if secret.len() < 16 => {
+                return Err("JWT_SECRET must be at least 16 characters".into())
+            }
+            Some(secret) => secret,
+            None if production => {
+                return Err("JWT_SECRET is required when APP_ENV=production".into())
+            }
+            None => DEV_JWT_SECRET.into(),
+        };
+        let token_lifetime_minutes = match env("TOKEN_LIFETIME_MINUTES") {
+            Some(v) => v
+                .parse()
+                .map_err(|_| format!("TOKEN_LIFETIME_MINUTES must be a whole number, not '{v}'"))?,
+            None => file.token_lifetime_minutes.unwrap_or(720),
+        };
+        let max_message_chars = match env("MAX_MESSAGE_CHARS") {
+            Some(v) => v
+                .parse()
+                .map_err(|_| format!("MAX_MESSAGE_CHARS must be a whole number, not '{v}'"))?,
+            None => file.max_message_chars.unwrap_or(4000),
+        };
+        // Read so that a typo in them is still caught by the file check; used by the assistant.
+        let _ = (file.openai_api_key, file.openai_base_url, file.openai_model);
+        Ok(Config {
+            listen_addr,
+            database_url,
+            jwt_secret,
+            production,
+            token_lifetime_minutes,
+            max_message_chars,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |key| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn defaults_run_with_embedded_storage() {
+        let config = Config::resolve(File::default(), env(&[])).unwrap();
+        assert_eq!(config.listen_addr.to_string(), "127.0.0.1:5000");
+        assert_eq!(config.database_url, "sqlite://chat.db?mode=rwc");
+        assert!(!config.production);
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_bad_values_are_one_line_errors() {
+        let file: File =
+            toml::from_str("listen_addr = \"127.0.0.1:7000\"\nmax_message_chars = 10").unwrap();
+        let config = Config::resolve(file, env(&[("LISTEN_ADDR", "127.0.0.1:8000")])).unwrap();
+        assert_eq!(config.listen_addr.to_string(), "127.0.0.1:8000");
+        assert_eq!(config.max_message_chars, 10);
+        for (pairs, expected) in [
+            (&[("APP_ENV", "production")][..], "JWT_SECRET is required"),
+            (&[("APP_ENV", "staging")][..], "APP_ENV must be"),
+            (&[("LISTEN_ADDR", "nowhere")][..], "LISTEN_ADDR 'nowhere'"),
+            (
+                &[("DATABASE_URL", "mysql://x")][..],
+                "DATABASE_URL must start",
+            ),
+            (
+                &[("REDIS_URL", "redis://127.0.0.1")][..],
+                "REDIS_URL is set",
+            ),
+            (
+                &[("MAX_MESSAGE_CHARS", "lots")][..],
+                "MAX_MESSAGE_CHARS must be",
+            ),
+        ] {
+            let pairs: &'static [(&'static str, &'static str)] =
+                Box::leak(pairs.to_vec().into_boxed_slice());
+            let error = Config::resolve(File::default(), env(pairs)).unwrap_err();
+            assert!(error.contains(expected), "{error}");
+            assert!(!error.contains('\n'));
+        }
+        assert!(toml::from_str::<File>("unknown_key = 1").is_err());
+    }
+}

@@ -1,0 +1,193 @@
+//! The chat hub at `/hubs/chat`: rooms are groups (`room:{id}`), membership is persisted, and a
+//! user's connections join all of their rooms when they connect (a second device or a
+//! reconnecting client needs no rejoin).
+
+use serde_json::json;
+use signalr_core::{Context, Hub, HubError, Policy};
+
+use crate::store::Store;
+use crate::{room_group, AppState};
+
+fn caller(ctx: &Context) -> Result<(i64, String), HubError> {
+    let user = ctx.user().ok_or_else(|| HubError::new("Sign in first."))?;
+    let id = user
+        .user_id()
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| HubError::new("Sign in first."))?;
+    Ok((id, user.name().unwrap_or_default().to_owned()))
+}
+
+fn storage(error: sqlx::Error) -> HubError {
+    tracing::error!(%error, "database error");
+    HubError::new("The message store is unavailable; nothing was saved.")
+}
+
+async fn require_member(store: &Store, room_id: i64, user_id: i64) -> Result<(), HubError> {
+    if store.is_member(room_id, user_id).await.map_err(storage)? {
+        Ok(())
+    } else {
+        Err(HubError::new("Join the room first."))
+    }
+}
+
+async fn join_room(state: AppState, ctx: Context, room_id: i64) -> Result<(), HubError> {
+    let (user_id, user_name) = caller(&ctx)?;
+    let room = state
+        .store
+        .room(room_id)
+        .await
+        .map_err(storage)?
+        .ok_or_else(|| HubError::new("No such room."))?;
+    let member = state
+        .store
+        .is_member(room_id, user_id)
+        .await
+        .map_err(storage)?;
+    if room.is_private && !member {
+        return Err(HubError::new(
+            "This room is private; ask a member to add you.",
+        ));
+    }
+    state
+        .store
+        .add_member(room_id, user_id)
+        .await
+        .map_err(storage)?;
+    let group = room_group(room_id);
+    // Every connection of the user follows the membership.
+    for connection in ctx.hub().presence().user_connections(&user_id.to_string()) {
+        ctx.groups().add(&connection, &group).await?;
+    }
+    let joined = json!({"roomId": room_id, "userId": user_id, "userName": user_name});
+    ctx.clients()
+        .group_except(
+            group,
+            ctx.hub().presence().user_connections(&user_id.to_string()),
+        )
+        .send("UserJoined", (joined,))
+        .await?;
+    Ok(())
+}
+
+async fn leave_room(state: AppState, ctx: Context, room_id: i64) -> Result<(), HubError> {
+    let (user_id, user_name) = caller(&ctx)?;
+    state
+        .store
+        .remove_member(room_id, user_id)
+        .await
+        .map_err(storage)?;
+    let group = room_group(room_id);
+    for connection in ctx.hub().presence().user_connections(&user_id.to_string()) {
+        ctx.groups().remove(&connection, &group).await?;
+    }
+    let left = json!({"roomId": room_id, "userId": user_id, "userName": user_name});
+    ctx.clients().group(group).send("UserLeft", (left,)).await?;
+    Ok(())
+}
+
+async fn send_message(
+    state: AppState,
+    ctx: Context,
+    room_id: i64,
+    content: String,
+) -> Result<crate::store::ChatMessage, HubError> {
+    let (user_id, user_name) = caller(&ctx)?;
+    let content = content.trim();
+    if content.is_empty() {
+        return Err(HubError::new("Empty messages are not sent."));
+    }
+    if content.chars().count() > state.max_message_chars {
+        return Err(HubError::new(format!(
+            "Messages are limited to {} characters.",
+            state.max_message_chars
+        )));
+    }
+    require_member(&state.store, room_id, user_id).await?;
+    // Stored first: a message is acknowledged (returned) only once it is saved.
+    let message = state
+        .store
+        .add_message(room_id, user_id, &user_name, content)
+        .await
+        .map_err(storage)?;
+    ctx.clients()
+        .group(room_group(room_id))
+        .send("ReceiveMessage", (&message,))
+        .await?;
+    Ok(message)
+}
+
+async fn typing(state: AppState, ctx: Context, room_id: i64) -> Result<(), HubError> {
+    let (user_id, user_name) = caller(&ctx)?;
+    require_member(&state.store, room_id, user_id).await?;
+    let typing = json!({"roomId": room_id, "userId": user_id, "userName": user_name});
+    ctx.clients()
+        .others_in_group(room_group(room_id))
+        .send("UserTyping", (typing,))
+        .await?;
+    Ok(())
+}
+
+/// Who of a room's members is online now.
+async fn online_members(
+    state: AppState,
+    ctx: Context,
+    room_id: i64,
+) -> Result<Vec<String>, HubError> {
+    let (user_id, _) = caller(&ctx)?;
+    require_member(&state.store, room_id, user_id).await?;
+    let presence = ctx.hub().presence();
+    let mut online: Vec<String> = presence
+        .group_members(&room_group(room_id))
+        .iter()
+        .filter_map(|connection| presence.connection_user(connection))
+        .collect();
+    online.sort();
+    online.dedup();
+    Ok(online)
+}
+
+/// Puts a new connection in the groups of every room its user belongs to.
+async fn on_connected(state: AppState, ctx: Context) -> Result<(), HubError> {
+    let (user_id, _) = caller(&ctx)?;
+    for room_id in state.store.rooms_of(user_id).await.map_err(storage)? {
+        ctx.groups()
+            .add(ctx.connection_id(), &room_group(room_id))
+            .await?;
+    }
+    Ok(())
+}
+
+/// The hub; `state.hub` is filled in by the caller once built.
+pub fn build(state: &AppState) -> Hub {
+    let (s1, s2, s3, s4, s5, s6) = (
+        state.clone(),
+        state.clone(),
+        state.clone(),
+        state.clone(),
+        state.clone(),
+        state.clone(),
+    );
+    Hub::builder()
+        .authenticator(state.tokens.verifier())
+        .require(Policy::authenticated())
+        .on_connected(move |ctx: Context| on_connected(s1.clone(), ctx))
+        .method("JoinRoom", move |ctx: Context, room: i64| {
+            join_room(s2.clone(), ctx, room)
+        })
+        .method("LeaveRoom", move |ctx: Context, room: i64| {
+            leave_room(s3.clone(), ctx, room)
+        })
+        .method(
+            "SendMessage",
+            move |ctx: Context, room: i64, content: String| {
+                send_message(s4.clone(), ctx, room, content)
+            },
+        )
+        .method("Typing", move |ctx: Context, room: i64| {
+            typing(s5.clone(), ctx, room)
+        })
+        .method("OnlineMembers", move |ctx: Context, room: i64| {
+            online_members(s6.clone(), ctx, room)
+        })
+        .build()
+}

@@ -1,0 +1,82 @@
+#![forbid(unsafe_code)]
+//! The chat service: rooms with persistent membership and history (SQLite or PostgreSQL), a
+//! REST API, health endpoints, and the `/hubs/chat` SignalR hub, all in one axum app.
+//!
+//! Run it with `cargo run --release -p chat-app`; see [`config`] for every setting.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod hub;
+pub mod store;
+
+use std::sync::{Arc, OnceLock};
+
+use axum::routing::{get, post};
+use axum::Router;
+use signalr_core::HubContext;
+
+use crate::auth::Tokens;
+use crate::config::Config;
+use crate::store::Store;
+
+/// The SignalR group of a room.
+pub fn room_group(room_id: i64) -> String {
+    format!("room:{room_id}")
+}
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub tokens: Tokens,
+    pub max_message_chars: usize,
+    hub_context: Arc<OnceLock<HubContext>>,
+    pub hub: HubHandle,
+}
+
+/// The hub context, available once the hub is built (the hub's methods need the state first).
+#[derive(Clone)]
+pub struct HubHandle(Arc<OnceLock<HubContext>>);
+
+impl std::ops::Deref for HubHandle {
+    type Target = HubContext;
+    fn deref(&self) -> &HubContext {
+        self.0
+            .get()
+            .expect("the hub is built before the app serves")
+    }
+}
+
+/// Builds the whole service: connects the store (applying migrations) and wires the routes.
+pub async fn build(config: &Config) -> Result<(Router, signalr_core::Hub), String> {
+    let store = Store::connect(&config.database_url)
+        .await
+        .map_err(|e| format!("cannot open the database {}: {e}", config.database_url))?;
+    let slot = Arc::new(OnceLock::new());
+    let state = AppState {
+        store,
+        tokens: Tokens::new(&config.jwt_secret, config.token_lifetime_minutes),
+        max_message_chars: config.max_message_chars,
+        hub_context: slot.clone(),
+        hub: HubHandle(slot.clone()),
+    };
+    let hub = hub::build(&state);
+    let _ = state.hub_context.set(hub.context());
+    let app = Router::new()
+        .route("/api/v1/auth/register", post(api::register))
+        .route("/api/v1/auth/login", post(api::login))
+        .route("/api/v1/rooms", get(api::rooms).post(api::create_room))
+        .route("/api/v1/rooms/{id}/messages", get(api::messages))
+        .route(
+            "/api/v1/rooms/{id}/participants",
+            post(api::add_participant),
+        )
+        .route("/health", get(api::health))
+        .route("/health/live", get(api::live))
+        .route("/health/ready", get(api::ready))
+        .nest_service("/hubs/chat", hub.service())
+        .fallback(api::not_found)
+        .with_state(state);
+    Ok((app, hub))
+}

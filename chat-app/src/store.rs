@@ -1,0 +1,270 @@
+//! Persistence: users, rooms, memberships and messages, in SQLite or PostgreSQL (chosen by the
+//! URL at start-up), with migrations applied at start-up.
+
+use chrono::{SecondsFormat, TimeZone, Utc};
+use serde::Serialize;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+/// The store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+/// A stored chat message, as clients receive it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatMessage {
+    pub id: i64,
+    pub room_id: i64,
+    pub user_id: i64,
+    pub user_name: String,
+    pub content: String,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Room {
+    pub id: i64,
+    pub name: String,
+    pub is_private: bool,
+    pub created_by: i64,
+}
+
+pub struct User {
+    pub id: i64,
+    pub user_name: String,
+    pub password_hash: String,
+}
+
+pub type Result<T> = std::result::Result<T, sqlx::Error>;
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn rfc3339(ms: i64) -> String {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn message(row: &AnyRow) -> Result<ChatMessage> {
+    Ok(ChatMessage {
+        id: row.try_get("id")?,
+        room_id: row.try_get("room_id")?,
+        user_id: row.try_get("user_id")?,
+        user_name: row.try_get("user_name")?,
+        content: row.try_get("content")?,
+        created_at: rfc3339(row.try_get("created_at")?),
+    })
+}
+
+fn room(row: &AnyRow) -> Result<Room> {
+    Ok(Room {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        is_private: row.try_get::<i64, _>("is_private")? != 0,
+        created_by: row.try_get("created_by")?,
+    })
+}
+
+impl Store {
+    /// Connects and applies the migrations for the database the URL names.
+    pub async fn connect(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        // SQLite takes one writer at a time: one connection avoids "database is locked".
+        let pool = AnyPoolOptions::new()
+            .max_connections(if sqlite { 1 } else { 10 })
+            .connect(url)
+            .await?;
+        if sqlite {
+            sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        } else {
+            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        }
+        Ok(Store { pool })
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(drop)
+    }
+
+    /// Creates a user; `Ok(None)` when the name is taken.
+    pub async fn create_user(&self, user_name: &str, password_hash: &str) -> Result<Option<i64>> {
+        let row = sqlx::query(
+            "INSERT INTO users (user_name, password_hash, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_name) DO NOTHING RETURNING id",
+        )
+        .bind(user_name)
+        .bind(password_hash)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| r.try_get("id")).transpose()
+    }
+
+    pub async fn user_by_name(&self, user_name: &str) -> Result<Option<User>> {
+        let row =
+            sqlx::query("SELECT id, user_name, password_hash FROM users WHERE user_name = $1")
+                .bind(user_name)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|r| {
+            Ok(User {
+                id: r.try_get("id")?,
+                user_name: r.try_get("user_name")?,
+                password_hash: r.try_get("password_hash")?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn user_exists(&self, user_id: i64) -> Result<bool> {
+        let row = sqlx::query("SELECT id FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Creates a room; its creator is its first member.
+    pub async fn create_room(&self, name: &str, is_private: bool, creator: i64) -> Result<Room> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "INSERT INTO rooms (name, is_private, created_by, created_at) VALUES ($1, $2, $3, $4) \
+             RETURNING id, name, is_private, created_by",
+        )
+        .bind(name)
+        .bind(i64::from(is_private))
+        .bind(creator)
+        .bind(now_ms())
+        .fetch_one(&mut *tx)
+        .await?;
+        let created = room(&row)?;
+        sqlx::query("INSERT INTO room_members (room_id, user_id, joined_at) VALUES ($1, $2, $3)")
+            .bind(created.id)
+            .bind(creator)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    pub async fn room(&self, room_id: i64) -> Result<Option<Room>> {
+        let row = sqlx::query("SELECT id, name, is_private, created_by FROM rooms WHERE id = $1")
+            .bind(room_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(room).transpose()
+    }
+
+    /// Public rooms, and private rooms the user belongs to.
+    pub async fn visible_rooms(&self, user_id: i64) -> Result<Vec<Room>> {
+        let rows = sqlx::query(
+            "SELECT id, name, is_private, created_by FROM rooms WHERE is_private = 0 \
+             OR id IN (SELECT room_id FROM room_members WHERE user_id = $1) ORDER BY id",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(room).collect()
+    }
+
+    pub async fn is_member(&self, room_id: i64, user_id: i64) -> Result<bool> {
+        let row =
+            sqlx::query("SELECT 1 AS one FROM room_members WHERE room_id = $1 AND user_id = $2")
+                .bind(room_id)
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.is_some())
+    }
+
+    /// Adds a member; returns whether they were new.
+    pub async fn add_member(&self, room_id: i64, user_id: i64) -> Result<bool> {
+        let result = sqlx::query(
+            "INSERT INTO room_members (room_id, user_id, joined_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (room_id, user_id) DO NOTHING",
+        )
+        .bind(room_id)
+        .bind(user_id)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    pub async fn remove_member(&self, room_id: i64, user_id: i64) -> Result<bool> {
+        let result = sqlx::query("DELETE FROM room_members WHERE room_id = $1 AND user_id = $2")
+            .bind(room_id)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    /// The rooms a user belongs to (for joining their groups on connect).
+    pub async fn rooms_of(&self, user_id: i64) -> Result<Vec<i64>> {
+        let rows = sqlx::query("SELECT room_id FROM room_members WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| r.try_get("room_id")).collect()
+    }
+
+    /// Stores a message; only then is it acknowledged to its sender.
+    pub async fn add_message(
+        &self,
+        room_id: i64,
+        user_id: i64,
+        user_name: &str,
+        content: &str,
+    ) -> Result<ChatMessage> {
+        let created_at = now_ms();
+        let row = sqlx::query(
+            "INSERT INTO messages (room_id, user_id, content, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(room_id)
+        .bind(user_id)
+        .bind(content)
+        .bind(created_at)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(ChatMessage {
+            id: row.try_get("id")?,
+            room_id,
+            user_id,
+            user_name: user_name.to_owned(),
+            content: content.to_owned(),
+            created_at: rfc3339(created_at),
+        })
+    }
+
+    /// Newest first, before `before` (a message id) when given.
+    pub async fn messages(
+        &self,
+        room_id: i64,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<ChatMessage>> {
+        let rows = sqlx::query(
+            "SELECT m.id, m.room_id, m.user_id, u.user_name, m.content, m.created_at \
+             FROM messages m JOIN users u ON u.id = m.user_id \
+             WHERE m.room_id = $1 AND m.id < $2 ORDER BY m.id DESC LIMIT $3",
+        )
+        .bind(room_id)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(message).collect()
+    }
+}

@@ -1,0 +1,119 @@
+//! End to end: the real `chat-app` binary driven by the official JS client
+//! (`conformance-tests/node/chat/chat-app.test.mjs`), once on SQLite and once on PostgreSQL.
+//!
+//! PostgreSQL comes from `DATABASE_URL` when it names one, else the local server
+//! (`postgres://postgres@127.0.0.1:5432/postgres`); each run creates and drops its own database.
+//! Missing Node or PostgreSQL is a warning locally and a failure under CI.
+
+use std::path::Path;
+use std::process::Command;
+
+use sqlx::{Connection, Executor};
+
+fn missing(what: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("the chat-app end-to-end suite needs {what}: refusing to skip under CI");
+    }
+    eprintln!("\n!!!!!!!!!! WARNING: the chat-app end-to-end suite needs {what}; SKIPPED (this would fail under CI) !!!!!!!!!!\n");
+}
+
+fn node_ready(suite: &Path) -> bool {
+    let available = ["node", "npm"].iter().all(|tool| {
+        Command::new(tool)
+            .arg("--version")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    });
+    if !available {
+        missing("node and npm");
+        return false;
+    }
+    if !suite.join("node_modules/@microsoft/signalr").exists() {
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(suite)
+            .status()
+            .expect("npm runs");
+        assert!(status.success(), "npm ci failed");
+    }
+    true
+}
+
+/// Runs the suite; `false` when it was skipped (no Node, outside CI).
+fn run_suite(database_url: &str, workdir: &Path) -> bool {
+    let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conformance-tests/node");
+    if !node_ready(&suite) {
+        return false;
+    }
+    let status = Command::new("node")
+        .args(["--test", "--test-reporter=spec", "chat/chat-app.test.mjs"])
+        .current_dir(&suite)
+        .env("CHAT_APP_BIN", env!("CARGO_BIN_EXE_chat-app"))
+        .env("CHAT_DATABASE_URL", database_url)
+        .env("CHAT_WORKDIR", workdir)
+        .status()
+        .expect("node runs");
+    assert!(
+        status.success(),
+        "the chat-app suite failed on {database_url} (see above)"
+    );
+    true
+}
+
+/// With no DATABASE_URL at all, as `cargo run --release -p chat-app` runs for a new user: the
+/// service creates `chat.db` in its working directory, and history survives a restart there.
+#[test]
+fn end_to_end_on_the_default_sqlite_file() {
+    let workdir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("chat-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&workdir);
+    std::fs::create_dir_all(&workdir).unwrap();
+    if run_suite("default", &workdir) {
+        assert!(
+            workdir.join("chat.db").exists(),
+            "the default database file was not created"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&workdir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn end_to_end_on_postgres() {
+    sqlx::any::install_default_drivers();
+    let admin_url = std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|url| url.starts_with("postgres"))
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let mut admin = match sqlx::AnyConnection::connect(&admin_url).await {
+        Ok(connection) => connection,
+        Err(e) => return missing(&format!("PostgreSQL at {admin_url} ({e})")),
+    };
+    let name = format!(
+        "chat_e2e_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    );
+    admin
+        .execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .expect("create the test database");
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .expect("a database URL ends with /name");
+    let url = format!("{base}/{name}");
+    let workdir = std::env::temp_dir();
+    let outcome =
+        tokio::task::spawn_blocking(move || std::panic::catch_unwind(|| run_suite(&url, &workdir)))
+            .await
+            .expect("the suite task ran");
+    let _ = admin
+        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+        .await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
