@@ -10,7 +10,15 @@
 //! | `app_env` | `APP_ENV` | `development` | `development` or `production` |
 //! | `token_lifetime_minutes` | `TOKEN_LIFETIME_MINUTES` | `720` | how long issued access tokens last |
 //! | `max_message_chars` | `MAX_MESSAGE_CHARS` | `4000` | longest chat message accepted |
-//! | `openai_api_key`, `openai_base_url`, `openai_model` | `OPENAI_API_KEY`, `OPENAI_BASE_URL`, `OPENAI_MODEL` | unset | reserved for the `@gpt` assistant (not built yet; read and ignored) |
+//! | `openai_api_key` | `OPENAI_API_KEY` | unset (assistant off) | key for the `@gpt` assistant's provider |
+//! | `openai_base_url` | `OPENAI_BASE_URL` | `https://api.openai.com/v1` | any OpenAI-compatible chat completions API |
+//! | `openai_model` | `OPENAI_MODEL` | `gpt-4o-mini` | the model asked |
+//! | `assistant_system_prompt` | `ASSISTANT_SYSTEM_PROMPT` | a short helpful-assistant prompt | sent first in every request |
+//! | `assistant_history_messages` | `ASSISTANT_HISTORY_MESSAGES` | `20` | recent room messages sent as context |
+//! | `assistant_history_chars` | `ASSISTANT_HISTORY_CHARS` | `8000` | and at most this many characters of them |
+//! | `assistant_concurrency` | `ASSISTANT_CONCURRENCY` | `4` | replies generated at once, across rooms |
+//! | `assistant_rate_per_minute` | `ASSISTANT_RATE_PER_MINUTE` | `6` | `@gpt` requests one user may make per minute |
+//! | `assistant_timeout_secs` | `ASSISTANT_TIMEOUT_SECS` | `60` | longest wait for the provider's next chunk |
 //!
 //! `RUST_LOG` sets the log filter (default `info`). A missing or invalid setting stops start-up
 //! with one line saying which.
@@ -36,6 +44,20 @@ pub struct Config {
     pub token_lifetime_minutes: i64,
     /// Longest chat message, in characters.
     pub max_message_chars: usize,
+    /// The assistant's provider, when a key is configured.
+    pub openai: Option<OpenAi>,
+    /// The assistant's limits and prompt.
+    pub assistant: crate::assistant::Limits,
+    /// Longest wait for the provider's next chunk.
+    pub assistant_timeout: std::time::Duration,
+}
+
+/// An OpenAI-compatible provider.
+#[derive(Debug, Clone)]
+pub struct OpenAi {
+    pub api_key: String,
+    pub base_url: String,
+    pub model: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -51,6 +73,27 @@ struct File {
     openai_api_key: Option<String>,
     openai_base_url: Option<String>,
     openai_model: Option<String>,
+    assistant_system_prompt: Option<String>,
+    assistant_history_messages: Option<i64>,
+    assistant_history_chars: Option<usize>,
+    assistant_concurrency: Option<usize>,
+    assistant_rate_per_minute: Option<usize>,
+    assistant_timeout_secs: Option<u64>,
+}
+
+/// A number from the environment (which wins) or the file.
+fn number<T: std::str::FromStr>(
+    env: &impl Fn(&str) -> Option<String>,
+    key: &str,
+    from_file: Option<T>,
+    default: T,
+) -> Result<T, String> {
+    match env(key) {
+        Some(v) => v
+            .parse()
+            .map_err(|_| format!("{key} must be a whole number, not '{v}'")),
+        None => Ok(from_file.unwrap_or(default)),
+    }
 }
 
 impl Config {
@@ -126,9 +169,48 @@ impl Config {
                 .map_err(|_| format!("MAX_MESSAGE_CHARS must be a whole number, not '{v}'"))?,
             None => file.max_message_chars.unwrap_or(4000),
         };
-        // Read so that a typo in them is still caught by the file check; used by the assistant.
-        let _ = (file.openai_api_key, file.openai_base_url, file.openai_model);
+        let openai = pick("OPENAI_API_KEY", file.openai_api_key).map(|api_key| OpenAi {
+            api_key,
+            base_url: pick("OPENAI_BASE_URL", file.openai_base_url.clone())
+                .unwrap_or_else(|| "https://api.openai.com/v1".into()),
+            model: pick("OPENAI_MODEL", file.openai_model.clone())
+                .unwrap_or_else(|| "gpt-4o-mini".into()),
+        });
+        let assistant = crate::assistant::Limits {
+            concurrency: number(&env, "ASSISTANT_CONCURRENCY", file.assistant_concurrency, 4)?,
+            per_user_per_minute: number(
+                &env,
+                "ASSISTANT_RATE_PER_MINUTE",
+                file.assistant_rate_per_minute,
+                6,
+            )?,
+            history_messages: number(
+                &env,
+                "ASSISTANT_HISTORY_MESSAGES",
+                file.assistant_history_messages,
+                20,
+            )?,
+            history_chars: number(
+                &env,
+                "ASSISTANT_HISTORY_CHARS",
+                file.assistant_history_chars,
+                8000,
+            )?,
+            system_prompt: pick("ASSISTANT_SYSTEM_PROMPT", file.assistant_system_prompt)
+                .unwrap_or_else(|| {
+                    "You are gpt, a helpful assistant in a group chat. Answer briefly.".into()
+                }),
+        };
+        let assistant_timeout = std::time::Duration::from_secs(number(
+            &env,
+            "ASSISTANT_TIMEOUT_SECS",
+            file.assistant_timeout_secs,
+            60,
+        )?);
         Ok(Config {
+            openai,
+            assistant,
+            assistant_timeout,
             listen_addr,
             database_url,
             jwt_secret,

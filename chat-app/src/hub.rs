@@ -2,8 +2,14 @@
 //! user's connections join all of their rooms when they connect (a second device or a
 //! reconnecting client needs no rejoin).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures_util::StreamExt;
 use serde_json::json;
-use signalr_core::{Context, Hub, HubError, Policy};
+use signalr_core::{Context, Hub, HubContext, HubError, Policy};
+
+use crate::assistant::{mentions_assistant, Turn};
+use crate::ASSISTANT_NAME;
 
 use crate::store::Store;
 use crate::{room_group, AppState};
@@ -113,7 +119,136 @@ async fn send_message(
         .group(room_group(room_id))
         .send("ReceiveMessage", (&message,))
         .await?;
+    if mentions_assistant(content) {
+        tokio::spawn(reply_in_room(state, ctx.hub(), room_id, user_id));
+    }
     Ok(message)
+}
+
+/// Tells the room the assistant's reply failed (not stored).
+async fn assistant_error(hub: &HubContext, room_id: i64, message_id: Option<&str>, error: &str) {
+    let notice = json!({"roomId": room_id, "messageId": message_id, "error": error});
+    let _ = hub
+        .clients()
+        .group(room_group(room_id))
+        .send("AssistantError", (notice,))
+        .await;
+}
+
+/// Stores a message from the assistant and sends it to the room.
+async fn post_as_assistant(state: &AppState, hub: &HubContext, room_id: i64, content: &str) {
+    match state
+        .store
+        .add_message(room_id, state.assistant_user, ASSISTANT_NAME, content)
+        .await
+    {
+        Ok(message) => {
+            let _ = hub
+                .clients()
+                .group(room_group(room_id))
+                .send("ReceiveMessage", (&message,))
+                .await;
+        }
+        Err(error) => tracing::error!(%error, "could not store the assistant's reply"),
+    }
+}
+
+static NEXT_REPLY: AtomicU64 = AtomicU64::new(1);
+
+/// Answers an `@gpt` mention in the room: chunks as they come, then the stored message.
+async fn reply_in_room(state: AppState, hub: HubContext, room_id: i64, user_id: i64) {
+    let Some(provider) = state.assistant.provider().cloned() else {
+        let off =
+            "The assistant is not available on this server (no OPENAI_API_KEY is configured).";
+        return post_as_assistant(&state, &hub, room_id, off).await;
+    };
+    if !state.assistant.allow(user_id) {
+        let error = "Too many @gpt requests; try again in a minute.";
+        return assistant_error(&hub, room_id, None, error).await;
+    }
+    let Some(_slot) = state.assistant.slot().await else {
+        return;
+    };
+    let history = match state
+        .store
+        .messages(room_id, None, state.assistant.limits.history_messages)
+        .await
+    {
+        Ok(history) => history,
+        Err(error) => {
+            return assistant_error(&hub, room_id, None, &storage(error).to_string()).await
+        }
+    };
+    let conversation = state.assistant.conversation(&history, state.assistant_user);
+    let message_id = format!("reply-{}", NEXT_REPLY.fetch_add(1, Ordering::Relaxed));
+    let mut deltas = provider.reply(conversation);
+    let mut content = String::new();
+    while let Some(delta) = deltas.next().await {
+        match delta {
+            Ok(delta) => {
+                content.push_str(&delta);
+                let chunk = json!({"messageId": message_id, "roomId": room_id, "delta": delta});
+                let _ = hub
+                    .clients()
+                    .group(room_group(room_id))
+                    .send("ReceiveMessageChunk", (chunk,))
+                    .await;
+            }
+            Err(error) => return assistant_error(&hub, room_id, Some(&message_id), &error).await,
+        }
+    }
+    if content.trim().is_empty() {
+        return assistant_error(
+            &hub,
+            room_id,
+            Some(&message_id),
+            "The assistant sent an empty reply.",
+        )
+        .await;
+    }
+    post_as_assistant(&state, &hub, room_id, &content).await;
+}
+
+/// Streams the assistant's answer to the caller alone; cancelling the stream on the client
+/// drops the upstream request.
+async fn ask_assistant(
+    state: AppState,
+    ctx: Context,
+    room_id: i64,
+    prompt: String,
+) -> Result<impl futures_util::Stream<Item = Result<String, HubError>>, HubError> {
+    let (user_id, user_name) = caller(&ctx)?;
+    require_member(&state.store, room_id, user_id).await?;
+    let provider = state
+        .assistant
+        .provider()
+        .cloned()
+        .ok_or_else(|| HubError::new("The assistant is not available on this server."))?;
+    if !state.assistant.allow(user_id) {
+        return Err(HubError::new(
+            "Too many @gpt requests; try again in a minute.",
+        ));
+    }
+    let history = state
+        .store
+        .messages(room_id, None, state.assistant.limits.history_messages)
+        .await
+        .map_err(storage)?;
+    let mut conversation = state.assistant.conversation(&history, state.assistant_user);
+    conversation.push(Turn {
+        role: "user",
+        content: format!("{user_name}: {prompt}"),
+    });
+    let assistant = state.assistant.clone();
+    Ok(
+        futures_util::stream::once(async move { assistant.slot().await }).flat_map(move |slot| {
+            // The concurrency slot is held for as long as the reply streams.
+            provider.reply(conversation.clone()).map(move |delta| {
+                let _held = &slot;
+                delta.map_err(HubError::new)
+            })
+        }),
+    )
 }
 
 async fn typing(state: AppState, ctx: Context, room_id: i64) -> Result<(), HubError> {
@@ -159,7 +294,8 @@ async fn on_connected(state: AppState, ctx: Context) -> Result<(), HubError> {
 
 /// The hub; `state.hub` is filled in by the caller once built.
 pub fn build(state: &AppState) -> Hub {
-    let (s1, s2, s3, s4, s5, s6) = (
+    let (s1, s2, s3, s4, s5, s6, s7) = (
+        state.clone(),
         state.clone(),
         state.clone(),
         state.clone(),
@@ -189,5 +325,11 @@ pub fn build(state: &AppState) -> Hub {
         .method("OnlineMembers", move |ctx: Context, room: i64| {
             online_members(s6.clone(), ctx, room)
         })
+        .method(
+            "AskAssistant",
+            move |ctx: Context, room: i64, prompt: String| {
+                ask_assistant(s7.clone(), ctx, room, prompt)
+            },
+        )
         .build()
 }

@@ -5,6 +5,7 @@
 //! Run it with `cargo run --release -p chat-app`; see [`config`] for every setting.
 
 pub mod api;
+pub mod assistant;
 pub mod auth;
 pub mod config;
 pub mod hub;
@@ -20,6 +21,9 @@ use crate::auth::Tokens;
 use crate::config::Config;
 use crate::store::Store;
 
+/// The assistant's user name, as mentioned (`@gpt`) and as shown on its replies.
+pub const ASSISTANT_NAME: &str = "gpt";
+
 /// The SignalR group of a room.
 pub fn room_group(room_id: i64) -> String {
     format!("room:{room_id}")
@@ -31,6 +35,9 @@ pub struct AppState {
     pub store: Store,
     pub tokens: Tokens,
     pub max_message_chars: usize,
+    pub assistant: assistant::Assistant,
+    /// The assistant's account (`gpt`), author of its replies.
+    pub assistant_user: i64,
     hub_context: Arc<OnceLock<HubContext>>,
     pub hub: HubHandle,
 }
@@ -53,11 +60,25 @@ pub async fn build(config: &Config) -> Result<(Router, signalr_core::Hub), Strin
     let store = Store::connect(&config.database_url)
         .await
         .map_err(|e| format!("cannot open the database {}: {e}", config.database_url))?;
+    let assistant_user = store
+        .system_user(ASSISTANT_NAME)
+        .await
+        .map_err(|e| format!("cannot create the assistant's account: {e}"))?;
+    let provider = config.openai.as_ref().map(|openai| {
+        Arc::new(assistant::OpenAiProvider::new(
+            &openai.base_url,
+            &openai.api_key,
+            &openai.model,
+            config.assistant_timeout,
+        )) as Arc<dyn assistant::Provider>
+    });
     let slot = Arc::new(OnceLock::new());
     let state = AppState {
         store,
         tokens: Tokens::new(&config.jwt_secret, config.token_lifetime_minutes),
         max_message_chars: config.max_message_chars,
+        assistant: assistant::Assistant::new(provider, config.assistant.clone()),
+        assistant_user,
         hub_context: slot.clone(),
         hub: HubHandle(slot.clone()),
     };

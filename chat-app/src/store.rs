@@ -126,6 +126,16 @@ impl Store {
         .transpose()
     }
 
+    /// The id of a built-in account that cannot log in (the assistant), creating it if needed.
+    pub async fn system_user(&self, user_name: &str) -> Result<i64> {
+        // "!" is no valid password hash: nobody can log in as this user.
+        if let Some(id) = self.create_user(user_name, "!").await? {
+            return Ok(id);
+        }
+        let user = self.user_by_name(user_name).await?;
+        user.map(|u| u.id).ok_or(sqlx::Error::RowNotFound)
+    }
+
     pub async fn user_exists(&self, user_id: i64) -> Result<bool> {
         let row = sqlx::query("SELECT id FROM users WHERE id = $1")
             .bind(user_id)

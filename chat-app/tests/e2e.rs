@@ -42,12 +42,17 @@ fn node_ready(suite: &Path) -> bool {
 
 /// Runs the suite; `false` when it was skipped (no Node, outside CI).
 fn run_suite(database_url: &str, workdir: &Path) -> bool {
+    run_file("chat/chat-app.test.mjs", database_url, workdir)
+}
+
+/// Runs one Node test file of the chat suites; `false` when skipped.
+fn run_file(file: &str, database_url: &str, workdir: &Path) -> bool {
     let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conformance-tests/node");
     if !node_ready(&suite) {
         return false;
     }
     let status = Command::new("node")
-        .args(["--test", "--test-reporter=spec", "chat/chat-app.test.mjs"])
+        .args(["--test", "--test-reporter=spec", file])
         .current_dir(&suite)
         .env("CHAT_APP_BIN", env!("CARGO_BIN_EXE_chat-app"))
         .env("CHAT_DATABASE_URL", database_url)
@@ -56,7 +61,7 @@ fn run_suite(database_url: &str, workdir: &Path) -> bool {
         .expect("node runs");
     assert!(
         status.success(),
-        "the chat-app suite failed on {database_url} (see above)"
+        "{file} failed on {database_url} (see above)"
     );
     true
 }
@@ -76,6 +81,20 @@ fn end_to_end_on_the_default_sqlite_file() {
         );
     }
     let _ = std::fs::remove_dir_all(&workdir);
+}
+
+/// The `@gpt` assistant against a fake provider the test starts (SQLite).
+#[test]
+fn assistant_end_to_end() {
+    let workdir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let file = workdir.join(format!("chat-assistant-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    run_file(
+        "chat/assistant.test.mjs",
+        &format!("sqlite://{}?mode=rwc", file.display()),
+        workdir,
+    );
+    let _ = std::fs::remove_file(&file);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -283,7 +283,8 @@ pub use hub::{
     DisconnectNext, FromContext, FromInvocation, Groups, Handler, Hub, HubBuilder, HubClients,
     HubContext, HubError, HubFilter, HubInvocation, IntoArguments, IntoCompletion, IntoHookResult,
     InvocationOutcome, InvocationParts, InvokeNext, Next, ParameterKind, Presence, UploadStream,
-    ViaArgument, ViaContext, ViaPayload, ViaResult, ViaStream, ViaTryStream, ViaUpload, ViaValue,
+    ViaArgument, ViaContext, ViaPayload, ViaResult, ViaStream, ViaTryStream, ViaTryStreamResult,
+    ViaUpload, ViaValue,
 };
 pub use serve::{serve, serve_with_shutdown, shutdown_signal};
 pub use transport::TransportKind;

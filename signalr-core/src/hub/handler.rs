@@ -245,6 +245,28 @@ where
     }
 }
 
+/// Marker: a `Result` whose success is a stream of `Result`s; the error fails the invocation
+/// before any item is sent, as a streaming method that throws before returning does in the
+/// reference.
+#[doc(hidden)]
+pub struct ViaTryStreamResult;
+
+impl<S, T, E, F> IntoCompletion<ViaTryStreamResult> for Result<S, F>
+where
+    S: Stream<Item = Result<T, E>> + Send + 'static,
+    T: Serialize + Send + 'static,
+    E: Into<HubError> + Send + 'static,
+    F: Into<HubError> + Send,
+{
+    const STREAMING: bool = true;
+    fn into_output(self, context: &Context, invocation_id: Option<String>) -> CallResult {
+        match self {
+            Ok(items) => items.into_output(context, invocation_id),
+            Err(error) => Err(CallError::Method(error.into())),
+        }
+    }
+}
+
 /// Encodes each item as a StreamItem record of the caller's protocol.
 fn encode_items<S, T>(items: S, context: &Context, invocation_id: Option<String>) -> ItemStream
 where

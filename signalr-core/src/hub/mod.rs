@@ -27,7 +27,7 @@ pub use filter::{
 pub use handler::{
     BindError, FromInvocation, Handler, IntoCompletion, IntoHookResult, InvocationParts,
     ParameterKind, ViaArgument, ViaContext, ViaPayload, ViaResult, ViaStream, ViaTryStream,
-    ViaUpload, ViaValue,
+    ViaTryStreamResult, ViaUpload, ViaValue,
 };
 pub use streams::{Cancellation, UploadStream};
 

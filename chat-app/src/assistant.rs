@@ -1,0 +1,358 @@
+//! The `@gpt` assistant: a message mentioning `@gpt` gets a reply from a language model,
+//! streamed into the room as it is generated, then stored like any message.
+//!
+//! The provider sits behind [`Provider`]; [`OpenAiProvider`] speaks the OpenAI-compatible chat
+//! completions API with streaming (server-sent events `data: {...}` ending with
+//! `data: [DONE]`), so local servers that speak it work too. Every fault (an HTTP error, a
+//! timeout, a malformed chunk, a connection cut midway) ends the reply with an
+//! `AssistantError` notice in the room and leaves the service healthy.
+
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{Stream, StreamExt};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+/// One turn of the conversation sent to the model.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Turn {
+    pub role: &'static str,
+    pub content: String,
+}
+
+/// Text deltas of a reply, or the error that ended it.
+pub type Deltas = Pin<Box<dyn Stream<Item = Result<String, String>> + Send>>;
+
+/// A language model that streams its reply.
+pub trait Provider: Send + Sync + 'static {
+    /// Starts a reply to `conversation` (system prompt first).
+    fn reply(&self, conversation: Vec<Turn>) -> Deltas;
+}
+
+/// The OpenAI-compatible chat completions API, streaming.
+pub struct OpenAiProvider {
+    client: reqwest::Client,
+    url: String,
+    api_key: String,
+    model: String,
+    /// No chunk for this long ends the reply with a timeout.
+    idle_timeout: Duration,
+}
+
+impl OpenAiProvider {
+    pub fn new(base_url: &str, api_key: &str, model: &str, timeout: Duration) -> Self {
+        OpenAiProvider {
+            client: reqwest::Client::builder()
+                .connect_timeout(timeout)
+                .build()
+                .unwrap_or_default(),
+            url: format!("{}/chat/completions", base_url.trim_end_matches('/')),
+            api_key: api_key.to_owned(),
+            model: model.to_owned(),
+            idle_timeout: timeout,
+        }
+    }
+}
+
+impl Provider for OpenAiProvider {
+    fn reply(&self, conversation: Vec<Turn>) -> Deltas {
+        let request = self.client.post(&self.url).bearer_auth(&self.api_key).json(
+            &serde_json::json!({"model": self.model, "stream": true, "messages": conversation}),
+        );
+        let idle = self.idle_timeout;
+        Box::pin(
+            futures_util::stream::once(async move {
+                let response = tokio::time::timeout(idle, request.send())
+                    .await
+                    .map_err(|_| "the assistant did not answer in time".to_owned())?
+                    .map_err(|e| format!("the assistant is unreachable: {e}"))?;
+                if !response.status().is_success() {
+                    return Err(format!(
+                        "the assistant answered HTTP {}",
+                        response.status().as_u16()
+                    ));
+                }
+                Ok(sse_deltas(response.bytes_stream(), idle))
+            })
+            .flat_map(|started| match started {
+                Ok(deltas) => deltas,
+                Err(error) => Box::pin(futures_util::stream::iter([Err(error)])) as Deltas,
+            }),
+        )
+    }
+}
+
+/// Parses `data:` lines of a chat-completions event stream into text deltas. The stream must
+/// end with `data: [DONE]`; ending without it is a cut connection.
+fn sse_deltas<S, B, E>(body: S, idle: Duration) -> Deltas
+where
+    S: Stream<Item = Result<B, E>> + Send + 'static,
+    B: AsRef<[u8]>,
+    E: std::fmt::Display,
+{
+    struct State<S> {
+        body: Pin<Box<S>>,
+        buffer: Vec<u8>,
+        done: bool,
+    }
+    let state = State {
+        body: Box::pin(body),
+        buffer: Vec::new(),
+        done: false,
+    };
+    Box::pin(futures_util::stream::unfold(
+        state,
+        move |mut state| async move {
+            if state.done {
+                return None;
+            }
+            loop {
+                // A whole line buffered: handle it.
+                if let Some(end) = state.buffer.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = state.buffer.drain(..=end).collect();
+                    let line = String::from_utf8_lossy(&line).trim().to_owned();
+                    let Some(data) = line.strip_prefix("data:").map(str::trim) else {
+                        continue; // comments, blank lines, other fields
+                    };
+                    if data == "[DONE]" {
+                        return None;
+                    }
+                    let chunk: Value = match serde_json::from_str(data) {
+                        Ok(chunk) => chunk,
+                        Err(_) => {
+                            state.done = true;
+                            return Some((
+                                Err("the assistant sent a malformed chunk".to_owned()),
+                                state,
+                            ));
+                        }
+                    };
+                    let delta = chunk["choices"][0]["delta"]["content"]
+                        .as_str()
+                        .unwrap_or_default();
+                    if delta.is_empty() {
+                        continue;
+                    }
+                    return Some((Ok(delta.to_owned()), state));
+                }
+                match tokio::time::timeout(idle, state.body.next()).await {
+                    Err(_) => {
+                        state.done = true;
+                        return Some((
+                            Err("the assistant stopped answering (timeout)".to_owned()),
+                            state,
+                        ));
+                    }
+                    Ok(Some(Ok(bytes))) => state.buffer.extend_from_slice(bytes.as_ref()),
+                    Ok(Some(Err(e))) => {
+                        state.done = true;
+                        return Some((
+                            Err(format!("the assistant's connection failed: {e}")),
+                            state,
+                        ));
+                    }
+                    Ok(None) => {
+                        state.done = true;
+                        return Some((Err("the assistant's reply was cut off".to_owned()), state));
+                    }
+                }
+            }
+        },
+    ))
+}
+
+/// Limits for the assistant, from configuration.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Replies generated at once across all rooms.
+    pub concurrency: usize,
+    /// Requests one user may make per minute.
+    pub per_user_per_minute: usize,
+    /// How many recent messages of the room go to the model.
+    pub history_messages: i64,
+    /// And at most this many characters of them.
+    pub history_chars: usize,
+    /// The system prompt.
+    pub system_prompt: String,
+}
+
+/// The assistant as the hub uses it: provider (if configured), limits, rate limiter.
+#[derive(Clone)]
+pub struct Assistant {
+    provider: Option<Arc<dyn Provider>>,
+    pub limits: Limits,
+    slots: Arc<Semaphore>,
+    recent: Arc<Mutex<HashMap<i64, VecDeque<Instant>>>>,
+}
+
+impl Assistant {
+    pub fn new(provider: Option<Arc<dyn Provider>>, limits: Limits) -> Self {
+        Assistant {
+            provider,
+            slots: Arc::new(Semaphore::new(limits.concurrency.max(1))),
+            limits,
+            recent: Arc::default(),
+        }
+    }
+
+    pub fn provider(&self) -> Option<&Arc<dyn Provider>> {
+        self.provider.as_ref()
+    }
+
+    /// Whether `user_id` may ask now (a sliding one-minute window).
+    pub fn allow(&self, user_id: i64) -> bool {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let window = recent.entry(user_id).or_default();
+        let now = Instant::now();
+        while window
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
+        {
+            window.pop_front();
+        }
+        if window.len() >= self.limits.per_user_per_minute {
+            return false;
+        }
+        window.push_back(now);
+        true
+    }
+
+    /// Waits for one of the concurrent reply slots.
+    pub async fn slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.slots.clone().acquire_owned().await.ok()
+    }
+
+    /// The conversation for the model: the system prompt, then recent room messages (oldest
+    /// first) within the count and size budget, the assistant's own as `assistant` turns.
+    pub fn conversation(
+        &self,
+        history: &[crate::store::ChatMessage],
+        assistant_user: i64,
+    ) -> Vec<Turn> {
+        let mut turns = Vec::new();
+        let mut budget = self.limits.history_chars;
+        for message in history {
+            let (role, content) = if message.user_id == assistant_user {
+                ("assistant", message.content.clone())
+            } else {
+                (
+                    "user",
+                    format!("{}: {}", message.user_name, message.content),
+                )
+            };
+            if content.len() > budget {
+                break;
+            }
+            budget -= content.len();
+            turns.push(Turn { role, content });
+        }
+        turns.reverse();
+        turns.insert(
+            0,
+            Turn {
+                role: "system",
+                content: self.limits.system_prompt.clone(),
+            },
+        );
+        turns
+    }
+}
+
+/// Whether a message asks for the assistant.
+pub fn mentions_assistant(content: &str) -> bool {
+    content.to_lowercase().contains("@gpt")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deltas(chunks: &[&str]) -> Vec<Result<String, String>> {
+        let body = futures_util::stream::iter(
+            chunks
+                .iter()
+                .map(|c| Ok::<_, std::io::Error>(c.as_bytes().to_vec()))
+                .collect::<Vec<_>>(),
+        );
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(sse_deltas(body, Duration::from_secs(1)).collect())
+    }
+
+    #[test]
+    fn parses_deltas_split_anywhere_and_stops_at_done() {
+        let got = deltas(&[
+            ": keep-alive\n\ndata: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\nda",
+            "ta: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"lo\"}}]}\n",
+            "\ndata: [DONE]\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"ignored\"}}]}\n\n",
+        ]);
+        assert_eq!(got, [Ok("Hel".to_owned()), Ok("lo".to_owned())]);
+    }
+
+    #[test]
+    fn malformed_chunks_and_cut_streams_are_errors() {
+        let got =
+            deltas(&["data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: {oops\n\n"]);
+        assert_eq!(got[0], Ok("a".to_owned()));
+        assert!(got[1].as_ref().unwrap_err().contains("malformed"));
+        let got = deltas(&["data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n"]);
+        assert!(got[1].as_ref().unwrap_err().contains("cut off"));
+    }
+
+    #[test]
+    fn rate_limit_and_history_budget() {
+        let assistant = Assistant::new(
+            None,
+            Limits {
+                concurrency: 1,
+                per_user_per_minute: 2,
+                history_messages: 10,
+                history_chars: 12,
+                system_prompt: "be brief".into(),
+            },
+        );
+        assert!(assistant.allow(1) && assistant.allow(1));
+        assert!(!assistant.allow(1));
+        assert!(assistant.allow(2));
+        let message = |id, user_id, user_name: &str, content: &str| crate::store::ChatMessage {
+            id,
+            room_id: 1,
+            user_id,
+            user_name: user_name.into(),
+            content: content.into(),
+            created_at: String::new(),
+        };
+        // Newest first, as the store returns them; the budget keeps the newest that fit.
+        let history = [
+            message(3, 9, "gpt", "hi!"),
+            message(2, 1, "al", "hey"),
+            message(1, 1, "al", "too old"),
+        ];
+        let turns = assistant.conversation(&history, 9);
+        assert_eq!(
+            turns,
+            [
+                Turn {
+                    role: "system",
+                    content: "be brief".into()
+                },
+                Turn {
+                    role: "user",
+                    content: "al: hey".into()
+                },
+                Turn {
+                    role: "assistant",
+                    content: "hi!".into()
+                },
+            ]
+        );
+        assert!(mentions_assistant("hey @GPT what's up"));
+        assert!(!mentions_assistant("gpt without the at"));
+    }
+}

@@ -1,0 +1,72 @@
+// Shared by the chat-app end-to-end tests: start the real binary, call its REST API, connect.
+import { spawn } from "node:child_process";
+import { createInterface } from "node:readline";
+import * as signalR from "@microsoft/signalr";
+
+export { signalR };
+const BIN = process.env.CHAT_APP_BIN;
+// "default": run as a new user would, with no DATABASE_URL, in CHAT_WORKDIR (chat.db appears there).
+export const DATABASE_URL = process.env.CHAT_DATABASE_URL;
+const WORKDIR = process.env.CHAT_WORKDIR;
+if (!BIN || !DATABASE_URL) throw new Error("CHAT_APP_BIN and CHAT_DATABASE_URL must be set");
+export const run = Math.random().toString(36).slice(2, 8);
+
+export async function startApp(extraEnv = {}) {
+  const env = { ...process.env, LISTEN_ADDR: "127.0.0.1:0", DATABASE_URL, RUST_LOG: "warn", MAX_MESSAGE_CHARS: "200", ...extraEnv };
+  if (DATABASE_URL === "default") delete env.DATABASE_URL;
+  const child = spawn(BIN, [], { env, cwd: WORKDIR, stdio: ["ignore", "pipe", "pipe"] });
+  let stderr = "";
+  child.stderr.on("data", (d) => { stderr += d; });
+  const exited = new Promise((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
+  const base = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`chat-app did not start: ${stderr}`)), 15000);
+    createInterface({ input: child.stdout }).on("line", (line) => {
+      const m = /listening on (http:\/\/\S+)/.exec(line);
+      if (m) { clearTimeout(timer); resolve(m[1]); }
+    });
+    child.on("exit", (code) => reject(new Error(`chat-app exited (${code}): ${stderr}`)));
+  });
+  return { base, child, exited, async stop() { child.kill("SIGTERM"); return exited; } };
+}
+
+export async function api(app, method, path, { token, body, raw } = {}) {
+  const headers = {};
+  if (token) headers.authorization = `Bearer ${token}`;
+  if (body !== undefined || raw !== undefined) headers["content-type"] = "application/json";
+  const response = await fetch(`${app.base}${path}`, {
+    method, headers, body: raw ?? (body === undefined ? undefined : JSON.stringify(body)),
+  });
+  const text = await response.text();
+  let json;
+  try { json = text ? JSON.parse(text) : undefined; } catch { json = text; }
+  return { status: response.status, body: json };
+}
+
+export async function connect(app, token, transport = "WebSockets", extraEvents = []) {
+  const connection = new signalR.HubConnectionBuilder()
+    .withUrl(`${app.base}/hubs/chat`, { accessTokenFactory: () => token, transport: signalR.HttpTransportType[transport] })
+    .configureLogging(signalR.LogLevel.None)
+    .build();
+  const events = [];
+  for (const name of ["ReceiveMessage", "UserJoined", "UserLeft", "UserTyping", ...extraEvents]) {
+    connection.on(name, (payload) => events.push({ name, payload }));
+  }
+  await connection.start();
+  return { connection, events };
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+export async function until(check, what, ms = 5000) {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+/** Registers a fresh user; returns {id, userName, token}. */
+export async function user(app, name) {
+  const response = await api(app, "POST", "/api/v1/auth/register", { body: { userName: `${name}_${run}`, password: "long enough" } });
+  if (response.status !== 201) throw new Error(`register ${name}: ${response.status} ${JSON.stringify(response.body)}`);
+  return { id: response.body.userId, userName: response.body.userName, token: response.body.accessToken };
+}
