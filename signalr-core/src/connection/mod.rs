@@ -362,10 +362,12 @@ pub(crate) async fn run<I, S>(
     let options = &hub.options;
     let mut buf = BytesMut::new();
 
-    let handshake = tokio::time::timeout(
+    // Large or one-off awaits are boxed throughout: a task's future is as big as its largest
+    // state, and every idle connection keeps its tasks resident.
+    let handshake = Box::pin(tokio::time::timeout(
         options.handshake_timeout,
         read_handshake(&mut inbound, &mut buf, options.max_receive_message_size),
-    )
+    ))
     .await;
     let request = match handshake {
         Err(_elapsed) => {
@@ -437,7 +439,7 @@ pub(crate) async fn run<I, S>(
         }
     }
 
-    let end = match hub.on_connected(&conn).await {
+    let end = match Box::pin(hub.on_connected(&conn)).await {
         Err(message) => {
             conn.close(Close {
                 error: Some(message.clone()),
@@ -514,7 +516,7 @@ pub(crate) async fn run<I, S>(
         ReadEnd::Ended => conn.take_transport_error(),
     };
     tracing::debug!(connection = %conn.id, error = ?disconnect_error, "disconnected");
-    hub.on_disconnected(&conn, disconnect_error).await;
+    Box::pin(hub.on_disconnected(&conn, disconnect_error)).await;
     // Keep reading (and discarding) briefly so the transport can finish its close handshake.
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
         while let Some(Ok(_)) = inbound.next().await {}
@@ -656,7 +658,7 @@ where
                             return ReadEnd::Failed(text.to_owned());
                         }
                     }
-                    if let Flow::Stop = dispatcher.dispatch(message).await {
+                    if let Flow::Stop = Box::pin(dispatcher.dispatch(message)).await {
                         return ReadEnd::ClientClosed(None);
                     }
                 }
@@ -774,9 +776,15 @@ async fn write_loop<S: TransportSink>(
     let period = keep_alive.unwrap_or(Duration::from_secs(3600));
     let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut acks = tokio::time::interval_at(Instant::now() + ACK_INTERVAL, ACK_INTERVAL);
-    acks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let stateful = conn.replay.is_some();
+    // Only stateful connections acknowledge; the others carry no timer for it.
+    let ack_period = if stateful {
+        ACK_INTERVAL
+    } else {
+        Duration::from_secs(86_400)
+    };
+    let mut acks = tokio::time::interval_at(Instant::now() + ack_period, ack_period);
+    acks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_write = Instant::now();
 
     let gone = sink.gone();
@@ -867,7 +875,7 @@ async fn write_loop<S: TransportSink>(
         conn.transport_failed(&error);
     } else {
         let close = conn.take_close_message().unwrap_or_default();
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, async {
             rx.close();
             while let Some(record) = rx.recv().await {
                 sink.feed(record).await?;
@@ -877,10 +885,10 @@ async fn write_loop<S: TransportSink>(
                 .encode_to_bytes(&Message::<NoValue, NoValue>::Close(close))
                 .map_err(io::Error::other)?;
             write_now(&mut sink, record).await
-        })
+        }))
         .await;
     }
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
+    let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, sink.close())).await;
 }
 
 async fn within(

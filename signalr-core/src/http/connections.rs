@@ -129,6 +129,14 @@ impl HttpConnection {
             .filter(|tx| !tx.is_closed())
     }
 
+    /// Frees the POST channel of a connection that will never use it (WebSockets).
+    pub(crate) fn release_inbound(&self) {
+        self.take_inbound();
+        if let Ok(mut sender) = self.inbound_tx.try_lock() {
+            sender.take();
+        }
+    }
+
     pub(crate) fn take_inbound(&self) -> Option<mpsc::Receiver<Bytes>> {
         self.inbound_rx
             .lock()

@@ -82,6 +82,8 @@ pub(super) fn upgrade<B>(
                     return text(StatusCode::NOT_FOUND, "No Connection with that ID")
                 }
             }
+            // WebSockets never POST: the inbound channel is not needed.
+            connection.release_inbound();
             let reattach = connection.stateful.then(|| connection.accept_reattach());
             (connection.connection_id.clone(), Some(token), reattach)
         }
