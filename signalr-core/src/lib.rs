@@ -227,7 +227,7 @@
 //! |---|---|---|
 //! | handshake timeout | 15 s | handshake error `Handshake was canceled.`, transport closed |
 //! | keep-alive interval | 15 s | (a Ping is sent when nothing else was sent for this long) |
-//! | client timeout | 30 s, armed by the client's first Ping | Close `Connection closed with an error.` (`allowReconnect: true`) |
+//! | client timeout | 30 s from the handshake (long polling: the disconnect timeout instead) | Close `Connection closed with an error.` (`allowReconnect: true`) |
 //! | maximum received message | 32 KiB per record (handshake included) | Close with an error; refused as soon as a MessagePack length prefix announces it |
 //! | one WebSocket message | 4 x the message limit, at least 64 KiB | connection closed (a message may batch several records) |
 //! | parallel invocations per client | 1 (streaming invocations not counted) | the server stops reading from that client until one finishes |
@@ -248,6 +248,9 @@
 //! Every limit is set on [`HubBuilder`].
 //!
 //! # Where we differ from the reference
+//! - The client timeout counts from the handshake, not from the client's first Ping: a client
+//!   that sends half a message and falls silent is closed instead of held forever. (Clients
+//!   since ASP.NET Core 3.0 ping right after the handshake, so they see no difference.)
 //! - Keep-alive Pings are skipped while other traffic flows (the reference pings on a fixed
 //!   cadence); clients only need to hear something within their timeout.
 //! - A client that cannot keep up with multi-client sends is disconnected instead of slowing

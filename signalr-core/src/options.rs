@@ -13,8 +13,8 @@ pub(crate) struct HubOptions {
     pub handshake_timeout: Duration,
     /// Interval of server Pings on an otherwise idle connection. Default 15 s.
     pub keep_alive_interval: Duration,
-    /// Close a connection when nothing arrives for this long (armed by the first client Ping,
-    /// like the reference). Default 30 s.
+    /// Close a connection when nothing arrives for this long, counted from the handshake (the
+    /// reference waits for the first Ping). Default 30 s.
     pub client_timeout: Duration,
     /// Largest record a client may send, in bytes; larger ones close the connection.
     /// Default 32 KiB.

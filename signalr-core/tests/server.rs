@@ -495,7 +495,7 @@ async fn keep_alive_pings_and_client_timeout() {
     let (mut socket, _) = server.json_client().await;
     // The server pings an idle client.
     assert_eq!(next_text(&mut socket).await, format!("{{\"type\":6}}{RS}"));
-    // The timeout is armed by the client's first ping; staying silent then closes us.
+    // The timeout counts from the last thing received; staying silent then closes us.
     send(&mut socket, json!({"type": 6})).await;
     let started = std::time::Instant::now();
     let close = next_message(&mut socket).await;
@@ -887,4 +887,106 @@ async fn client_results_are_refused_in_on_connected() {
         message.contains("Client results inside OnConnectedAsync Hub methods are not allowed."),
         "{message}"
     );
+}
+
+#[tokio::test]
+async fn hostile_frames_get_a_close_and_the_server_keeps_serving_others() {
+    let server = Server::start(
+        echo_hub()
+            .max_receive_message_size(4096)
+            .client_timeout(Duration::from_millis(1000))
+            .keep_alive_interval(Duration::from_millis(300)),
+    )
+    .await;
+    let (mut good, _) = server.json_client().await;
+    // A well-behaved client talks throughout (pings every 200 ms), then echoes at the end.
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let good_client = tokio::spawn(async move {
+        loop {
+            send(&mut good, json!({"type": 6})).await;
+            tokio::select! {
+                _ = &mut stopped => break,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+        send(
+            &mut good,
+            json!({"type": 1, "invocationId": "1", "target": "Echo", "arguments": ["still here"]}),
+        )
+        .await;
+        next_message(&mut good).await["result"].clone()
+    });
+    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for round in 0..60 {
+        let protocol = if round % 2 == 0 {
+            "json"
+        } else {
+            "messagepack"
+        };
+        let mut socket = server.ws("").await.unwrap();
+        socket
+            .send(Ws::text(format!(
+                "{{\"protocol\":\"{protocol}\",\"version\":1}}{RS}"
+            )))
+            .await
+            .unwrap();
+        let _handshake = next_text_or_binary(&mut socket).await;
+        // Random bytes, sometimes with a plausible start, in text or binary frames.
+        let len = (next() % 600) as usize + 1;
+        let mut garbage: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if round % 3 == 0 {
+            garbage.splice(0..0, b"{\"type\":1,\"target\":".iter().copied());
+        }
+        garbage.push(0x1e);
+        let frame = match String::from_utf8(garbage.clone()) {
+            Ok(text) if round % 2 == 0 => Ws::text(text),
+            _ => Ws::binary(garbage),
+        };
+        let _ = socket.send(frame).await;
+        // The server answers with a Close, at once or (for half a record and silence) at the
+        // client timeout; it never holds the connection forever.
+        let ended = tokio::time::timeout(WAIT, async {
+            while let Some(Ok(message)) = socket.next().await {
+                if matches!(message, Ws::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+        assert!(
+            ended.is_ok(),
+            "round {round}: the server did not close a hostile connection"
+        );
+    }
+    // The well-behaved client was never disturbed.
+    let _ = stop.send(());
+    assert_eq!(good_client.await.unwrap(), "still here");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while server.hub.connection_count() != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "hostile connections were not cleaned up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn next_text_or_binary(socket: &mut Socket) -> Vec<u8> {
+    loop {
+        match tokio::time::timeout(WAIT, socket.next())
+            .await
+            .expect("a frame in time")
+        {
+            Some(Ok(Ws::Text(text))) => return text.as_bytes().to_vec(),
+            Some(Ok(Ws::Binary(data))) => return data.to_vec(),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a frame, got {other:?}"),
+        }
+    }
 }

@@ -628,9 +628,10 @@ where
     I: Stream<Item = io::Result<Bytes>> + Unpin + Send,
 {
     let options = &hub.options;
-    // Like the reference, the client timeout is armed by the first Ping (clients ping right
-    // after the handshake; very old ones never ping at all).
-    let mut timeout_armed = false;
+    // The client timeout runs from the handshake. The reference arms it only at the first
+    // Ping (for clients too old to ping); but then a client that sends half a record and falls
+    // silent would be held forever. Current clients ping right after the handshake.
+    let timeout_armed = true;
     loop {
         loop {
             match conn
@@ -638,9 +639,6 @@ where
                 .decode(&mut buf, options.max_receive_message_size)
             {
                 Ok(Some(message)) => {
-                    if matches!(message, Message::Ping) {
-                        timeout_armed = true;
-                    }
                     if let Message::Close(close) = message {
                         return ReadEnd::ClientClosed(close.error);
                     }
