@@ -150,6 +150,11 @@ impl ConnectionShared {
         self.closing.cancel();
     }
 
+    /// Fires when the connection closes.
+    pub(crate) fn closing_token(&self) -> CancellationToken {
+        self.closing.clone()
+    }
+
     pub(crate) fn is_closing(&self) -> bool {
         self.closing.is_cancelled()
     }

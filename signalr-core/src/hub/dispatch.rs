@@ -168,13 +168,19 @@ impl Dispatcher {
             }
         }
 
-        let cancellation = CancellationToken::new();
-        if let Some(id) = &invocation_id {
-            if !self.conn.register_invocation(id, cancellation.clone()) {
-                let text = format!("Invocation ID '{id}' is already in use.");
-                return self.complete_with_error(invocation_id, text).await;
+        // Clients cancel streams only (as the reference wires it): a streaming invocation gets
+        // its own token, registered under its id; any other sees the connection's closing.
+        let cancellation = match (&invocation_id, streaming) {
+            (Some(id), true) => {
+                let token = CancellationToken::new();
+                if !self.conn.register_invocation(id, token.clone()) {
+                    let text = format!("Invocation ID '{id}' is already in use.");
+                    return self.complete_with_error(invocation_id, text).await;
+                }
+                token
             }
-        }
+            _ => self.conn.closing_token(),
+        };
         // Upload channels exist from now on, so items that follow the invocation are kept
         // even while filters run before the method binds them.
         let capacity = self.hub.options.stream_buffer_capacity.max(1);
@@ -288,7 +294,7 @@ impl Dispatcher {
             for stream_id in &upload_ids {
                 conn.remove_upload(stream_id);
             }
-            if let Some(id) = &invocation_id {
+            if let (Some(id), true) = (&invocation_id, streaming) {
                 conn.finish_invocation(id);
             }
             match (error_text, invocation_id) {

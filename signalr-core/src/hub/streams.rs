@@ -61,6 +61,8 @@ impl<T: DeserializeOwned + Send + 'static> FromInvocation<ViaUpload> for UploadS
 /// Fires when the invocation is cancelled: the client cancelled its stream
 /// (`subscription.dispose()`, a CancelInvocation message) or the connection closed. A streaming
 /// method's stream is also dropped at that moment; take this parameter to stop other work too.
+/// Non-streaming invocations are cancelled only by the connection closing (clients cancel
+/// streams only, and the reference wires cancellation to streaming invocations).
 #[derive(Clone, Debug)]
 pub struct Cancellation(pub(crate) CancellationToken);
 
