@@ -89,6 +89,26 @@ impl Server {
         value["connectionToken"].as_str().unwrap().to_owned()
     }
 
+    /// Opens the SSE stream of a negotiated connection and reads its opening comment.
+    async fn open_sse(&self, token: &str) -> Incoming {
+        let response = self
+            .send(
+                Method::GET,
+                &format!("?id={token}"),
+                &[("Accept", "text/event-stream")],
+                b"",
+            )
+            .await;
+        let mut body = response.into_body();
+        let comment = tokio::time::timeout(WAIT, body.frame())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(comment.into_data().unwrap(), Bytes::from_static(b":\r\n"));
+        body
+    }
+
     async fn poll(&self, token: &str) -> (StatusCode, Bytes) {
         self.call(Method::GET, &format!("?id={token}&_=1"), &[], b"")
             .await
@@ -418,16 +438,7 @@ async fn server_sent_events_stream_records_as_data_lines() {
 async fn messagepack_over_sse_is_refused_in_the_handshake() {
     let server = Server::start(hub()).await;
     let token = server.negotiate().await;
-    let response = server
-        .send(
-            Method::GET,
-            &format!("?id={token}"),
-            &[("Accept", "text/event-stream")],
-            b"",
-        )
-        .await;
-    let mut body = response.into_body();
-    let _comment = body.frame().await;
+    let mut body = server.open_sse(&token).await;
     assert_eq!(
         server.post(&token, &handshake("messagepack")).await,
         StatusCode::OK
@@ -573,16 +584,7 @@ async fn an_sse_client_that_goes_away_is_noticed_at_once() {
     ))
     .await;
     let token = server.negotiate().await;
-    let response = server
-        .send(
-            Method::GET,
-            &format!("?id={token}"),
-            &[("Accept", "text/event-stream")],
-            b"",
-        )
-        .await;
-    let mut body = response.into_body();
-    let _comment = body.frame().await;
+    let mut body = server.open_sse(&token).await;
     assert_eq!(
         server.post(&token, &handshake("json")).await,
         StatusCode::OK

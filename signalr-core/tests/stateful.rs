@@ -39,6 +39,14 @@ async fn negotiate(port: u16, query: &str) -> Value {
     serde_json::from_str(response.split_once("\r\n\r\n").unwrap().1).unwrap()
 }
 
+/// Negotiates a connection that asks for stateful reconnect; returns its token.
+async fn stateful_token(port: u16) -> String {
+    negotiate(port, "&useStatefulReconnect=true").await["connectionToken"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 async fn open(port: u16, token: &str) -> Result<Socket, String> {
     connect_async(format!("ws://127.0.0.1:{port}/hub?id={token}"))
         .await
@@ -94,10 +102,7 @@ async fn negotiate_grants_stateful_reconnect_only_when_both_sides_want_it() {
 #[tokio::test]
 async fn a_reattached_socket_gets_a_sequence_then_the_replay_and_duplicates_are_dropped() {
     let (port, hub) = start(Hub::builder().allow_stateful_reconnect(true)).await;
-    let token = negotiate(port, "&useStatefulReconnect=true").await["connectionToken"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = stateful_token(port).await;
     let mut first = open(port, &token).await.unwrap();
     send(&mut first, json!({"protocol": "json", "version": 2})).await;
     assert_eq!(next(&mut first).await, json!({}));
@@ -161,10 +166,7 @@ async fn the_grace_period_ends_the_connection_and_version_1_turns_it_off() {
             .disconnect_timeout(Duration::from_millis(300)),
     )
     .await;
-    let token = negotiate(port, "&useStatefulReconnect=true").await["connectionToken"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = stateful_token(port).await;
     let mut socket = open(port, &token).await.unwrap();
     send(&mut socket, json!({"protocol": "json", "version": 2})).await;
     assert_eq!(next(&mut socket).await, json!({}));
@@ -174,10 +176,7 @@ async fn the_grace_period_ends_the_connection_and_version_1_turns_it_off() {
     assert!(open(port, &token).await.unwrap_err().contains("404"));
 
     // A version 1 handshake on a negotiated stateful connection turns the feature off.
-    let token = negotiate(port, "&useStatefulReconnect=true").await["connectionToken"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = stateful_token(port).await;
     let mut socket = open(port, &token).await.unwrap();
     send(&mut socket, json!({"protocol": "json", "version": 1})).await;
     assert_eq!(next(&mut socket).await, json!({}));
@@ -199,10 +198,7 @@ async fn past_the_buffer_limit_sends_wait_for_acks() {
             .stateful_reconnect_buffer_size(150),
     )
     .await;
-    let token = negotiate(port, "&useStatefulReconnect=true").await["connectionToken"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = stateful_token(port).await;
     let mut socket = open(port, &token).await.unwrap();
     send(&mut socket, json!({"protocol": "json", "version": 2})).await;
     assert_eq!(next(&mut socket).await, json!({}));
