@@ -438,7 +438,7 @@ async fn server_sent_events_stream_records_as_data_lines() {
 async fn messagepack_over_sse_is_refused_in_the_handshake() {
     let server = Server::start(hub()).await;
     let token = server.negotiate().await;
-    let mut body = server.open_sse(&token).await;
+    let body = server.open_sse(&token).await;
     assert_eq!(
         server.post(&token, &handshake("messagepack")).await,
         StatusCode::OK
