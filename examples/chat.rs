@@ -58,7 +58,7 @@ async fn send_message(
     if !ctx
         .hub()
         .presence()
-        .connection_groups(ctx.connection_id())
+        .local_connection_groups(ctx.connection_id())
         .contains(&room)
     {
         return Err(HubError::new("Join the room first."));
@@ -74,7 +74,7 @@ async fn send_message(
 /// `GET /rooms/{room}`: the connections in a room and their names.
 async fn room_members(State(app): State<App>, Path(room): Path<String>) -> Json<Vec<String>> {
     let names = app.names.lock().unwrap();
-    let members = app.hub.presence().group_members(&room);
+    let members = app.hub.presence().local_group_members(&room);
     Json(
         members
             .iter()

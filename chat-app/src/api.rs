@@ -167,7 +167,7 @@ pub async fn create_room(
         .create_room(name, room.is_private, user.id)
         .await?;
     // The creator's open connections are in the room at once.
-    for connection in state.hub.presence().user_connections(&user.id.to_string()) {
+    for connection in crate::hub::user_connections(&state.hub, user.id).await {
         let _ = state
             .hub
             .groups()
@@ -240,11 +240,7 @@ pub async fn add_participant(
     }
     state.store.add_member(room_id, participant.user_id).await?;
     // Their open connections join the room's group at once.
-    for connection in state
-        .hub
-        .presence()
-        .user_connections(&participant.user_id.to_string())
-    {
+    for connection in crate::hub::user_connections(&state.hub, participant.user_id).await {
         let _ = state
             .hub
             .groups()

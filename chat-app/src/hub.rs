@@ -61,15 +61,13 @@ async fn join_room(state: AppState, ctx: Context, room_id: i64) -> Result<(), Hu
         .map_err(storage)?;
     let group = room_group(room_id);
     // Every connection of the user follows the membership.
-    for connection in ctx.hub().presence().user_connections(&user_id.to_string()) {
-        ctx.groups().add(&connection, &group).await?;
+    let connections = user_connections(&ctx.hub(), user_id).await;
+    for connection in &connections {
+        ctx.groups().add(connection, &group).await?;
     }
     let joined = json!({"roomId": room_id, "userId": user_id, "userName": user_name});
     ctx.clients()
-        .group_except(
-            group,
-            ctx.hub().presence().user_connections(&user_id.to_string()),
-        )
+        .group_except(group, connections)
         .send("UserJoined", (joined,))
         .await?;
     Ok(())
@@ -83,7 +81,7 @@ async fn leave_room(state: AppState, ctx: Context, room_id: i64) -> Result<(), H
         .await
         .map_err(storage)?;
     let group = room_group(room_id);
-    for connection in ctx.hub().presence().user_connections(&user_id.to_string()) {
+    for connection in user_connections(&ctx.hub(), user_id).await {
         ctx.groups().remove(&connection, &group).await?;
     }
     let left = json!({"roomId": room_id, "userId": user_id, "userName": user_name});
@@ -271,14 +269,30 @@ async fn online_members(
     let (user_id, _) = caller(&ctx)?;
     require_member(&state.store, room_id, user_id).await?;
     let presence = ctx.hub().presence();
-    let mut online: Vec<String> = presence
-        .group_members(&room_group(room_id))
-        .iter()
-        .filter_map(|connection| presence.connection_user(connection))
-        .collect();
+    let members = presence.group_members(&room_group(room_id)).await?;
+    let mut online = Vec::new();
+    for connection in &members {
+        if let Some(user) = presence.connection_user(connection).await? {
+            online.push(user);
+        }
+    }
     online.sort();
     online.dedup();
     Ok(online)
+}
+
+/// Every open connection of a user, on any server process. While the backplane is down,
+/// the ones on this process (the others catch up when their user reconnects).
+pub(crate) async fn user_connections(hub: &HubContext, user_id: i64) -> Vec<String> {
+    let presence = hub.presence();
+    let user = user_id.to_string();
+    match presence.user_connections(&user).await {
+        Ok(connections) => connections,
+        Err(e) => {
+            tracing::warn!(error = %e, "presence unavailable; using this process's connections");
+            presence.local_user_connections(&user)
+        }
+    }
 }
 
 /// Puts a new connection in the groups of every room its user belongs to.

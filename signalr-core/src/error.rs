@@ -24,6 +24,8 @@ pub(crate) enum Kind {
     Io,
     /// The client answered a client-result invocation with an error.
     Client,
+    /// The backplane (other server processes) could not be reached.
+    Backplane,
 }
 
 impl Error {
@@ -64,6 +66,18 @@ impl Error {
         self.kind == Kind::Client
     }
 
+    /// The backplane could not carry a message to other server processes (local recipients
+    /// were still served).
+    pub fn is_backplane(&self) -> bool {
+        self.kind == Kind::Backplane
+    }
+
+    /// An error a [`Backplane`](crate::backplane::Backplane) implementation reports when it
+    /// cannot reach the other processes.
+    pub fn backplane(source: impl Into<Source>) -> Self {
+        Error::with(Kind::Backplane, source)
+    }
+
     fn description(&self) -> &'static str {
         match self.kind {
             Kind::Closed => "connection closed",
@@ -71,6 +85,7 @@ impl Error {
             Kind::Timeout => "timed out",
             Kind::Io => "i/o error",
             Kind::Client => "the client returned an error",
+            Kind::Backplane => "backplane unavailable",
         }
     }
 }

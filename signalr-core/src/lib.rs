@@ -278,6 +278,8 @@ mod options;
 mod serve;
 mod transport;
 
+pub use lifetime::backplane;
+
 pub use auth::{AuthError, AuthRequest, Authenticator, Identity, Policy};
 pub use error::Error;
 pub use http::{BoxError, HubService, ResponseBody};

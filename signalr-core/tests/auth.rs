@@ -279,7 +279,13 @@ async fn closes_when_the_token_expires_and_maps_user_ids() {
         "u1@example.com"
     );
     assert_eq!(
-        server.hub.context().presence().online_users(),
+        server
+            .hub
+            .context()
+            .presence()
+            .online_users()
+            .await
+            .unwrap(),
         ["u1@example.com"]
     );
     let close = next(&mut socket).await;
@@ -314,7 +320,11 @@ async fn joins_racing_disconnects_leave_no_member_behind() {
         let mut socket = server.connect(None).await.unwrap();
         // Learn the id through presence: the only member of a fresh group.
         invoke(&mut socket, "1", "Join", json!([format!("probe{round}")])).await;
-        let id = presence.group_members(&format!("probe{round}"))[0].clone();
+        let id = presence
+            .group_members(&format!("probe{round}"))
+            .await
+            .unwrap()[0]
+            .clone();
         ids.push(id.clone());
         // Add the connection to many groups from outside while it disconnects.
         let adder = {
@@ -336,15 +346,23 @@ async fn joins_racing_disconnects_leave_no_member_behind() {
     }
     for g in 0..200 {
         assert_eq!(
-            presence.group_size(&format!("g{g}")),
+            presence.group_size(&format!("g{g}")).await.unwrap(),
             0,
             "g{g} kept a member"
         );
     }
     for round in 0..20 {
-        assert!(presence.group_members(&format!("probe{round}")).is_empty());
+        assert!(presence
+            .group_members(&format!("probe{round}"))
+            .await
+            .unwrap()
+            .is_empty());
     }
-    assert!(presence.connection_groups(&ids[0]).is_empty());
+    assert!(presence
+        .connection_groups(&ids[0])
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 /// Records the order filters run in, and refuses connections without a user.

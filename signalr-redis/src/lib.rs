@@ -1,14 +1,85 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
-//! The Redis backplane for `signalr-core`: several server processes acting as one hub, on the
-//! same Redis channels and payloads as ASP.NET Core's `Microsoft.AspNetCore.SignalR.StackExchangeRedis`,
-//! so a Rust process can share a Redis with .NET servers.
+//! The Redis backplane for `signalr-core`: several server processes acting as one hub.
 //!
-//! **Status:** this crate so far holds the wire format, sans-IO: the channel names
-//! ([`RedisChannels`]) and the MessagePack payloads of every message kind ([`protocol`]), with
-//! byte-exact tests. The lifetime manager that publishes and subscribes over Redis is not built
-//! yet; nothing here opens a connection.
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use signalr_redis::RedisBackplane;
+//!
+//! let backplane = RedisBackplane::connect("redis://127.0.0.1:6379", "MyApp.Hubs.ChatHub").await?;
+//! let hub = signalr_core::Hub::builder().backplane(backplane).build();
+//! # Ok(()) }
+//! ```
+//!
+//! # Contents
+//! - [What crosses processes](#what-crosses-processes)
+//! - [Wire compatibility](#wire-compatibility)
+//! - [Better than the reference](#better-than-the-reference)
+//! - [While Redis is down](#while-redis-is-down)
+//! - [Load balancers](#load-balancers)
+//! - [Limits](#limits)
+//!
+//! # What crosses processes
+//! Every target of `Clients`/`HubContext`: `all`, `others`/`all_except`, `client(s)`,
+//! `group(s)`, `group_except`/`others_in_group`, `user(s)`. `Groups::add`/`remove` for a
+//! connection on another process (its owner applies the change and acknowledges, as in the
+//! reference). `ClientProxy::invoke` on a connection of another process (the answer comes back
+//! on this process's return channel). `Presence` answers for every process.
+//!
+//! # Wire compatibility
+//! Channel names and payloads are those of ASP.NET Core's
+//! `Microsoft.AspNetCore.SignalR.StackExchangeRedis` (see [`protocol`]), so a Rust process
+//! can share a Redis with .NET servers of the same hub: give the prefix the .NET hub's full
+//! type name. Every publication carries the message framed in both `json` and `messagepack`,
+//! since a .NET receiver fails a connection whose protocol is missing.
+//!
+//! # Better than the reference
+//! - Local recipients are served directly, without the Redis round trip; a process recognizes
+//!   its own publications when they come back (by fingerprint, for two seconds) and skips them,
+//!   so nothing is delivered twice and the payloads stay byte-identical to the reference's.
+//! - Presence (who is online, group members) across processes, which the reference lacks; see
+//!   the `presence` keys below.
+//! - Optional sharded pub/sub ([`RedisBackplaneBuilder::sharded`]).
+//! - A health signal ([`RedisBackplane::is_healthy`], `HubContext::backplane_healthy`) for
+//!   readiness probes, and counters ([`RedisBackplane::stats`]).
+//!
+//! # While Redis is down
+//! - Local delivery goes on: every send reaches this process's connections first.
+//! - Sends that must cross processes fail at once with an error for which
+//!   `signalr_core::Error::is_backplane` is true, and are counted
+//!   ([`BackplaneStats::publish_failures`]); nothing waits for Redis to return.
+//! - Group changes for connections on other processes and client results from them fail the
+//!   same way; presence questions fail too (the `local_*` presence methods still answer).
+//! - The health check (every second by default) notices the outage, and when Redis answers
+//!   again it subscribes to every channel again and rewrites this process's presence; then
+//!   cross-process delivery resumes by itself. Messages published while a process was cut off
+//!   are not replayed to it (Redis pub/sub keeps nothing).
+//!
+//! # Load balancers
+//! WebSocket clients that skip negotiation need nothing. Clients that negotiate send a
+//! follow-up request carrying the connection token (`?id=`) which must reach the process that
+//! answered the negotiate: route by a hash of the `id` query parameter (nginx
+//! `hash $arg_id consistent`, HAProxy `balance url_param id`), or use cookie affinity. Long
+//! polling and Server-Sent Events send many requests per connection, and stateful reconnect
+//! returns with the same token: the same rule keeps them on their process.
+//!
+//! # Limits
+//! | limit | default | past it |
+//! |---|---|---|
+//! | connect timeout | 5 s | `connect` fails ([`Error::is_connect`]) |
+//! | one publish | 5 s | the send fails with `is_backplane`; Redis is marked unhealthy until the next check succeeds |
+//! | group change acknowledgement | 30 s (as the reference) | `Groups::add`/`remove` fail with `is_backplane` |
+//! | client result from another process | the hub's client-result timeout (30 s) | `invoke` fails with a timeout |
+//! | messages received, not yet delivered | 65,536 | further ones are dropped and counted |
+//! | presence changes queued | 4,096 | presence is rewritten whole at the next heartbeat |
+//! | presence TTL | 15 s | a dead process's entries disappear |
+//! | health check | every 1 s | (an outage is noticed within one interval, at once on a dropped connection) |
 
+mod backplane;
+mod error;
+mod presence;
 pub mod protocol;
 
+pub use backplane::{BackplaneStats, RedisBackplane, RedisBackplaneBuilder};
+pub use error::Error;
 pub use protocol::RedisChannels;

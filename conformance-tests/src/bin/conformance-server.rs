@@ -134,6 +134,37 @@ async fn join_group(context: Context, group: String) -> Result<(), signalr_core:
     context.groups().add(context.connection_id(), &group).await
 }
 
+/// Adds any connection (on any server process, with a backplane) to a group.
+async fn add_to_group(
+    context: Context,
+    connection_id: String,
+    group: String,
+) -> Result<(), signalr_core::Error> {
+    context.groups().add(&connection_id, &group).await
+}
+
+async fn remove_from_group(
+    context: Context,
+    connection_id: String,
+    group: String,
+) -> Result<(), signalr_core::Error> {
+    context.groups().remove(&connection_id, &group).await
+}
+
+/// Asks any connection (on any server process) for a client result.
+async fn ask_client(
+    clients: Clients,
+    connection_id: String,
+    method: String,
+    args: Vec<Payload>,
+) -> Result<serde_json::Value, HubError> {
+    clients
+        .client(connection_id)
+        .invoke::<serde_json::Value, _>(&method, args)
+        .await
+        .map_err(|e| HubError::new(client_error_text(&e)))
+}
+
 async fn leave_group(context: Context, group: String) -> Result<(), signalr_core::Error> {
     context
         .groups()
@@ -211,20 +242,20 @@ fn sorted(mut items: Vec<String>) -> Vec<String> {
     items
 }
 
-async fn online_users(hub: HubContext) -> Vec<String> {
-    sorted(hub.presence().online_users())
+async fn online_users(hub: HubContext) -> Result<Vec<String>, HubError> {
+    Ok(sorted(hub.presence().online_users().await?))
 }
 
-async fn user_connections(hub: HubContext, user: String) -> Vec<String> {
-    sorted(hub.presence().user_connections(&user))
+async fn user_connections(hub: HubContext, user: String) -> Result<Vec<String>, HubError> {
+    Ok(sorted(hub.presence().user_connections(&user).await?))
 }
 
-async fn group_members(hub: HubContext, group: String) -> Vec<String> {
-    sorted(hub.presence().group_members(&group))
+async fn group_members(hub: HubContext, group: String) -> Result<Vec<String>, HubError> {
+    Ok(sorted(hub.presence().group_members(&group).await?))
 }
 
-async fn group_size(hub: HubContext, group: String) -> usize {
-    hub.presence().group_size(&group)
+async fn group_size(hub: HubContext, group: String) -> Result<usize, HubError> {
+    Ok(hub.presence().group_size(&group).await?)
 }
 
 async fn admin_only(context: Context) -> String {
@@ -372,6 +403,25 @@ struct Ask {
     args: Vec<serde_json::Value>,
 }
 
+/// The backplane's health and counters (`backplane: null` without one).
+async fn admin_health(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(match &state.backplane {
+        None => serde_json::json!({ "backplane": null }),
+        Some(redis) => {
+            let stats = redis.stats();
+            serde_json::json!({
+                "backplane": redis.is_healthy(),
+                "server": redis.server_name(),
+                "published": stats.published,
+                "publishFailures": stats.publish_failures,
+                "received": stats.received,
+                "skippedOwn": stats.skipped_own,
+                "reconnects": stats.reconnects,
+            })
+        }
+    })
+}
+
 async fn admin_ask(
     State(state): State<AppState>,
     Json(body): Json<Ask>,
@@ -490,6 +540,7 @@ struct AppState {
     hub_context: HubContext,
     shutdown: Arc<Notify>,
     disconnected: Disconnected,
+    backplane: Option<signalr_redis::RedisBackplane>,
 }
 
 type Disconnected = Arc<Mutex<Vec<(String, Option<String>)>>>;
@@ -555,6 +606,9 @@ async fn main() -> std::io::Result<()> {
         .method("ConnectCount", connect_count)
         .method("JoinGroup", join_group)
         .method("LeaveGroup", leave_group)
+        .method("AddToGroup", add_to_group)
+        .method("RemoveFromGroup", remove_from_group)
+        .method("AskClient", ask_client)
         .method("SendToGroup", send_to_group)
         .method("SendToGroups", send_to_groups)
         .method("SendToGroupExcept", send_to_group_except)
@@ -621,6 +675,39 @@ async fn main() -> std::io::Result<()> {
     if args.iter().any(|a| a == "--detailed-errors") {
         builder = builder.enable_detailed_errors(true);
     }
+    let mut backplane = None;
+    if let Some(position) = args.iter().position(|a| a == "--redis") {
+        let url = args.get(position + 1).expect("--redis needs a URL");
+        let prefix = args
+            .iter()
+            .position(|a| a == "--redis-prefix")
+            .and_then(|p| args.get(p + 1))
+            .cloned()
+            .unwrap_or_else(|| "Conformance.Hub".to_owned());
+        let mut settings = signalr_redis::RedisBackplane::builder(url.as_str(), prefix);
+        if let Some(name) = args
+            .iter()
+            .position(|a| a == "--server-name")
+            .and_then(|p| args.get(p + 1))
+        {
+            settings = settings.server_name(name.as_str());
+        }
+        if let Some(ms) = flag_value(&args, "--redis-health-ms") {
+            settings = settings.health_interval(Duration::from_millis(ms));
+        }
+        if let Some(ms) = flag_value(&args, "--redis-ack-timeout-ms") {
+            settings = settings.ack_timeout(Duration::from_millis(ms));
+        }
+        if args.iter().any(|a| a == "--redis-sharded") {
+            settings = settings.sharded(true);
+        }
+        let redis = settings
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("backplane: {e}"));
+        builder = builder.backplane(redis.clone());
+        backplane = Some(redis);
+    }
     let hub = builder.build();
 
     let shutdown = Arc::new(Notify::new());
@@ -628,12 +715,14 @@ async fn main() -> std::io::Result<()> {
         hub_context: hub.context(),
         shutdown: shutdown.clone(),
         disconnected,
+        backplane,
     };
     let app = Router::new()
         .nest_service("/hub", hub.service())
         .route("/admin/broadcast", post(admin_broadcast))
         .route("/admin/shutdown", post(admin_shutdown))
         .route("/admin/ask", post(admin_ask))
+        .route("/admin/health", axum::routing::get(admin_health))
         .route(
             "/admin/disconnected",
             axum::routing::get(admin_disconnected),

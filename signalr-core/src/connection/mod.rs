@@ -423,7 +423,7 @@ pub(crate) async fn run<I, S>(
     let outbound: SharedOutbound = Arc::new(tokio::sync::Mutex::new(rx));
     let user_id = params.identity.as_ref().and_then(|i| hub.user_id_of(i));
     let conn = Arc::new(ConnectionShared::new(params, user_id, protocol, tx, replay));
-    hub.registry.add(conn.clone());
+    hub.register(&conn).await;
     let keep_alive = sink
         .needs_keep_alive()
         .then_some(options.keep_alive_interval);
@@ -509,7 +509,7 @@ pub(crate) async fn run<I, S>(
         }
     };
 
-    hub.registry.remove(&conn.id);
+    hub.unregister(&conn);
     conn.close(Close::default());
     conn.end_calls();
     // Bounded: every write inside the writer has a timeout.

@@ -4,7 +4,7 @@
 
 pub(crate) mod connections;
 mod cors;
-mod negotiate;
+pub(crate) mod negotiate;
 mod streaming;
 mod websocket;
 

@@ -12,7 +12,8 @@ use super::dispatch::with_slot_released;
 use super::HubShared;
 use crate::connection::ConnectionShared;
 use crate::error::{Error, Kind};
-use crate::protocol::{Headers, Invocation, Message, NoValue, Protocol, ProtocolError};
+use crate::lifetime::backplane::{Audience, Backplane, PresenceQuery, SerializedMessage};
+use crate::protocol::{Headers, Invocation, Message, NoValue, Payload, Protocol, ProtocolError};
 
 /// A cloneable handle to a running hub, usable from any task (a timer, an HTTP handler): the
 /// counterpart of `IHubContext`.
@@ -45,6 +46,12 @@ impl HubContext {
         }
     }
 
+    /// Whether the backplane reaches the other processes right now; `None` without one (a
+    /// readiness probe's answer).
+    pub fn backplane_healthy(&self) -> Option<bool> {
+        self.hub.backplane.as_ref().map(|b| b.is_healthy())
+    }
+
     /// Who is connected: users, their connections, group members.
     pub fn presence(&self) -> Presence {
         Presence {
@@ -64,38 +71,128 @@ pub struct Groups {
 impl Groups {
     /// Adds a connection to a group. Adding an unknown connection is a no-op, as in the
     /// reference. A send to the group issued after this returns reaches the connection.
+    ///
+    /// With a backplane, a connection on another process is added by its owner, and this
+    /// waits for the owner's acknowledgement (an unknown connection then fails with a timeout,
+    /// as in the reference).
     pub async fn add(&self, connection_id: &str, group: &str) -> Result<(), Error> {
-        self.hub.registry.add_to_group(connection_id, group);
-        Ok(())
+        if self.hub.add_local_to_group(connection_id, group).await {
+            return Ok(());
+        }
+        match &self.hub.backplane {
+            Some(backplane) => backplane.add_to_group(connection_id, group).await,
+            None => Ok(()),
+        }
     }
 
-    /// Removes a connection from a group.
+    /// Removes a connection from a group (on whichever process it lives, with a backplane).
     pub async fn remove(&self, connection_id: &str, group: &str) -> Result<(), Error> {
-        self.hub.registry.remove_from_group(connection_id, group);
-        Ok(())
+        if self.hub.remove_local_from_group(connection_id, group) {
+            return Ok(());
+        }
+        match &self.hub.backplane {
+            Some(backplane) => backplane.remove_from_group(connection_id, group).await,
+            None => Ok(()),
+        }
     }
 }
 
-/// Presence, which the reference lacks: who is online and where. Answers cover this process
-/// (a backplane extends them across processes).
+/// Presence, which the reference lacks: who is online and where. With a backplane the answers
+/// cover every process; this process's own part is always current, other processes' parts
+/// are as current as the backplane (typically milliseconds behind). While the backplane is
+/// unreachable the answers fail with [`Error::is_backplane`]; the `local_*` variants answer
+/// for this process alone, without waiting.
 #[derive(Clone)]
 pub struct Presence {
     hub: Arc<HubShared>,
 }
 
 impl Presence {
+    async fn ask(
+        &self,
+        query: PresenceQuery<'_>,
+        local: Vec<String>,
+    ) -> Result<Vec<String>, Error> {
+        let Some(backplane) = &self.hub.backplane else {
+            return Ok(local);
+        };
+        let mut all = backplane.presence(query).await?;
+        all.extend(local);
+        all.sort_unstable();
+        all.dedup();
+        Ok(all)
+    }
+
     /// User ids with at least one open connection.
-    pub fn online_users(&self) -> Vec<String> {
-        self.hub.registry.online_users()
+    pub async fn online_users(&self) -> Result<Vec<String>, Error> {
+        self.ask(PresenceQuery::OnlineUsers, self.local_online_users())
+            .await
     }
 
     /// Whether the user has at least one open connection.
-    pub fn is_online(&self, user_id: &str) -> bool {
-        !self.user_connections(user_id).is_empty()
+    pub async fn is_online(&self, user_id: &str) -> Result<bool, Error> {
+        if !self.local_user_connections(user_id).is_empty() {
+            return Ok(true);
+        }
+        Ok(!self.user_connections(user_id).await?.is_empty())
     }
 
     /// The connection ids of a user (several tabs and devices).
-    pub fn user_connections(&self, user_id: &str) -> Vec<String> {
+    pub async fn user_connections(&self, user_id: &str) -> Result<Vec<String>, Error> {
+        self.ask(
+            PresenceQuery::UserConnections(user_id),
+            self.local_user_connections(user_id),
+        )
+        .await
+    }
+
+    /// The connection ids in a group.
+    pub async fn group_members(&self, group: &str) -> Result<Vec<String>, Error> {
+        self.ask(
+            PresenceQuery::GroupMembers(group),
+            self.local_group_members(group),
+        )
+        .await
+    }
+
+    /// How many connections a group has.
+    pub async fn group_size(&self, group: &str) -> Result<usize, Error> {
+        if self.hub.backplane.is_none() {
+            return Ok(self.hub.registry.group_size(group));
+        }
+        Ok(self.group_members(group).await?.len())
+    }
+
+    /// The user a connection belongs to, if it is connected and has a user id.
+    pub async fn connection_user(&self, connection_id: &str) -> Result<Option<String>, Error> {
+        if let Some(user) = self.local_connection_user(connection_id) {
+            return Ok(Some(user));
+        }
+        if self.hub.registry.get(connection_id).is_some() {
+            return Ok(None);
+        }
+        let users = self
+            .ask(PresenceQuery::ConnectionUser(connection_id), Vec::new())
+            .await?;
+        Ok(users.into_iter().next())
+    }
+
+    /// The groups a connection is in.
+    pub async fn connection_groups(&self, connection_id: &str) -> Result<Vec<String>, Error> {
+        if self.hub.registry.get(connection_id).is_some() {
+            return Ok(self.local_connection_groups(connection_id));
+        }
+        self.ask(PresenceQuery::ConnectionGroups(connection_id), Vec::new())
+            .await
+    }
+
+    /// User ids with a connection on this process.
+    pub fn local_online_users(&self) -> Vec<String> {
+        self.hub.registry.online_users()
+    }
+
+    /// A user's connections on this process.
+    pub fn local_user_connections(&self, user_id: &str) -> Vec<String> {
         self.hub
             .registry
             .user_connections(&[user_id.to_owned()])
@@ -104,8 +201,8 @@ impl Presence {
             .collect()
     }
 
-    /// The connection ids in a group.
-    pub fn group_members(&self, group: &str) -> Vec<String> {
+    /// A group's members on this process.
+    pub fn local_group_members(&self, group: &str) -> Vec<String> {
         self.hub
             .registry
             .group_members(&[group.to_owned()], &[])
@@ -114,21 +211,16 @@ impl Presence {
             .collect()
     }
 
-    /// How many connections a group has.
-    pub fn group_size(&self, group: &str) -> usize {
-        self.hub.registry.group_size(group)
-    }
-
-    /// The user a connection belongs to, if it is connected and has a user id.
-    pub fn connection_user(&self, connection_id: &str) -> Option<String> {
+    /// The user of a connection on this process.
+    pub fn local_connection_user(&self, connection_id: &str) -> Option<String> {
         self.hub
             .registry
             .get(connection_id)
             .and_then(|conn| conn.user_id.as_ref().map(|id| id.to_string()))
     }
 
-    /// The groups a connection is in.
-    pub fn connection_groups(&self, connection_id: &str) -> Vec<String> {
+    /// The groups of a connection on this process.
+    pub fn local_connection_groups(&self, connection_id: &str) -> Vec<String> {
         self.hub
             .registry
             .get(connection_id)
@@ -372,9 +464,21 @@ impl ClientProxy {
     {
         let conn = match &self.target {
             Target::Caller(conn) => conn.clone(),
-            Target::Connection(id) => self.hub.registry.get(id).ok_or_else(|| {
-                Error::with(Kind::Closed, format!("Connection '{id}' does not exist."))
-            })?,
+            Target::Connection(id) => match (self.hub.registry.get(id), &self.hub.backplane) {
+                (Some(conn), _) => conn,
+                (None, Some(backplane)) => {
+                    let answer = self
+                        .invoke_remote(backplane.as_ref(), id, method, args)
+                        .await?;
+                    return client_answer(answer);
+                }
+                (None, None) => {
+                    return Err(Error::with(
+                        Kind::Closed,
+                        format!("Connection '{id}' does not exist."),
+                    ))
+                }
+            },
             _ => {
                 return Err(Error::with(
                     Kind::Protocol,
@@ -416,18 +520,9 @@ impl ClientProxy {
                     format!("Connection '{}' disconnected.", conn.id),
                 ))
             }
-            Ok(Ok(Err(client_error))) => return Err(Error::with(Kind::Client, client_error)),
-            Ok(Ok(Ok(payload))) => payload,
+            Ok(Ok(answer)) => answer,
         };
-        payload.deserialize().map_err(|e| {
-            Error::with(
-                Kind::Protocol,
-                format!(
-                    "Error trying to deserialize result to {}. {e}",
-                    std::any::type_name::<T>()
-                ),
-            )
-        })
+        client_answer(payload)
     }
 
     async fn send_invocation_to<A: IntoArguments>(
@@ -464,34 +559,130 @@ impl ClientProxy {
         });
         let record = LazyRecord::new(&message);
         let send_timeout = self.hub.options.send_timeout;
-        match &self.target {
-            Target::Caller(conn) => deliver_one(conn, &record, send_timeout).await,
-            Target::Connection(id) => match self.hub.registry.get(id) {
-                Some(conn) => deliver_one(&conn, &record, send_timeout).await,
-                None => Ok(()),
+        let registry = &self.hub.registry;
+        // Local recipients first, straight from this process; then the other processes.
+        let (local, remote) = match &self.target {
+            Target::Caller(conn) => (deliver_one(conn, &record, send_timeout).await, Vec::new()),
+            Target::Connection(id) => match registry.get(id) {
+                Some(conn) => (deliver_one(&conn, &record, send_timeout).await, Vec::new()),
+                None => (Ok(()), vec![Audience::Connection(id)]),
             },
-            Target::Connections(ids) => self
-                .hub
-                .registry
-                .send_to(ids.iter().map(String::as_str), &record),
+            Target::Connections(ids) => {
+                let mut remote: Vec<&str> = ids
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|id| registry.get(id).is_none())
+                    .collect();
+                remote.sort_unstable();
+                remote.dedup();
+                let local = registry.send_to(ids.iter().map(String::as_str), &record);
+                (
+                    local,
+                    remote.into_iter().map(Audience::Connection).collect(),
+                )
+            }
             Target::Groups { groups, excluded } => {
-                let members = self.hub.registry.group_members(groups, excluded);
-                self.hub
-                    .registry
-                    .send_to(members.iter().map(|id| id.as_ref()), &record)
+                let members = registry.group_members(groups, excluded);
+                let local = registry.send_to(members.iter().map(|id| id.as_ref()), &record);
+                let remote = groups
+                    .iter()
+                    .map(|group| Audience::Group { group, excluded })
+                    .collect();
+                (local, remote)
             }
             Target::Users(users) => {
-                let connections = self.hub.registry.user_connections(users);
-                self.hub
-                    .registry
-                    .send_to(connections.iter().map(|id| id.as_ref()), &record)
+                let connections = registry.user_connections(users);
+                let local = registry.send_to(connections.iter().map(|id| id.as_ref()), &record);
+                (local, users.iter().map(|u| Audience::User(u)).collect())
             }
-            Target::All(excluded) => self
-                .hub
-                .registry
-                .broadcast(&record, |id| excluded.iter().any(|e| e.as_str() == id)),
+            Target::All(excluded) => {
+                let local = registry.broadcast(&record, |id| excluded.iter().any(|e| e == id));
+                (local, vec![Audience::All { excluded }])
+            }
+        };
+        let published = self.publish(&record, remote).await;
+        local.and(published)
+    }
+
+    /// Hands a message to the backplane for each audience on other processes.
+    async fn publish(
+        &self,
+        record: &LazyRecord<'_>,
+        audiences: Vec<Audience<'_>>,
+    ) -> Result<(), Error> {
+        let Some(backplane) = &self.hub.backplane else {
+            return Ok(());
+        };
+        if audiences.is_empty() {
+            return Ok(());
+        }
+        let message = record.serialized()?;
+        let mut failure = Ok(());
+        for audience in audiences {
+            if let Err(e) = backplane.publish(audience, &message).await {
+                failure = Err(e);
+            }
+        }
+        failure
+    }
+
+    /// A client result from a connection on another process, through the backplane.
+    async fn invoke_remote<A: IntoArguments>(
+        &self,
+        backplane: &dyn Backplane,
+        connection_id: &str,
+        method: &str,
+        args: A,
+    ) -> Result<Result<Payload, String>, Error> {
+        // Unique across processes: the owner keys the pending answer by it.
+        let invocation_id = crate::http::negotiate::new_id();
+        let args = args.into_arguments();
+        let message: Message<&A::Arguments, NoValue> = Message::Invocation(Invocation {
+            headers: Headers::new(),
+            invocation_id: Some(invocation_id.clone()),
+            target: method.to_owned(),
+            arguments: &args,
+            stream_ids: Vec::new(),
+        });
+        let message = SerializedMessage::encode(&message)?;
+        let timeout = self.hub.options.client_result_timeout;
+        let asked = backplane.invoke(connection_id, &invocation_id, &message);
+        match with_slot_released(tokio::time::timeout(timeout, asked)).await {
+            Err(_elapsed) => Err(Error::with(
+                Kind::Timeout,
+                "the client did not answer in time",
+            )),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(None)) => Err(Error::with(
+                Kind::Closed,
+                format!("Connection '{connection_id}' does not exist."),
+            )),
+            Ok(Ok(Some(completion))) => match completion.decode()? {
+                Err(e) if e == REMOTE_DISCONNECTED => Err(Error::with(
+                    Kind::Closed,
+                    format!("Connection '{connection_id}' disconnected."),
+                )),
+                answer => Ok(answer),
+            },
         }
     }
+}
+
+/// The error a connection's owner answers with when the client disconnects before answering.
+pub(crate) const REMOTE_DISCONNECTED: &str = "Connection disconnected.";
+
+/// A client's answer as the caller of `invoke` sees it.
+fn client_answer<T: DeserializeOwned>(answer: Result<Payload, String>) -> Result<T, Error> {
+    let payload = answer.map_err(|client_error| Error::with(Kind::Client, client_error))?;
+    payload.deserialize().map_err(|e| {
+        Error::with(
+            Kind::Protocol,
+            format!(
+                "Error trying to deserialize result to {}. {e}",
+                std::any::type_name::<T>()
+            ),
+        )
+    })
 }
 
 async fn deliver_one(
@@ -507,25 +698,49 @@ async fn deliver_one(
     }
 }
 
-/// A message encoded on first use for each protocol, then shared.
-pub(crate) struct LazyRecord<'a> {
-    message: &'a dyn EncodeRecord,
-    cache: [OnceLock<Result<Bytes, ProtocolError>>; 2],
+/// A message encoded on first use for each protocol, then shared; or one that arrived
+/// already framed in every protocol (from the backplane).
+pub(crate) enum LazyRecord<'a> {
+    Lazy {
+        message: &'a dyn EncodeRecord,
+        cache: [OnceLock<Result<Bytes, ProtocolError>>; 2],
+    },
+    Ready(&'a SerializedMessage),
 }
 
 impl<'a> LazyRecord<'a> {
     pub(crate) fn new(message: &'a dyn EncodeRecord) -> LazyRecord<'a> {
-        LazyRecord {
+        LazyRecord::Lazy {
             message,
             cache: [OnceLock::new(), OnceLock::new()],
         }
     }
 
+    pub(crate) fn ready(message: &'a SerializedMessage) -> LazyRecord<'a> {
+        LazyRecord::Ready(message)
+    }
+
     pub(crate) fn get(&self, protocol: Protocol) -> Result<Bytes, Error> {
-        self.cache[protocol.index()]
-            .get_or_init(|| self.message.encode_record(protocol))
-            .clone()
-            .map_err(Error::from)
+        match self {
+            LazyRecord::Lazy { message, cache } => cache[protocol.index()]
+                .get_or_init(|| message.encode_record(protocol))
+                .clone()
+                .map_err(Error::from),
+            LazyRecord::Ready(message) => message.record(protocol).cloned().ok_or_else(|| {
+                Error::with(
+                    Kind::Protocol,
+                    format!("the publishing server did not include the '{protocol}' protocol"),
+                )
+            }),
+        }
+    }
+
+    /// Every protocol's record, for publishing to other processes.
+    pub(crate) fn serialized(&self) -> Result<SerializedMessage, Error> {
+        match self {
+            LazyRecord::Lazy { message, .. } => Ok(SerializedMessage::encode(*message)?),
+            LazyRecord::Ready(message) => Ok((*message).clone()),
+        }
     }
 }
 

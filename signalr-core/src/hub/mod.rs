@@ -35,6 +35,7 @@ use crate::auth::{Authenticator, Identity, Policy};
 use crate::connection::{ConnectionShared, CLOSED_WITH_ERROR};
 use crate::http::connections::HttpConnections;
 use crate::http::HubService;
+use crate::lifetime::backplane::{Backplane, ConnectionInfo, LocalHub};
 use crate::lifetime::ConnectionRegistry;
 use crate::options::HubOptions;
 use crate::protocol::{Close, Protocol};
@@ -91,7 +92,7 @@ impl Hub {
         HubContext::new(self.shared.clone())
     }
 
-    /// How many connections are open right now.
+    /// How many connections are open right now (on this process).
     pub fn connection_count(&self) -> usize {
         self.shared.registry.len()
     }
@@ -126,6 +127,7 @@ pub struct HubBuilder {
     hub_policy: Option<Policy>,
     user_id_provider: Option<UserIdProvider>,
     filters: Vec<Arc<dyn HubFilter>>,
+    backplane: Option<Arc<dyn Backplane>>,
 }
 
 type UserIdProvider = Arc<dyn Fn(&Identity) -> Option<String> + Send + Sync>;
@@ -405,6 +407,14 @@ impl HubBuilder {
         self
     }
 
+    /// Connects this hub to other server processes through a backplane (such as
+    /// `signalr_redis::RedisBackplane`), so that sends, groups, users, client results and
+    /// presence span every process. Without one, the hub covers this process only.
+    pub fn backplane(mut self, backplane: impl Backplane) -> Self {
+        self.backplane = Some(Arc::new(backplane));
+        self
+    }
+
     /// Finishes the hub.
     pub fn build(self) -> Hub {
         let mut exact = HashMap::new();
@@ -413,7 +423,7 @@ impl HubBuilder {
             folded.insert(name.to_lowercase(), handler.clone());
             exact.insert(name, handler);
         }
-        Hub {
+        let hub = Hub {
             shared: Arc::new(HubShared {
                 options: self.options,
                 methods: Methods { exact, folded },
@@ -427,8 +437,13 @@ impl HubBuilder {
                 registry: ConnectionRegistry::new(),
                 connections: HttpConnections::default(),
                 shutting_down: CancellationToken::new(),
+                backplane: self.backplane,
             }),
+        };
+        if let Some(backplane) = &hub.shared.backplane {
+            backplane.attach(LocalHub::new(&hub.shared));
         }
+        hub
     }
 }
 
@@ -462,9 +477,59 @@ pub(crate) struct HubShared {
     /// Connection tokens issued by negotiate (and skip-negotiation WebSockets), by token.
     pub(crate) connections: HttpConnections,
     pub(crate) shutting_down: CancellationToken,
+    /// Other processes of the same hub, when scaled out.
+    pub(crate) backplane: Option<Arc<dyn Backplane>>,
 }
 
 impl HubShared {
+    /// Makes a connection reachable: locally at once, and through the backplane once it has
+    /// subscribed on the connection's behalf.
+    pub(crate) async fn register(&self, conn: &Arc<ConnectionShared>) {
+        self.registry.add(conn.clone());
+        if let Some(backplane) = &self.backplane {
+            let info = ConnectionInfo::new(conn.id.clone(), conn.user_id.clone());
+            backplane.connection_added(&info).await;
+        }
+    }
+
+    /// Takes a connection out of the registry, its groups and the backplane's interest.
+    pub(crate) fn unregister(&self, conn: &ConnectionShared) {
+        let groups = self.registry.remove(&conn.id);
+        if let Some(backplane) = &self.backplane {
+            for group in &groups {
+                backplane.group_left(&conn.id, group);
+            }
+            backplane
+                .connection_removed(&ConnectionInfo::new(conn.id.clone(), conn.user_id.clone()));
+        }
+    }
+
+    /// Adds a local connection to a group; false when the connection is not here.
+    pub(crate) async fn add_local_to_group(&self, connection_id: &str, group: &str) -> bool {
+        match self.registry.add_to_group(connection_id, group) {
+            None => false,
+            Some(newly_joined) => {
+                if let (true, Some(backplane)) = (newly_joined, &self.backplane) {
+                    backplane.group_joined(connection_id, group).await;
+                }
+                true
+            }
+        }
+    }
+
+    /// Removes a local connection from a group; false when the connection is not here.
+    pub(crate) fn remove_local_from_group(&self, connection_id: &str, group: &str) -> bool {
+        match self.registry.remove_from_group(connection_id, group) {
+            None => false,
+            Some(was_member) => {
+                if let (true, Some(backplane)) = (was_member, &self.backplane) {
+                    backplane.group_left(connection_id, group);
+                }
+                true
+            }
+        }
+    }
+
     /// Picks the protocol for a handshake, or the reference's refusal text.
     pub(crate) fn select_protocol(&self, name: &str, version: u32) -> Result<Protocol, String> {
         let protocol = Protocol::from_name(name)

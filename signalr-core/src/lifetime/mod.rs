@@ -15,6 +15,8 @@ use crate::connection::ConnectionShared;
 use crate::error::Error;
 use crate::hub::clients::LazyRecord;
 
+pub mod backplane;
+
 type Members = HashSet<Arc<str>>;
 
 pub(crate) struct ConnectionRegistry {
@@ -55,18 +57,21 @@ impl ConnectionRegistry {
         self.count.send_modify(|n| *n += 1);
     }
 
-    /// Unregisters a connection and takes it out of its groups and user.
-    pub(crate) fn remove(&self, id: &str) {
+    /// Unregisters a connection and takes it out of its groups and user; returns the groups
+    /// it left.
+    pub(crate) fn remove(&self, id: &str) -> Vec<Arc<str>> {
         let Some((_, conn)) = self.connections.remove(id) else {
-            return;
+            return Vec::new();
         };
-        for group in conn.leave_all_groups() {
-            leave(&self.groups, &group, id);
+        let groups = conn.leave_all_groups();
+        for group in &groups {
+            leave(&self.groups, group, id);
         }
         if let Some(user) = &conn.user_id {
             leave(&self.users, user, id);
         }
         self.count.send_modify(|n| *n -= 1);
+        groups
     }
 
     pub(crate) fn get(&self, id: &str) -> Option<Arc<ConnectionShared>> {
@@ -89,22 +94,28 @@ impl ConnectionRegistry {
     }
 
     /// Adds a local connection to a group; unknown connections are ignored, as in the
-    /// reference. Returns whether the connection was found.
-    pub(crate) fn add_to_group(&self, id: &str, group: &str) -> bool {
-        let Some(conn) = self.get(id) else {
-            return false;
-        };
+    /// reference. `None` when the connection is not here; otherwise whether it newly joined.
+    pub(crate) fn add_to_group(&self, id: &str, group: &str) -> Option<bool> {
+        let conn = self.get(id)?;
         let group: Arc<str> = group.into();
+        let mut joined = false;
         // Under the connection's own lock, so a concurrent disconnect cannot leave it behind.
-        conn.join_group(group.clone(), || join(&self.groups, &group, &conn.id))
+        let present = conn.join_group(group.clone(), || {
+            join(&self.groups, &group, &conn.id);
+            joined = true;
+        });
+        present.then_some(joined)
     }
 
-    pub(crate) fn remove_from_group(&self, id: &str, group: &str) -> bool {
-        let Some(conn) = self.get(id) else {
-            return false;
-        };
-        conn.leave_group(group, || leave(&self.groups, group, id));
-        true
+    /// `None` when the connection is not here; otherwise whether it was a member.
+    pub(crate) fn remove_from_group(&self, id: &str, group: &str) -> Option<bool> {
+        let conn = self.get(id)?;
+        let mut left = false;
+        conn.leave_group(group, || {
+            leave(&self.groups, group, id);
+            left = true;
+        });
+        Some(left)
     }
 
     /// Queues the record on every connection not `excluded`, without waiting on any of them.
@@ -113,15 +124,22 @@ impl ConnectionRegistry {
         record: &LazyRecord<'_>,
         excluded: impl Fn(&str) -> bool,
     ) -> Result<(), Error> {
+        let mut failure = None;
         for entry in self.connections.iter() {
             let conn = entry.value();
             if excluded(&conn.id) {
                 continue;
             }
-            // A closed or too-slow client does not stop delivery to the others.
-            let _ = conn.try_send(record.get(conn.protocol)?);
+            // A closed or too-slow client, or one whose protocol could not be encoded, does not
+            // stop delivery to the others.
+            match record.get(conn.protocol) {
+                Ok(bytes) => {
+                    let _ = conn.try_send(bytes);
+                }
+                Err(e) => failure = Some(e),
+            }
         }
-        Ok(())
+        failure.map_or(Ok(()), Err)
     }
 
     /// Queues the record on each of the given connections once.
@@ -131,15 +149,21 @@ impl ConnectionRegistry {
         record: &LazyRecord<'_>,
     ) -> Result<(), Error> {
         let mut seen = HashSet::new();
+        let mut failure = None;
         for id in ids {
             if !seen.insert(id) {
                 continue;
             }
             if let Some(conn) = self.connections.get(id) {
-                let _ = conn.try_send(record.get(conn.protocol)?);
+                match record.get(conn.protocol) {
+                    Ok(bytes) => {
+                        let _ = conn.try_send(bytes);
+                    }
+                    Err(e) => failure = Some(e),
+                }
             }
         }
-        Ok(())
+        failure.map_or(Ok(()), Err)
     }
 
     fn members(
