@@ -255,7 +255,12 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         Ok(()) => json!({"status": "ok"}),
         Err(e) => json!({"status": "error", "error": e.to_string()}),
     };
-    let healthy = database["status"] == "ok";
+    let backplane = match state.hub.backplane_healthy() {
+        None => json!({"status": "off"}),
+        Some(true) => json!({"status": "ok"}),
+        Some(false) => json!({"status": "error", "error": "Redis is unreachable"}),
+    };
+    let healthy = database["status"] == "ok" && backplane["status"] != "error";
     let status = if healthy {
         StatusCode::OK
     } else {
@@ -266,6 +271,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         Json(json!({
             "status": if healthy { "ok" } else { "degraded" },
             "database": database,
+            "backplane": backplane,
             "connections": state.hub.connection_count(),
         })),
     )
@@ -275,13 +281,18 @@ pub async fn live() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// Ready when the database answers and, when scaled out, the Redis backplane is connected
+/// (without it, messages would not reach users on the other processes).
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, Json(json!({"status": "ready"}))),
-        Err(_) => (
+    let database = state.store.ping().await.is_ok();
+    let backplane = state.hub.backplane_healthy().unwrap_or(true);
+    if database && backplane {
+        (StatusCode::OK, Json(json!({"status": "ready"})))
+    } else {
+        (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not ready"})),
-        ),
+            Json(json!({"status": "not ready", "database": database, "backplane": backplane})),
+        )
     }
 }
 

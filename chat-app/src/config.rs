@@ -5,7 +5,8 @@
 //! |---|---|---|---|
 //! | `listen_addr` | `LISTEN_ADDR` | `127.0.0.1:5000` | where HTTP and the hub listen |
 //! | `database_url` | `DATABASE_URL` | `sqlite://chat.db?mode=rwc` | SQLite file, or `postgres://...` |
-//! | `redis_url` | `REDIS_URL` | unset (single process) | the Redis backplane; not built yet, so setting it stops start-up |
+//! | `redis_url` | `REDIS_URL` | unset (single process) | `redis://...`: run as one of several processes sharing this Redis (and one database) |
+//! | `redis_channel_prefix` | `REDIS_CHANNEL_PREFIX` | `ChatApp.Hubs.ChatHub` | names the hub's Redis channels; processes of one service share it |
 //! | `jwt_secret` | `JWT_SECRET` | a development-only secret | signs the service's access tokens; required in production |
 //! | `app_env` | `APP_ENV` | `development` | `development` or `production` |
 //! | `token_lifetime_minutes` | `TOKEN_LIFETIME_MINUTES` | `720` | how long issued access tokens last |
@@ -36,6 +37,8 @@ pub struct Config {
     pub listen_addr: SocketAddr,
     /// The database (`sqlite://...` or `postgres://...`).
     pub database_url: String,
+    /// The Redis backplane, when several processes serve the hub.
+    pub redis: Option<Redis>,
     /// Secret for signing and checking access tokens.
     pub jwt_secret: String,
     /// Whether this is production (stricter checks).
@@ -52,6 +55,13 @@ pub struct Config {
     pub assistant_timeout: std::time::Duration,
 }
 
+/// The Redis backplane's settings.
+#[derive(Debug, Clone)]
+pub struct Redis {
+    pub url: String,
+    pub channel_prefix: String,
+}
+
 /// An OpenAI-compatible provider.
 #[derive(Debug, Clone)]
 pub struct OpenAi {
@@ -66,6 +76,7 @@ struct File {
     listen_addr: Option<String>,
     database_url: Option<String>,
     redis_url: Option<String>,
+    redis_channel_prefix: Option<String>,
     jwt_secret: Option<String>,
     app_env: Option<String>,
     token_lifetime_minutes: Option<i64>,
@@ -144,9 +155,19 @@ impl Config {
                 "DATABASE_URL must start with sqlite: or postgres://, got '{database_url}'"
             ));
         }
-        if pick("REDIS_URL", file.redis_url).is_some() {
-            return Err("REDIS_URL is set, but this build has no Redis backplane yet: unset it to run as a single process".into());
-        }
+        let redis = match pick("REDIS_URL", file.redis_url) {
+            Some(url) if !url.starts_with("redis://") => {
+                return Err(format!(
+                    "REDIS_URL must start with redis:// (TLS is not supported), got '{url}'"
+                ))
+            }
+            Some(url) => Some(Redis {
+                url,
+                channel_prefix: pick("REDIS_CHANNEL_PREFIX", file.redis_channel_prefix)
+                    .unwrap_or_else(|| "ChatApp.Hubs.ChatHub".into()),
+            }),
+            None => None,
+        };
         let jwt_secret = match pick("JWT_SECRET", file.jwt_secret) {
             Some(secret) if secret.len() < 16 => {
                 return Err("JWT_SECRET must be at least 16 characters".into())
@@ -213,6 +234,7 @@ impl Config {
             assistant_timeout,
             listen_addr,
             database_url,
+            redis,
             jwt_secret,
             production,
             token_lifetime_minutes,
@@ -239,7 +261,23 @@ mod tests {
         let config = Config::resolve(File::default(), env(&[])).unwrap();
         assert_eq!(config.listen_addr.to_string(), "127.0.0.1:5000");
         assert_eq!(config.database_url, "sqlite://chat.db?mode=rwc");
+        assert!(
+            config.redis.is_none(),
+            "a single process unless REDIS_URL is set"
+        );
         assert!(!config.production);
+    }
+
+    #[test]
+    fn redis_url_turns_on_the_backplane() {
+        let config = Config::resolve(
+            File::default(),
+            env(&[("REDIS_URL", "redis://127.0.0.1:6379")]),
+        )
+        .unwrap();
+        let redis = config.redis.unwrap();
+        assert_eq!(redis.url, "redis://127.0.0.1:6379");
+        assert_eq!(redis.channel_prefix, "ChatApp.Hubs.ChatHub");
     }
 
     #[test]
@@ -258,8 +296,8 @@ mod tests {
                 "DATABASE_URL must start",
             ),
             (
-                &[("REDIS_URL", "redis://127.0.0.1")][..],
-                "REDIS_URL is set",
+                &[("REDIS_URL", "rediss://127.0.0.1")][..],
+                "REDIS_URL must start with redis://",
             ),
             (
                 &[("MAX_MESSAGE_CHARS", "lots")][..],

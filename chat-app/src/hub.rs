@@ -306,8 +306,9 @@ async fn on_connected(state: AppState, ctx: Context) -> Result<(), HubError> {
     Ok(())
 }
 
-/// The hub; `state.hub` is filled in by the caller once built.
-pub fn build(state: &AppState) -> Hub {
+/// The hub; `state.hub` is filled in by the caller once built. With a backplane, it spans
+/// every process sharing the Redis.
+pub fn build(state: &AppState, backplane: Option<signalr_redis::RedisBackplane>) -> Hub {
     let (s1, s2, s3, s4, s5, s6, s7) = (
         state.clone(),
         state.clone(),
@@ -317,7 +318,11 @@ pub fn build(state: &AppState) -> Hub {
         state.clone(),
         state.clone(),
     );
-    Hub::builder()
+    let mut builder = Hub::builder();
+    if let Some(backplane) = backplane {
+        builder = builder.backplane(backplane);
+    }
+    builder
         .authenticator(state.tokens.verifier())
         .require(Policy::authenticated())
         .on_connected(move |ctx: Context| on_connected(s1.clone(), ctx))

@@ -2,7 +2,9 @@
 //! The chat service: rooms with persistent membership and history (SQLite or PostgreSQL), a
 //! REST API, health endpoints, and the `/hubs/chat` SignalR hub, all in one axum app.
 //!
-//! Run it with `cargo run --release -p chat-app`; see [`config`] for every setting.
+//! Run it with `cargo run --release -p chat-app`; see [`config`] for every setting. With
+//! `REDIS_URL` set, several processes on one database serve as one service (the hub scales out
+//! over the Redis backplane of `signalr-redis`); `/health/ready` then reports Redis too.
 
 pub mod api;
 pub mod assistant;
@@ -82,7 +84,18 @@ pub async fn build(config: &Config) -> Result<(Router, signalr_core::Hub), Strin
         hub_context: slot.clone(),
         hub: HubHandle(slot.clone()),
     };
-    let hub = hub::build(&state);
+    let backplane = match &config.redis {
+        Some(redis) => Some(
+            signalr_redis::RedisBackplane::connect(
+                redis.url.as_str(),
+                redis.channel_prefix.as_str(),
+            )
+            .await
+            .map_err(|e| format!("cannot start the Redis backplane at {}: {e}", redis.url))?,
+        ),
+        None => None,
+    };
+    let hub = hub::build(&state, backplane);
     let _ = state.hub_context.set(hub.context());
     let app = Router::new()
         .route("/api/v1/auth/register", post(api::register))

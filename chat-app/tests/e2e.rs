@@ -42,11 +42,11 @@ fn node_ready(suite: &Path) -> bool {
 
 /// Runs the suite; `false` when it was skipped (no Node, outside CI).
 fn run_suite(database_url: &str, workdir: &Path) -> bool {
-    run_file("chat/chat-app.test.mjs", database_url, workdir)
+    run_file("chat/chat-app.test.mjs", database_url, workdir, &[])
 }
 
 /// Runs one Node test file of the chat suites; `false` when skipped.
-fn run_file(file: &str, database_url: &str, workdir: &Path) -> bool {
+fn run_file(file: &str, database_url: &str, workdir: &Path, env: &[(&str, &str)]) -> bool {
     let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conformance-tests/node");
     if !node_ready(&suite) {
         return false;
@@ -57,6 +57,7 @@ fn run_file(file: &str, database_url: &str, workdir: &Path) -> bool {
         .env("CHAT_APP_BIN", env!("CARGO_BIN_EXE_chat-app"))
         .env("CHAT_DATABASE_URL", database_url)
         .env("CHAT_WORKDIR", workdir)
+        .envs(env.iter().copied())
         .status()
         .expect("node runs");
     assert!(
@@ -93,12 +94,14 @@ fn assistant_end_to_end() {
         "chat/assistant.test.mjs",
         &format!("sqlite://{}?mode=rwc", file.display()),
         workdir,
+        &[],
     );
     let _ = std::fs::remove_file(&file);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn end_to_end_on_postgres() {
+/// Creates a throwaway PostgreSQL database, runs `suite` on its URL, and drops it; `None`
+/// when PostgreSQL is missing (outside CI).
+async fn with_postgres(suite: impl FnOnce(String) + Send + 'static) -> Option<()> {
     sqlx::any::install_default_drivers();
     let admin_url = std::env::var("DATABASE_URL")
         .ok()
@@ -106,7 +109,10 @@ async fn end_to_end_on_postgres() {
         .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let mut admin = match sqlx::AnyConnection::connect(&admin_url).await {
         Ok(connection) => connection,
-        Err(e) => return missing(&format!("PostgreSQL at {admin_url} ({e})")),
+        Err(e) => {
+            missing(&format!("PostgreSQL at {admin_url} ({e})"));
+            return None;
+        }
     };
     let name = format!(
         "chat_e2e_{}_{}",
@@ -114,7 +120,7 @@ async fn end_to_end_on_postgres() {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
-            .as_millis()
+            .as_nanos()
     );
     admin
         .execute(format!("CREATE DATABASE {name}").as_str())
@@ -124,15 +130,51 @@ async fn end_to_end_on_postgres() {
         .rsplit_once('/')
         .expect("a database URL ends with /name");
     let url = format!("{base}/{name}");
-    let workdir = std::env::temp_dir();
-    let outcome =
-        tokio::task::spawn_blocking(move || std::panic::catch_unwind(|| run_suite(&url, &workdir)))
-            .await
-            .expect("the suite task ran");
+    let outcome = tokio::task::spawn_blocking(move || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| suite(url)))
+    })
+    .await
+    .expect("the suite task ran");
     let _ = admin
         .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
         .await;
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
+    Some(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn end_to_end_on_postgres() {
+    let workdir = std::env::temp_dir();
+    with_postgres(move |url| {
+        run_suite(&url, &workdir);
+    })
+    .await;
+}
+
+/// Two chat-app processes on one PostgreSQL database and one Redis act as one service.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_processes_on_one_redis() {
+    let redis_url =
+        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let address = redis_url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    if let Err(e) = tokio::net::TcpStream::connect(&address).await {
+        return missing(&format!("Redis at {redis_url} ({e})"));
+    }
+    let workdir = std::env::temp_dir();
+    with_postgres(move |url| {
+        run_file(
+            "chat/scaleout.test.mjs",
+            &url,
+            &workdir,
+            &[("CHAT_REDIS_URL", &redis_url)],
+        );
+    })
+    .await;
 }

@@ -1,0 +1,90 @@
+// Two chat-app processes on one database and one Redis behave as one service.
+// Run by `cargo test -p chat-app --test e2e` with CHAT_APP_BIN, CHAT_DATABASE_URL and
+// CHAT_REDIS_URL set.
+import { describe, it, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { api, connect, run, sleep, startApp, until, user } from "./helpers.mjs";
+
+const REDIS_URL = process.env.CHAT_REDIS_URL;
+if (!REDIS_URL) throw new Error("CHAT_REDIS_URL must be set");
+
+describe("two chat-app processes on one Redis", () => {
+  let a, b;
+  const open = [];
+  before(async () => {
+    // One service: the same database, Redis, channel prefix (unique to this run) and secret.
+    const env = {
+      REDIS_URL,
+      REDIS_CHANNEL_PREFIX: `ChatApp.ScaleOut.${run}`,
+      JWT_SECRET: `scale-out-secret-${run}-0123456789`,
+    };
+    a = await startApp(env);
+    b = await startApp(env);
+  });
+  after(async () => {
+    await Promise.all(open.map((c) => c.stop().catch(() => {})));
+    await Promise.all([a?.stop(), b?.stop()]);
+  });
+
+  const hub = async (app, who) => {
+    const c = await connect(app, who.token);
+    open.push(c.connection);
+    return c;
+  };
+  const messages = (c) => c.events.filter((e) => e.name === "ReceiveMessage").map((e) => e.payload.content);
+
+  it("delivers messages, joins and presence across processes", async () => {
+    for (const app of [a, b]) {
+      const ready = await api(app, "GET", "/health/ready");
+      assert.equal(ready.status, 200);
+      assert.equal((await api(app, "GET", "/health")).body.backplane.status, "ok");
+    }
+    const alice = await user(a, "alice");
+    const bob = await user(b, "bob");
+    const carol = await user(a, "carol");
+    const room = (await api(a, "POST", "/api/v1/rooms", { token: alice.token, body: { name: `lobby ${run}` } })).body;
+
+    const aliceA = await hub(a, alice);
+    const bobB = await hub(b, bob);
+    await aliceA.connection.invoke("JoinRoom", room.id);
+    await bobB.connection.invoke("JoinRoom", room.id);
+    await until(() => aliceA.events.some((e) => e.name === "UserJoined" && e.payload.userId === bob.id), "alice sees bob join from the other process");
+
+    const sent = await aliceA.connection.invoke("SendMessage", room.id, "hello from A");
+    await until(() => messages(bobB).includes("hello from A"), "bob on B receives alice's message from A");
+    assert.deepEqual(bobB.events.find((e) => e.name === "ReceiveMessage").payload, sent);
+    await bobB.connection.invoke("SendMessage", room.id, "hello from B");
+    await until(() => messages(aliceA).includes("hello from B"), "alice on A receives bob's message from B");
+
+    // Presence spans both processes.
+    const deadline = Date.now() + 5000;
+    let online;
+    do {
+      online = await aliceA.connection.invoke("OnlineMembers", room.id);
+      if (online.length === 2) break;
+      await sleep(50);
+    } while (Date.now() < deadline);
+    assert.deepEqual(online, [String(alice.id), String(bob.id)].sort());
+
+    // A member's new connection on the other process is in the room at once (per-user auto-join).
+    const bobA = await hub(a, bob);
+    await bobB.connection.invoke("SendMessage", room.id, "to both of bob's devices");
+    await until(() => messages(bobA).includes("to both of bob's devices"), "bob's second device on A");
+
+    // Joining from one process brings the user's connections on the other process along.
+    const carolA = await hub(a, carol);
+    const carolB = await hub(b, carol);
+    await carolB.connection.invoke("JoinRoom", room.id);
+    await aliceA.connection.invoke("SendMessage", room.id, "welcome carol");
+    await until(() => messages(carolA).includes("welcome carol") && messages(carolB).includes("welcome carol"), "both of carol's connections");
+
+    // Nothing arrives twice, and history (one database) has every message once.
+    await sleep(300);
+    for (const c of [aliceA, bobB, bobA, carolA, carolB]) {
+      const seen = messages(c);
+      assert.equal(new Set(seen).size, seen.length, `duplicates: ${JSON.stringify(seen)}`);
+    }
+    const history = await api(b, "GET", `/api/v1/rooms/${room.id}/messages`, { token: bob.token });
+    assert.deepEqual(history.body.map((m) => m.content).sort(), ["hello from A", "hello from B", "to both of bob's devices", "welcome carol"].sort());
+  });
+});
