@@ -348,7 +348,7 @@ async fn sharded_pub_sub_connects_processes() {
     );
     assert_eq!(
         hub_b.presence().group_members("shard-group").await.unwrap(),
-        [id.clone()]
+        vec![id]
     );
     assert!(b.stats().published >= 2);
     drop(hub_a);
