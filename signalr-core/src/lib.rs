@@ -14,6 +14,7 @@
 //! - [Streaming and client results](#streaming-and-client-results)
 //! - [Stateful reconnect](#stateful-reconnect): no message lost across a dropped socket
 //! - [Groups, users and presence](#groups-users-and-presence)
+//! - [Scaling out](#scaling-out): several processes as one hub, over a backplane
 //! - [Authentication and authorization](#authentication-and-authorization): JWT, policies
 //! - [Hub filters](#hub-filters): middleware around methods and hooks
 //! - [Serving and embedding](#serving-and-embedding): one line, or mounted in axum/hyper
@@ -141,7 +142,20 @@
 //! disconnects. A connection's user id comes from its [`Identity`] (see below), so
 //! `user("alice")` reaches every tab and device Alice has open. [`Presence`]
 //! ([`HubContext::presence`]), which the reference lacks, answers who is online, which
-//! connections a user has, and who is in a group.
+//! connections a user has, and who is in a group (across every process with a backplane; its
+//! `local_*` methods answer for this process alone, without waiting).
+//!
+//! # Scaling out
+//! [`HubBuilder::backplane`] connects the hub to other processes serving the same hub, through
+//! a [`backplane::Backplane`] (the `signalr-redis` crate implements it over Redis, wire
+//! compatible with ASP.NET Core's Redis backplane). Then every target of [`Clients`] and
+//! [`HubContext`] reaches connections on every process, [`Groups::add`] and
+//! [`Groups::remove`] work for a connection that lives elsewhere (its process applies the change
+//! and confirms), [`ClientProxy::invoke`] asks a client on another process, and [`Presence`]
+//! covers them all. Local recipients are always served directly, before and independently of
+//! the backplane: when it is unreachable, local delivery goes on and the send returns an error
+//! for which [`Error::is_backplane`] is true. [`HubContext::backplane_healthy`] is the signal
+//! for a readiness probe.
 //!
 //! # Authentication and authorization
 //! An [`Authenticator`] ([`HubBuilder::authenticator`]) runs on negotiate and every transport
@@ -264,7 +278,8 @@
 //!   timeouts, closing).
 //! - `transport`: WebSockets, Server-Sent Events and long polling, behind a small sink trait.
 //! - `hub`: method table, extractors, dispatch, client proxies.
-//! - `lifetime`: the registry of live connections (sharded; no global lock).
+//! - `lifetime`: the registry of live connections (sharded; no global lock), and
+//!   [`backplane`], the trait other processes are reached through.
 //! - `http`: negotiate, routing, the HTTP connection manager and CORS, as a `tower::Service`.
 pub mod auth;
 pub mod protocol;

@@ -56,12 +56,26 @@
 //!   are not replayed to it (Redis pub/sub keeps nothing).
 //!
 //! # Load balancers
-//! WebSocket clients that skip negotiation need nothing. Clients that negotiate send a
-//! follow-up request carrying the connection token (`?id=`) which must reach the process that
-//! answered the negotiate: route by a hash of the `id` query parameter (nginx
-//! `hash $arg_id consistent`, HAProxy `balance url_param id`), or use cookie affinity. Long
-//! polling and Server-Sent Events send many requests per connection, and stateful reconnect
-//! returns with the same token: the same rule keeps them on their process.
+//! What a load balancer must do, and why we chose this over forwarding requests between
+//! processes:
+//! - **WebSockets** (the default transport of every official client): nothing. A client that
+//!   negotiates sends the negotiate and the WebSocket request back to back; with
+//!   `skipNegotiation` there is only one request. The one requirement is that the two requests
+//!   of one connection meet the same process, which any affinity below gives.
+//! - **Server-Sent Events and long polling** send many requests per connection (the stream or
+//!   polls, plus a POST per message), all carrying the connection token in the `id` query
+//!   parameter, and they must reach the process holding that connection. Route by a hash of
+//!   `id` (nginx `hash $arg_id consistent;`, HAProxy `balance url_param id`, Envoy a ring hash
+//!   on the query parameter), or use cookie affinity. The negotiate request itself carries no
+//!   `id` and may go anywhere: the connection lives where its first transport request lands.
+//! - **Stateful reconnect** returns with the same token, so the same rule brings the client
+//!   back to the process holding its replay buffer.
+//!
+//! Why not forward instead: a connection's state (its outbound queue, replay buffer, running
+//! invocations and streams) lives in one process. Forwarding each long poll and each POST
+//! through Redis would add a round trip per message and per poll, and would turn a Redis blip
+//! into dropped connections for every non-WebSocket client. Hashing on `id` costs nothing and
+//! every common load balancer supports it.
 //!
 //! # Limits
 //! | limit | default | past it |
