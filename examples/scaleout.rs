@@ -31,7 +31,10 @@ async fn join_group(ctx: Context, group: String) -> Result<(), HubError> {
 }
 
 async fn send_to_group(clients: Clients, group: String, text: String) -> Result<(), HubError> {
-    clients.group(group.clone()).send("Group", (group, text)).await?;
+    clients
+        .group(group.clone())
+        .send("Group", (group, text))
+        .await?;
     Ok(())
 }
 
@@ -66,21 +69,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .method("SendToGroup", send_to_group)
         .method("OnlineCount", online_count)
         .build();
-    let app = Router::new()
-        .nest_service("/hub", hub.service())
-        .route(
-            "/health",
-            get(move || {
-                let health = health.clone();
-                async move {
-                    Json(serde_json::json!({
-                        "backplane": health.is_healthy(),
-                        "server": health.server_name(),
-                        "stats": format!("{:?}", health.stats()),
-                    }))
-                }
-            }),
-        );
+    let app = Router::new().nest_service("/hub", hub.service()).route(
+        "/health",
+        get(move || {
+            let health = health.clone();
+            async move {
+                Json(serde_json::json!({
+                    "backplane": health.is_healthy(),
+                    "server": health.server_name(),
+                    "stats": format!("{:?}", health.stats()),
+                }))
+            }
+        }),
+    );
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("scale-out example on http://{addr}/hub (Redis {redis})");
     axum::serve(listener, app)

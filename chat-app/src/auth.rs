@@ -37,6 +37,8 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 #[derive(Clone)]
 pub struct Tokens {
     key: EncodingKey,
+    /// Signs SignalR connection tokens when several processes serve the hub.
+    connection_token_key: Vec<u8>,
     verifier: JwtAuthenticator,
     lifetime: Duration,
 }
@@ -48,9 +50,16 @@ pub struct Issued {
 }
 
 impl Tokens {
+    /// The key every process of the service shares for SignalR connection tokens.
+    pub fn connection_token_key(&self) -> &[u8] {
+        &self.connection_token_key
+    }
+
     pub fn new(secret: &str, lifetime_minutes: i64) -> Tokens {
         Tokens {
             key: EncodingKey::from_secret(secret.as_bytes()),
+            // Derived, not the JWT secret itself: each key signs one kind of token.
+            connection_token_key: format!("signalr-connection-tokens:{secret}").into_bytes(),
             verifier: JwtAuthenticator::hs256(secret.as_bytes()),
             lifetime: Duration::minutes(lifetime_minutes.max(1)),
         }

@@ -320,7 +320,11 @@ pub fn build(state: &AppState, backplane: Option<signalr_redis::RedisBackplane>)
     );
     let mut builder = Hub::builder();
     if let Some(backplane) = backplane {
-        builder = builder.backplane(backplane);
+        // Processes share the token secret, so a client may negotiate with one and connect to
+        // another: no session affinity needed for WebSockets.
+        builder = builder
+            .backplane(backplane)
+            .portable_connection_tokens(state.tokens.connection_token_key());
     }
     builder
         .authenticator(state.tokens.verifier())

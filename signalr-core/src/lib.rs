@@ -155,7 +155,9 @@
 //! covers them all. Local recipients are always served directly, before and independently of
 //! the backplane: when it is unreachable, local delivery goes on and the send returns an error
 //! for which [`Error::is_backplane`] is true. [`HubContext::backplane_healthy`] is the signal
-//! for a readiness probe.
+//! for a readiness probe. [`HubBuilder::portable_connection_tokens`] removes the need for
+//! session affinity between negotiate and the transport request (the reference needs sticky
+//! sessions): any process sharing the key opens a connection negotiated on another.
 //!
 //! # Authentication and authorization
 //! An [`Authenticator`] ([`HubBuilder::authenticator`]) runs on negotiate and every transport
@@ -269,6 +271,9 @@
 //!   cadence); clients only need to hear something within their timeout.
 //! - A client that cannot keep up with multi-client sends is disconnected instead of slowing
 //!   the sender down: one slow client never delays a broadcast to everyone else.
+//! - Optional signed connection tokens ([`HubBuilder::portable_connection_tokens`]) that any
+//!   process of a scaled-out hub accepts; the reference's tokens bind a connection to the
+//!   process that negotiated it.
 //! - The WebSocket read buffer is 4 KiB per connection (tungstenite allocates 128 KiB by
 //!   default), to keep idle connections small.
 //!

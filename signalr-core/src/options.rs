@@ -64,6 +64,9 @@ pub(crate) struct HubOptions {
     pub websocket_read_buffer_size: usize,
     /// Bytes buffered before a WebSocket write is pushed to the socket. Default 8 KiB.
     pub websocket_write_buffer_size: usize,
+    /// Signs connection tokens so that every process holding the key accepts them. Default
+    /// none (random tokens, valid on the negotiating process only, as in the reference).
+    pub portable_token_key: Option<std::sync::Arc<[u8]>>,
 }
 
 impl Default for HubOptions {
@@ -92,6 +95,7 @@ impl Default for HubOptions {
             client_result_timeout: Duration::from_secs(30),
             websocket_read_buffer_size: 4 * 1024,
             websocket_write_buffer_size: 8 * 1024,
+            portable_token_key: None,
         }
     }
 }

@@ -56,26 +56,30 @@
 //!   are not replayed to it (Redis pub/sub keeps nothing).
 //!
 //! # Load balancers
-//! What a load balancer must do, and why we chose this over forwarding requests between
-//! processes:
-//! - **WebSockets** (the default transport of every official client): nothing. A client that
-//!   negotiates sends the negotiate and the WebSocket request back to back; with
-//!   `skipNegotiation` there is only one request. The one requirement is that the two requests
-//!   of one connection meet the same process, which any affinity below gives.
+//! The reference needs session affinity ("sticky sessions") for everything but WebSockets
+//! without negotiation. Here, give every process the same key with
+//! `HubBuilder::portable_connection_tokens`: negotiate then issues signed tokens, and a process
+//! that receives a transport request for a token it did not issue opens the connection itself
+//! (within 60 s of the negotiate, and only if no process holds that connection already). Then:
+//! - **WebSockets** (the default transport of every official client) need nothing from the load
+//!   balancer: negotiate and the WebSocket request may land on any processes. Round robin works.
 //! - **Server-Sent Events and long polling** send many requests per connection (the stream or
-//!   polls, plus a POST per message), all carrying the connection token in the `id` query
-//!   parameter, and they must reach the process holding that connection. Route by a hash of
-//!   `id` (nginx `hash $arg_id consistent;`, HAProxy `balance url_param id`, Envoy a ring hash
-//!   on the query parameter), or use cookie affinity. The negotiate request itself carries no
-//!   `id` and may go anywhere: the connection lives where its first transport request lands.
-//! - **Stateful reconnect** returns with the same token, so the same rule brings the client
-//!   back to the process holding its replay buffer.
+//!   the polls, plus a POST per message), all carrying the token in the `id` query parameter,
+//!   and they must reach the process that opened the connection. Route by a hash of `id`
+//!   (nginx `hash $arg_id consistent;`, HAProxy `balance url_param id`, Envoy a ring hash on the
+//!   query parameter). The negotiate request carries no `id` and may go anywhere.
+//! - **Stateful reconnect** comes back with the same token, so the same hash brings the client
+//!   back to the process holding its replay buffer; one that lands elsewhere is refused and the
+//!   client starts a new connection (its automatic reconnect).
 //!
-//! Why not forward instead: a connection's state (its outbound queue, replay buffer, running
-//! invocations and streams) lives in one process. Forwarding each long poll and each POST
-//! through Redis would add a round trip per message and per poll, and would turn a Redis blip
-//! into dropped connections for every non-WebSocket client. Hashing on `id` costs nothing and
-//! every common load balancer supports it.
+//! Without portable tokens, use affinity that covers the negotiate too (a cookie, or a hash of
+//! the client address).
+//!
+//! Why requests are not forwarded between processes instead: a connection's state (outbound
+//! queue, replay buffer, running invocations and streams) lives in one process. Relaying each
+//! long poll and each POST through Redis would add a round trip per message and per poll, and
+//! would turn a Redis blip into dropped connections for every non-WebSocket client; a hash on
+//! `id` costs nothing and every common load balancer has it.
 //!
 //! # Limits
 //! | limit | default | past it |

@@ -263,6 +263,19 @@ async fn ask(inner: &Inner, query: PresenceQuery<'_>) -> Result<Vec<String>, red
             let users: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
             out.extend(users.into_iter().flatten().filter(|u| !u.is_empty()));
         }
+        PresenceQuery::Connection(id) => {
+            for server in &servers {
+                pipe.hexists(keys.connections_of(server), id);
+            }
+            let held: Vec<bool> = pipe.query_async(&mut conn).await?;
+            out.extend(
+                servers
+                    .iter()
+                    .zip(held)
+                    .filter(|(_, held)| *held)
+                    .map(|(server, _)| server.clone()),
+            );
+        }
         PresenceQuery::GroupMembers(group) => {
             for server in &servers {
                 pipe.hkeys(keys.groups_of(server));

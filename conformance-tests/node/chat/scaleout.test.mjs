@@ -4,6 +4,7 @@
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { api, connect, run, sleep, startApp, until, user } from "./helpers.mjs";
+import { splitProxy } from "../test/proxy.mjs";
 
 const REDIS_URL = process.env.CHAT_REDIS_URL;
 if (!REDIS_URL) throw new Error("CHAT_REDIS_URL must be set");
@@ -78,13 +79,26 @@ describe("two chat-app processes on one Redis", () => {
     await aliceA.connection.invoke("SendMessage", room.id, "welcome carol");
     await until(() => messages(carolA).includes("welcome carol") && messages(carolB).includes("welcome carol"), "both of carol's connections");
 
+    // Negotiate with A, connect to B (no session affinity): the shared token key makes it work.
+    const proxy = await splitProxy(a, b, "/hubs/chat");
+    let dan;
+    try {
+      const danUser = await user(a, "dan");
+      dan = await hub(proxy, danUser);
+      await dan.connection.invoke("JoinRoom", room.id);
+      await aliceA.connection.invoke("SendMessage", room.id, "hi dan");
+      await until(() => messages(dan).includes("hi dan"), "dan, negotiated on A and connected to B");
+    } finally {
+      await proxy.close();
+    }
+
     // Nothing arrives twice, and history (one database) has every message once.
     await sleep(300);
-    for (const c of [aliceA, bobB, bobA, carolA, carolB]) {
+    for (const c of [aliceA, bobB, bobA, carolA, carolB, dan]) {
       const seen = messages(c);
       assert.equal(new Set(seen).size, seen.length, `duplicates: ${JSON.stringify(seen)}`);
     }
     const history = await api(b, "GET", `/api/v1/rooms/${room.id}/messages`, { token: bob.token });
-    assert.deepEqual(history.body.map((m) => m.content).sort(), ["hello from A", "hello from B", "to both of bob's devices", "welcome carol"].sort());
+    assert.deepEqual(history.body.map((m) => m.content).sort(), ["hello from A", "hello from B", "to both of bob's devices", "welcome carol", "hi dan"].sort());
   });
 });

@@ -5,6 +5,7 @@ import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createServer } from "node:net";
+import { splitProxy } from "./proxy.mjs";
 import { jwt, startServer, started, sleep, until, withTimeout } from "./helpers.mjs";
 
 const SECRET = "backplane-secret";
@@ -83,6 +84,7 @@ describe("three processes on one Redis backplane", () => {
         "--server-name", `server-${i}`,
         "--redis-health-ms", "100",
         "--redis-ack-timeout-ms", "2000",
+        "--token-key", "backplane-test-token-key",
       ]));
     }
   });
@@ -195,6 +197,36 @@ describe("three processes on one Redis backplane", () => {
     const missing = await ask(s0, "no-such-connection", "Add", [1, 1]);
     assert.equal(missing.kind, "closed");
     assert.match(missing.error, /does not exist/);
+  });
+
+  it("opens a connection negotiated on another process (portable tokens, no session affinity)", async () => {
+    const [s0, s1] = servers;
+    const proxy = await splitProxy(s0, s1);
+    try {
+      const peer = await connect(s0, "gina", "g0");
+      for (const transport of ["WebSockets", "ServerSentEvents", "LongPolling"]) {
+        const c = await connect(proxy, "hank", `h-${transport}`, { transport });
+        // The id negotiate (on s0) announced is the one the hub (on s1) runs.
+        assert.equal(c.id, c.connection.connectionId, transport);
+        assert.equal(await c.connection.invoke("GetTransport"), transport);
+        await peer.connection.invoke("SendToClient", c.id, "m", [`hello ${transport}`]);
+        await until(() => c.received.length === 1, 3000, `a message to the ${transport} client`);
+        assert.deepEqual(got(c), [`hello ${transport}`]);
+        await c.connection.stop();
+      }
+    } finally {
+      await proxy.close();
+    }
+
+    // Without the shared key, the same split fails: the token is unknown where it lands.
+    const plain = await startServer(["--jwt-secret", SECRET, "--require-auth"]);
+    const broken = await splitProxy(s0, plain);
+    try {
+      await assert.rejects(connect(broken, "ivan", "i0"));
+    } finally {
+      await broken.close();
+      await plain.stop();
+    }
   });
 
   it("keeps local delivery through a Redis outage, reports it, and recovers by itself", async () => {

@@ -675,6 +675,10 @@ async fn main() -> std::io::Result<()> {
     if args.iter().any(|a| a == "--detailed-errors") {
         builder = builder.enable_detailed_errors(true);
     }
+    if let Some(position) = args.iter().position(|a| a == "--token-key") {
+        let key = args.get(position + 1).expect("--token-key needs a value");
+        builder = builder.portable_connection_tokens(key);
+    }
     let mut backplane = None;
     if let Some(position) = args.iter().position(|a| a == "--redis") {
         let url = args.get(position + 1).expect("--redis needs a URL");

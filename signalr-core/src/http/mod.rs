@@ -6,6 +6,7 @@ pub(crate) mod connections;
 mod cors;
 pub(crate) mod negotiate;
 mod streaming;
+mod token;
 mod websocket;
 
 use std::convert::Infallible;
@@ -146,6 +147,11 @@ where
         };
     }
     let event_stream = accepts_event_stream(&request);
+    if method == Method::GET {
+        if let Some(token) = &query.id {
+            negotiate::adopt_portable_token(&hub, token).await;
+        }
+    }
     match method {
         Method::GET if websocket::is_upgrade(&request) => {
             websocket::upgrade(hub, request, query, identity)

@@ -6,8 +6,9 @@ use base64::Engine;
 use http::{Response, StatusCode};
 use serde_json::json;
 
-use super::{json, text, Query, ResponseBody};
+use super::{json, text, token, Query, ResponseBody};
 use crate::hub::HubShared;
+use crate::lifetime::backplane::PresenceQuery;
 use crate::transport::TransportKind;
 
 /// The highest negotiate version we speak (1: separate connection id and token).
@@ -18,6 +19,69 @@ const MAX_NEGOTIATE_VERSION: i64 = 1;
 pub(crate) fn new_id() -> String {
     let bytes: [u8; 16] = rand::random();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub(crate) fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Remembers a token until its transport request comes; one that never comes expires (clients
+/// re-negotiate before each fallback, so abandoned ones are normal).
+fn await_transport(hub: &Arc<HubShared>, token: String, connection_id: Arc<str>, stateful: bool) {
+    hub.connections
+        .insert(token.clone(), connection_id, stateful);
+    let hub = hub.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(hub.options.disconnect_timeout).await;
+        hub.connections.remove_if_pending(&token);
+    });
+}
+
+/// How long after its issue another process may adopt a portable token (the gap between a
+/// negotiate and its transport request is normally milliseconds).
+const ADOPTION_WINDOW_SECS: u64 = 60;
+
+/// A transport request with a portable token this process did not issue: take the connection
+/// on, unless the token is invalid, stale, or its connection already runs somewhere.
+pub(super) async fn adopt_portable_token(hub: &Arc<HubShared>, token: &str) {
+    let Some(key) = &hub.options.portable_token_key else {
+        return;
+    };
+    if hub.connections.get(token).is_some() {
+        return;
+    }
+    let Some(claims) = token::verify(key, token) else {
+        return;
+    };
+    let now = unix_secs();
+    // A little tolerance for clocks that disagree between machines.
+    let fresh = claims.issued_at <= now + 5 && now <= claims.issued_at + ADOPTION_WINDOW_SECS;
+    if !fresh || hub.registry.get(&claims.connection_id).is_some() {
+        return;
+    }
+    if let Some(backplane) = &hub.backplane {
+        // Never run one connection twice (a stateful reconnect that landed elsewhere). While
+        // the backplane cannot tell, availability wins: adopt.
+        let holders = backplane
+            .presence(PresenceQuery::Connection(&claims.connection_id))
+            .await;
+        if holders.is_ok_and(|h| !h.is_empty()) {
+            tracing::debug!(connection = %claims.connection_id, "token already in use on another process");
+            return;
+        }
+    }
+    if hub.connections.pending() >= hub.options.max_pending_negotiations {
+        return;
+    }
+    tracing::debug!(connection = %claims.connection_id, "adopted a connection negotiated elsewhere");
+    await_transport(
+        hub,
+        token.to_owned(),
+        claims.connection_id.into(),
+        claims.stateful,
+    );
 }
 
 pub(super) fn negotiate(hub: &Arc<HubShared>, query: &Query) -> Response<ResponseBody> {
@@ -52,26 +116,24 @@ pub(super) fn negotiate(hub: &Arc<HubShared>, query: &Query) -> Response<Respons
         );
     }
 
-    let connection_id: Arc<str> = new_id().into();
-    // Version 0 clients present the connection id itself on transport requests.
-    let token = if version >= 1 {
-        new_id()
-    } else {
-        connection_id.to_string()
-    };
     // Granted only when both sides want it; never announced otherwise (the JS client refuses a
     // server that grants what it did not ask for).
     let stateful = query.use_stateful_reconnect && hub.options.allow_stateful_reconnect;
-    hub.connections
-        .insert(token.clone(), connection_id.clone(), stateful);
-    // A negotiation whose transport never arrives expires (clients re-negotiate before each
-    // fallback, so abandoned ones are normal).
-    let expiry_hub = hub.clone();
-    let expiry_token = token.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(expiry_hub.options.disconnect_timeout).await;
-        expiry_hub.connections.remove_if_pending(&expiry_token);
-    });
+    let (connection_id, token) = match (&hub.options.portable_token_key, version) {
+        (Some(key), 1..) => token::issue(key, rand::random(), stateful, unix_secs()),
+        _ => {
+            let connection_id = new_id();
+            // Version 0 clients present the connection id itself on transport requests.
+            let token = if version >= 1 {
+                new_id()
+            } else {
+                connection_id.clone()
+            };
+            (connection_id, token)
+        }
+    };
+    let connection_id: Arc<str> = connection_id.into();
+    await_transport(hub, token.clone(), connection_id.clone(), stateful);
 
     let transports: Vec<_> = TransportKind::ALL
         .iter()

@@ -407,6 +407,26 @@ impl HubBuilder {
         self
     }
 
+    /// Signs connection tokens with `key` (shared by every process of the hub, at least 16
+    /// bytes of secret), so that a connection negotiated on one process can open on another:
+    /// behind a load balancer without session affinity, a client's negotiate and its WebSocket
+    /// request may land on different processes. A process adopts a token it did not issue only
+    /// within 60 s of its issue and only if no process already holds that connection.
+    /// Negotiate version 0 clients (pre-2020) keep process-bound tokens. Default off: tokens
+    /// are random and valid on the negotiating process only, as in the reference.
+    ///
+    /// # Panics
+    /// When `key` is shorter than 16 bytes.
+    pub fn portable_connection_tokens(mut self, key: impl AsRef<[u8]>) -> Self {
+        let key = key.as_ref();
+        assert!(
+            key.len() >= 16,
+            "a connection token key needs at least 16 bytes"
+        );
+        self.options.portable_token_key = Some(key.into());
+        self
+    }
+
     /// Connects this hub to other server processes through a backplane (such as
     /// `signalr_redis::RedisBackplane`), so that sends, groups, users, client results and
     /// presence span every process. Without one, the hub covers this process only.

@@ -117,6 +117,8 @@ pub enum PresenceQuery<'a> {
     ConnectionUser(&'a str),
     /// The groups a connection is in.
     ConnectionGroups(&'a str),
+    /// The processes holding a connection (empty: none).
+    Connection(&'a str),
 }
 
 /// A client's answer to a client-result invocation, framed in that client's protocol, as it
