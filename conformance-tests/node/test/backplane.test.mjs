@@ -84,6 +84,7 @@ describe("three processes on one Redis backplane", () => {
         "--server-name", `server-${i}`,
         "--redis-health-ms", "100",
         "--redis-ack-timeout-ms", "2000",
+        "--redis-presence-ttl-ms", "2000",
         "--token-key", "backplane-test-token-key",
       ]));
     }
@@ -103,6 +104,7 @@ describe("three processes on one Redis backplane", () => {
     open.push(c.connection);
     return c;
   };
+  let first; // a client on server 0 that stays connected throughout
   const reset = (clients) => clients.forEach((c) => { c.received.length = 0; });
   const got = (c) => c.received.map((r) => r.args[0]);
 
@@ -122,6 +124,7 @@ describe("three processes on one Redis backplane", () => {
   it("reaches exactly the intended connections with every target, across processes", async () => {
     const [s0, s1, s2] = servers;
     const a0 = await connect(s0, "alice", "a0");
+    first = a0;
     const a1 = await connect(s1, "alice", "a1", { protocol: "messagepack" });
     const b1 = await connect(s1, "bob", "b1");
     const c2 = await connect(s2, "carol", "c2", { transport: "LongPolling" });
@@ -268,5 +271,22 @@ describe("three processes on one Redis backplane", () => {
       await sleep(50);
     } while (Date.now() < deadline);
     assert.ok(users.includes("xavier") && users.includes("yolanda") && users.includes("zoe"), JSON.stringify(users));
+  });
+
+  it("forgets a process that dies without saying goodbye (presence TTL)", async () => {
+    const [, , s2] = servers;
+    const onlineFromFirst = () => first.connection.invoke("OnlineUsers");
+    const before = await onlineFromFirst();
+    assert.ok(before.includes("carol") && before.includes("erin"), JSON.stringify(before));
+    await s2.stop(); // SIGKILL: no cleanup
+    const deadline = Date.now() + 10000;
+    let users;
+    do {
+      users = await onlineFromFirst();
+      if (!users.includes("carol") && !users.includes("erin")) break;
+      await sleep(100);
+    } while (Date.now() < deadline);
+    assert.ok(!users.includes("carol") && !users.includes("erin"), `still listed: ${JSON.stringify(users)}`);
+    assert.ok(users.includes("alice") && users.includes("bob"), JSON.stringify(users));
   });
 });

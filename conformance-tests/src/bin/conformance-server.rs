@@ -699,6 +699,9 @@ async fn main() -> std::io::Result<()> {
         if let Some(ms) = flag_value(&args, "--redis-health-ms") {
             settings = settings.health_interval(Duration::from_millis(ms));
         }
+        if let Some(ms) = flag_value(&args, "--redis-presence-ttl-ms") {
+            settings = settings.presence_ttl(Duration::from_millis(ms));
+        }
         if let Some(ms) = flag_value(&args, "--redis-ack-timeout-ms") {
             settings = settings.ack_timeout(Duration::from_millis(ms));
         }
