@@ -140,6 +140,8 @@ pub struct RedisBackplane {
 /// State shared with the push callback, which exists before the rest.
 struct Signals {
     healthy: AtomicBool,
+    /// Counts connection losses, so a restore that raced with a new loss is not trusted.
+    losses: AtomicU64,
     lost: Notify,
     dropped_incoming: AtomicU64,
 }
@@ -261,6 +263,7 @@ impl RedisBackplane {
 
         let signals = Arc::new(Signals {
             healthy: AtomicBool::new(true),
+            losses: AtomicU64::new(0),
             lost: Notify::new(),
             dropped_incoming: AtomicU64::new(0),
         });
@@ -270,6 +273,7 @@ impl RedisBackplane {
         let on_push = move |info: PushInfo| -> Result<(), ()> {
             let is_message = matches!(info.kind, PushKind::Message | PushKind::SMessage);
             if info.kind == PushKind::Disconnection {
+                push_signals.losses.fetch_add(1, Ordering::AcqRel);
                 push_signals.healthy.store(false, Ordering::Release);
                 push_signals.lost.notify_one();
             } else if is_message && incoming_tx.try_send(info).is_err() {
@@ -385,6 +389,7 @@ impl Inner {
     }
 
     fn lost(&self) {
+        self.signals.losses.fetch_add(1, Ordering::AcqRel);
         self.signals.healthy.store(false, Ordering::Release);
         self.signals.lost.notify_one();
     }
@@ -1016,9 +1021,12 @@ async fn health(inner: Weak<Inner>) {
         }
         if !inner.healthy() {
             lock(&inner.own).clear();
+            let losses = inner.signals.losses.load(Ordering::Acquire);
             let (done, restored) = oneshot::channel();
             let _ = inner.subscription_ops.send(SubscriptionOp::Restore(done));
-            if restored.await.unwrap_or(false) {
+            let restored = restored.await.unwrap_or(false);
+            // Lost again meanwhile: the next round restores once more.
+            if restored && inner.signals.losses.load(Ordering::Acquire) == losses {
                 inner.signals.healthy.store(true, Ordering::Release);
                 inner.presence_dirty.store(true, Ordering::Release);
                 inner.presence_wake.notify_one();
