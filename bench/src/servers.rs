@@ -167,6 +167,8 @@ async fn raw_room(
 pub struct Server {
     child: Child,
     pub port: u16,
+    /// Started under a wrapper (a profiler), which must exit cleanly to write its output.
+    wrapped: bool,
 }
 
 impl Server {
@@ -177,6 +179,18 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if self.wrapped {
+            // SIGTERM, so that a profiler gets to write its results, then a grace period.
+            let _ = Command::new("kill")
+                .arg(self.child.id().to_string())
+                .status();
+            for _ in 0..100 {
+                if matches!(self.child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -219,23 +233,35 @@ pub fn peer_missing(target: &str) -> Option<String> {
 pub async fn start(target: &str) -> Result<Server, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let dir = peers_dir();
-    let (program, args): (PathBuf, Vec<String>) = match target {
-        "ours" | "raw" => (exe, vec!["serve".into(), target.into()]),
-        "aiosignalr" => (
+    // SIGNALR_BENCH_WRAP puts a command in front of our server, for profiling it, for
+    // example `valgrind --tool=callgrind`.
+    let wrap: Vec<String> = std::env::var("SIGNALR_BENCH_WRAP")
+        .ok()
+        .filter(|_| target == "ours")
+        .map(|w| w.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
+    let (program, args): (PathBuf, Vec<String>) = match (target, wrap.split_first()) {
+        ("ours", Some((wrapper, wrapper_args))) => {
+            let mut args = wrapper_args.to_vec();
+            args.extend([exe.display().to_string(), "serve".into(), "ours".into()]);
+            (wrapper.into(), args)
+        }
+        ("ours" | "raw", _) => (exe, vec!["serve".into(), target.into()]),
+        ("aiosignalr", _) => (
             dir.join("venv/bin/python"),
             vec![scripts_dir()
                 .join("aiosignalr_server.py")
                 .display()
                 .to_string()],
         ),
-        "socket.io" => (
+        ("socket.io", _) => (
             "node".into(),
             vec![scripts_dir()
                 .join("socketio-server.mjs")
                 .display()
                 .to_string()],
         ),
-        other => return Err(format!("unknown target {other}")),
+        (other, _) => return Err(format!("unknown target {other}")),
     };
     let pinned = Command::new("taskset").arg("--version").output().is_ok();
     let mut command = if pinned {
@@ -259,7 +285,11 @@ pub async fn start(target: &str) -> Result<Server, String> {
         .map_err(|e| format!("{target} does not start: {e}"))?;
     let stdout = child.stdout.take().expect("stdout");
     let stdout = tokio::process::ChildStdout::from_std(stdout).map_err(|e| e.to_string())?;
-    let mut server = Server { child, port: 0 };
+    let mut server = Server {
+        child,
+        port: 0,
+        wrapped: !wrap.is_empty(),
+    };
     let mut line = String::new();
     let read = tokio::time::timeout(
         Duration::from_secs(30),
