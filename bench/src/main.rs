@@ -407,7 +407,8 @@ fn print_table(report: &Value) {
             for other in ["raw", "aiosignalr", "socket.io"] {
                 let value = &results[other][metric];
                 if value.is_null() {
-                    let why = scenario["skipped"][other].as_str().map_or("", |why| {
+                    // Not run: the peer does not apply to the scenario, was skipped, or failed.
+                    let why = scenario["skipped"][other].as_str().map_or("n/a", |why| {
                         if why.starts_with("failed") {
                             "failed"
                         } else {
