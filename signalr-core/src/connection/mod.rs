@@ -643,17 +643,6 @@ where
     // Ping (for clients too old to ping); but then a client that sends half a record and falls
     // silent would be held forever. Current clients ping right after the handshake.
     let timeout_armed = true;
-    // Waiting for the connection or the session to end, and for the client timeout, is set up
-    // once rather than per received chunk: a fresh cancellation wait per chunk registered and
-    // removed a waiter under the token's lock each time, and a fresh timeout armed and
-    // disarmed a timer. The one timer runs to the last chunk's time plus the limit; when it
-    // fires early (chunks came in the meantime) it is moved to the new deadline.
-    let closing = conn.closing.cancelled();
-    let ended = session.cancelled();
-    let limit = options.client_timeout;
-    let mut last_chunk = Instant::now();
-    let deadline = tokio::time::sleep_until(last_chunk + limit);
-    tokio::pin!(closing, ended, deadline);
     loop {
         loop {
             match conn
@@ -698,23 +687,9 @@ where
         }
 
         let received = tokio::select! {
-            _ = &mut closing => Received::Closing,
-            _ = &mut ended => Received::Failed("the transport failed".to_owned()),
-            next = inbound.next() => match next {
-                Some(Ok(chunk)) => {
-                    last_chunk = Instant::now();
-                    Received::Chunk(chunk)
-                }
-                Some(Err(e)) => Received::Failed(e.to_string()),
-                None => Received::Ended,
-            },
-            _ = &mut deadline, if timeout_armed => {
-                if Instant::now() < last_chunk + limit {
-                    deadline.as_mut().reset(last_chunk + limit);
-                    continue;
-                }
-                Received::TimedOut
-            }
+            _ = conn.closing.cancelled() => Received::Closing,
+            _ = session.cancelled() => Received::Failed("the transport failed".to_owned()),
+            next = next_chunk(inbound, timeout_armed.then_some(options.client_timeout)) => next,
         };
         match received {
             Received::Chunk(chunk) => {
@@ -759,6 +734,24 @@ where
         }
     }
     ReadEnd::Ended
+}
+
+async fn next_chunk<I>(inbound: &mut I, timeout: Option<Duration>) -> Received
+where
+    I: Stream<Item = io::Result<Bytes>> + Unpin,
+{
+    let next = match timeout {
+        Some(limit) => match tokio::time::timeout(limit, inbound.next()).await {
+            Ok(next) => next,
+            Err(_) => return Received::TimedOut,
+        },
+        None => inbound.next().await,
+    };
+    match next {
+        Some(Ok(chunk)) => Received::Chunk(chunk),
+        Some(Err(e)) => Received::Failed(e.to_string()),
+        None => Received::Ended,
+    }
 }
 
 /// The outbound queue, owned by whichever session is writing; it outlives a transport that
@@ -822,16 +815,12 @@ async fn write_loop<S: TransportSink>(
             })
             .await?;
         }
-        // Set up once, not per record (see the read loop).
-        let closing = conn.closing.cancelled();
-        let ended = session.cancelled();
-        tokio::pin!(closing, ended);
         loop {
             let room = conn.replay_has_room();
             tokio::select! {
                 biased;
-                _ = &mut closing => return Ok(()),
-                _ = &mut ended => return Ok(()),
+                _ = conn.closing.cancelled() => return Ok(()),
+                _ = session.cancelled() => return Ok(()),
                 // The client left (an SSE request it aborted): a normal end, as in the reference.
                 _ = &mut gone => {
                     conn.close(Close::default());
