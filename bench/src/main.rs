@@ -1,39 +1,68 @@
-//! `signalr-bench`: one load generator, speaking the SignalR protocol itself, driving our hub
-//! and a raw WebSocket echo server (the ceiling any protocol layer can approach) side by side in
-//! one run, so that every figure can be read as a ratio on a noisy machine.
+//! `signalr-bench`: one load generator, speaking the SignalR protocol itself, driving our hub,
+//! a raw WebSocket server (the ceiling any protocol layer can approach) and, when installed,
+//! peer servers (aiosignalr, Socket.IO) side by side in one run, so that every figure can be
+//! read as a ratio on a noisy machine.
 //!
 //! ```text
-//! signalr-bench run [--smoke] [--json]   # every scenario, 3 repetitions, a table (or JSON)
+//! signalr-bench run [--smoke] [--json] [--only TEXT] [--no-peers] [--reps N]
+//! signalr-bench table REPORT.json         # the table of a saved JSON report
 //! signalr-bench serve ours|raw           # one server; prints "LISTENING <port>"
 //! ```
 //! Servers run as child processes pinned to core 0 when `taskset` exists; run the generator
 //! on another core (`taskset -c 1 signalr-bench run`) for the cleanest figures.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod client;
+mod scenarios;
+mod servers;
 
-use futures_util::{SinkExt, StreamExt};
+use std::time::Duration;
+
 use serde_json::{json, Value};
-use signalr_core::protocol::{Headers, Invocation, Message, NoValue, Protocol};
-use signalr_core::Hub;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message as Ws;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use signalr_core::protocol::Protocol;
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use scenarios::{Kind, Timing};
 
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("serve") => serve(args.get(1).map(String::as_str).unwrap_or("ours")).await,
+        Some("serve") => servers::serve(args.get(1).map(String::as_str).unwrap_or("ours")).await,
+        Some("table") => {
+            // Renders a saved `run --json` report.
+            let path = args.get(1).map(String::as_str).unwrap_or("-");
+            let text = if path == "-" {
+                std::io::read_to_string(std::io::stdin()).unwrap_or_default()
+            } else {
+                std::fs::read_to_string(path).unwrap_or_default()
+            };
+            match serde_json::from_str(&text) {
+                Ok(report) => print_table(&report),
+                Err(e) => {
+                    eprintln!("not a signalr-bench report: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
         Some("run") => {
-            let smoke = args.iter().any(|a| a == "--smoke");
-            let as_json = args.iter().any(|a| a == "--json");
-            let report = run(smoke).await;
-            if as_json {
+            let flag = |name: &str| args.iter().any(|a| a == name);
+            let only = args
+                .iter()
+                .position(|a| a == "--only")
+                .and_then(|i| args.get(i + 1))
+                .cloned();
+            let reps = args
+                .iter()
+                .position(|a| a == "--reps")
+                .and_then(|i| args.get(i + 1))
+                .and_then(|n| n.parse().ok());
+            let options = Options {
+                reps,
+                smoke: flag("--smoke"),
+                peers: !flag("--no-peers"),
+                only,
+            };
+            let report = run(&options).await;
+            if flag("--json") {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&report).unwrap_or_default()
@@ -43,271 +72,159 @@ async fn main() {
             }
         }
         _ => {
-            eprintln!("usage: signalr-bench run [--smoke] [--json] | signalr-bench serve ours|raw");
+            eprintln!(
+                "usage: signalr-bench run [--smoke] [--json] [--only TEXT] [--no-peers] [--reps N] \
+                 | signalr-bench table REPORT.json | signalr-bench serve ours|raw"
+            );
             std::process::exit(2);
         }
     }
 }
 
-/// The hub under test: `Echo` returns its argument.
-async fn echo(value: signalr_core::protocol::Payload) -> signalr_core::protocol::Payload {
-    value
+struct Options {
+    /// Repetitions instead of the mode's default (3, or 1 in smoke mode).
+    reps: Option<usize>,
+    smoke: bool,
+    peers: bool,
+    /// Runs only the scenarios whose name contains this text.
+    only: Option<String>,
 }
 
-async fn serve(target: &str) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    println!(
-        "LISTENING {}",
-        listener.local_addr().expect("address").port()
-    );
-    match target {
-        "ours" => {
-            let hub = Hub::builder().method("Echo", echo).build();
-            let _ =
-                signalr_core::serve_with_shutdown(listener, "/hub", hub, std::future::pending())
-                    .await;
-        }
-        _ => loop {
-            // The baseline: the same tungstenite buffer settings, echoing every frame.
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            tokio::spawn(async move {
-                let config = WebSocketConfig::default()
-                    .read_buffer_size(4 * 1024)
-                    .write_buffer_size(8 * 1024);
-                let Ok(mut ws) =
-                    tokio_tungstenite::accept_async_with_config(stream, Some(config)).await
-                else {
-                    return;
-                };
-                while let Some(Ok(message)) = ws.next().await {
-                    if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err()
-                    {
-                        break;
-                    }
-                }
-            });
+/// One scenario of the run: what it does, whom it runs against, and the metric that the smoke
+/// test requires to be positive.
+struct Scenario {
+    name: String,
+    kind: Kind,
+    peers: &'static [&'static str],
+    primary: &'static str,
+}
+
+const BOTH_PEERS: &[&str] = &["aiosignalr", "socket.io"];
+
+/// The scenario list; sizes shrink in smoke mode.
+fn scenarios(smoke: bool) -> Vec<Scenario> {
+    let pick = |full: usize, small: usize| if smoke { small } else { full };
+    let connections = pick(100, 10);
+    let mut list = Vec::new();
+    for protocol in [Protocol::Json, Protocol::MessagePack] {
+        list.push(Scenario {
+            name: format!("echo, {connections} connections, closed loop, {protocol}, WebSockets"),
+            kind: Kind::EchoClosed {
+                protocol,
+                connections,
+                long_polling: false,
+            },
+            // Socket.IO has no MessagePack counterpart in its default parser.
+            peers: if protocol == Protocol::Json {
+                BOTH_PEERS
+            } else {
+                &["aiosignalr"]
+            },
+            primary: "messages_per_second",
+        });
+    }
+    list.push(Scenario {
+        name: format!(
+            "echo, {connections} connections, closed loop, json, long polling (raw: WebSockets)"
+        ),
+        kind: Kind::EchoClosed {
+            protocol: Protocol::Json,
+            connections,
+            long_polling: true,
         },
-    }
-}
-
-/// A server child process; killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start(target: &str) -> Server {
-    let exe = std::env::current_exe().expect("own path");
-    let pinned = Command::new("taskset").arg("--version").output().is_ok();
-    let mut command = if pinned {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "0"]).arg(&exe);
-        c
+        peers: &["aiosignalr"],
+        primary: "messages_per_second",
+    });
+    let rate = pick(10_000, 1_000) as u64;
+    list.push(Scenario {
+        name: format!("echo, {connections} connections, open loop at {rate} msg/s, json"),
+        kind: Kind::EchoOpen {
+            protocol: Protocol::Json,
+            connections,
+            rate,
+        },
+        peers: BOTH_PEERS,
+        primary: "messages_per_second",
+    });
+    let broadcasts: &[(usize, u64)] = if smoke {
+        &[(20, 100), (200, 10)]
     } else {
-        Command::new(&exe)
+        &[(100, 1_000), (1_000, 100), (10_000, 10)]
     };
-    let mut child = command
-        .args(["serve", target])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("server starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let stdout = tokio::process::ChildStdout::from_std(stdout).expect("async stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .await
-        .expect("LISTENING line");
-    let port = line
-        .trim()
-        .strip_prefix("LISTENING ")
-        .and_then(|p| p.parse().ok())
-        .expect("a port");
-    Server { child, port }
-}
-
-/// What one request looks like on the wire, for a target and protocol.
-fn request(protocol: Protocol) -> Ws {
-    let payload = "x".repeat(32);
-    let message: Message<(&str,), NoValue> = Message::Invocation(Invocation {
-        headers: Headers::new(),
-        invocation_id: Some("1".into()),
-        target: "Echo".into(),
-        arguments: (&payload,),
-        stream_ids: Vec::new(),
+    for &(subscribers, rate) in broadcasts {
+        list.push(Scenario {
+            name: format!(
+                "broadcast, {subscribers} subscribers, 1 publisher at {rate} msg/s ({} deliveries/s offered)",
+                subscribers as u64 * rate
+            ),
+            kind: Kind::Broadcast { subscribers, rate },
+            peers: BOTH_PEERS,
+            primary: "deliveries_per_second",
+        });
+    }
+    let (groups, rate) = if smoke { (5, 100) } else { (100, 10_000) };
+    // Both fan-out scenarios offer 100,000 deliveries/s in the full run: about what the
+    // generator's single core can read while still timing each delivery.
+    list.push(Scenario {
+        name: format!(
+            "small groups, {groups} groups of 10, one sender each, {rate} msg/s in total ({} deliveries/s offered)",
+            rate * 10
+        ),
+        kind: Kind::Groups {
+            groups,
+            size: 10,
+            rate: rate as u64,
+        },
+        peers: BOTH_PEERS,
+        primary: "deliveries_per_second",
     });
-    let record = protocol.encode_to_bytes(&message).expect("encodes");
-    match protocol {
-        Protocol::Json => Ws::text(String::from_utf8(record.to_vec()).expect("utf-8")),
-        Protocol::MessagePack => Ws::binary(record),
-    }
-}
-
-async fn connect(port: u16, target: &str, protocol: Protocol) -> Socket {
-    let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/hub"))
-        .await
-        .expect("connects");
-    if target == "ours" {
-        let handshake = format!(
-            "{{\"protocol\":\"{}\",\"version\":1}}\u{1e}",
-            protocol.name()
-        );
-        socket
-            .send(Ws::text(handshake))
-            .await
-            .expect("handshake sent");
-        socket
-            .next()
-            .await
-            .expect("handshake answer")
-            .expect("handshake answer");
-    }
-    socket
-}
-
-/// Waits for the next reply frame (pings, which only our hub sends, are skipped).
-async fn reply(socket: &mut Socket, protocol: Protocol) -> bool {
-    let ping = protocol.ping_record();
-    loop {
-        match socket.next().await {
-            Some(Ok(Ws::Text(text))) if text.as_bytes() != ping.as_ref() => return true,
-            Some(Ok(Ws::Binary(data))) if data != ping => return true,
-            Some(Ok(_)) => continue,
-            _ => return false,
-        }
-    }
-}
-
-struct Echo {
-    messages_per_second: f64,
-    p50_us: u64,
-    p99_us: u64,
-    p999_us: u64,
-    cpu_seconds_per_million: f64,
-}
-
-/// CPU time (user + system) a process has used, from /proc.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
-        f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
+    let levels = if smoke {
+        vec![50, 100]
+    } else {
+        vec![1_000, 5_000, 10_000, 19_000]
+    };
+    let levels = within_file_limit(levels);
+    list.push(Scenario {
+        name: format!(
+            "idle WebSocket connections, ramp to {}",
+            levels.last().copied().unwrap_or(0)
+        ),
+        kind: Kind::Idle { levels },
+        peers: &[],
+        primary: "",
     });
-    ticks / 100.0
+    let concurrency = pick(64, 8);
+    list.push(Scenario {
+        name: format!(
+            "connection storm, {concurrency} concurrent clients (negotiate + WebSocket + handshake; raw: WebSocket)"
+        ),
+        kind: Kind::Storm { concurrency },
+        peers: &[],
+        primary: "connections_per_second",
+    });
+    list
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+/// Drops idle levels this process cannot hold: each connection costs the generator one file
+/// descriptor too, so the ramp stops a little under the open-files limit.
+fn within_file_limit(levels: Vec<usize>) -> Vec<usize> {
+    let limit = std::fs::read_to_string("/proc/self/limits")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// Closed loop: each connection sends, waits for the reply, and sends again.
-async fn echo_scenario(
-    server: &Server,
-    target: &str,
-    protocol: Protocol,
-    connections: usize,
-    warmup: Duration,
-    window: Duration,
-) -> Echo {
-    let mut tasks = Vec::new();
-    let start = Instant::now() + warmup;
-    let end = start + window;
-    let frame = request(protocol);
-    let mut sockets = Vec::new();
-    for _ in 0..connections {
-        sockets.push(connect(server.port, target, protocol).await);
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3).and_then(|v| v.parse().ok()))
+        .unwrap_or(usize::MAX);
+    let kept: Vec<usize> = levels
+        .iter()
+        .copied()
+        .filter(|&n| n + 500 <= limit)
+        .collect();
+    if kept.len() < levels.len() {
+        eprintln!(
+            "note: open-files limit {limit}; idle ramp stops at {kept:?} (raise it with ulimit -n)"
+        );
     }
-    let cpu_at_start = tokio::spawn({
-        let pid = server.child.id();
-        async move {
-            tokio::time::sleep_until(start.into()).await;
-            cpu_seconds(pid)
-        }
-    });
-    for mut socket in sockets {
-        let frame = frame.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            loop {
-                let sent = Instant::now();
-                if sent >= end
-                    || socket.send(frame.clone()).await.is_err()
-                    || !reply(&mut socket, protocol).await
-                {
-                    break;
-                }
-                if sent >= start {
-                    latencies.push(sent.elapsed().as_micros() as u64);
-                }
-            }
-            latencies
-        }));
-    }
-    let cpu_before = cpu_at_start.await.unwrap_or(0.0);
-    let mut latencies: Vec<u64> = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.unwrap_or_default());
-    }
-    let cpu = (cpu_seconds(server.child.id()) - cpu_before).max(0.0);
-    latencies.sort_unstable();
-    let at = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0)
-    };
-    let count = latencies.len() as f64;
-    Echo {
-        messages_per_second: count / window.as_secs_f64(),
-        p50_us: at(0.50),
-        p99_us: at(0.99),
-        p999_us: at(0.999),
-        cpu_seconds_per_million: if count > 0.0 {
-            cpu / (count / 1e6)
-        } else {
-            0.0
-        },
-    }
-}
-
-/// Server memory per idle connection (ours after the handshake and a ping).
-async fn idle_scenario(target: &str, connections: usize) -> f64 {
-    let server = start(target).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = rss_kib(server.child.id());
-    let mut sockets = Vec::new();
-    for _ in 0..connections {
-        let mut socket = connect(server.port, target, Protocol::Json).await;
-        if target == "ours" {
-            let _ = socket.send(Ws::text("{\"type\":6}\u{1e}")).await;
-        }
-        sockets.push(socket);
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let after = rss_kib(server.child.id());
-    drop(sockets);
-    (after.saturating_sub(before) as f64 * 1024.0) / connections as f64
+    kept
 }
 
 fn stats(values: &mut [f64]) -> Value {
@@ -315,91 +232,206 @@ fn stats(values: &mut [f64]) -> Value {
     json!({"median": values[values.len() / 2], "min": values[0], "max": values[values.len() - 1]})
 }
 
-async fn run(smoke: bool) -> Value {
-    let (reps, connections, warmup, window, idle) = if smoke {
+async fn run(options: &Options) -> Value {
+    let (reps, timing) = if options.smoke {
         (
             1,
-            10,
-            Duration::from_millis(200),
-            Duration::from_secs(1),
-            100,
+            Timing {
+                warmup: Duration::from_millis(200),
+                window: Duration::from_millis(800),
+                grace: Duration::from_millis(300),
+            },
         )
     } else {
-        (3, 100, Duration::from_secs(1), Duration::from_secs(5), 5000)
+        (
+            3,
+            Timing {
+                warmup: Duration::from_secs(1),
+                window: Duration::from_secs(5),
+                grace: Duration::from_secs(2),
+            },
+        )
     };
-    let mut scenarios = Vec::new();
-    for protocol in [Protocol::Json, Protocol::MessagePack] {
-        let mut per_target = serde_json::Map::new();
-        for target in ["ours", "raw"] {
-            let (mut rate, mut p50, mut p99, mut p999, mut cpu) =
-                (vec![], vec![], vec![], vec![], vec![]);
-            for _ in 0..reps {
-                let server = start(target).await;
-                let echo =
-                    echo_scenario(&server, target, protocol, connections, warmup, window).await;
-                eprintln!(
-                    "  echo {protocol} {target}: {:.0} msg/s, p99 {} us",
-                    echo.messages_per_second, echo.p99_us
-                );
-                rate.push(echo.messages_per_second);
-                p50.push(echo.p50_us as f64);
-                p99.push(echo.p99_us as f64);
-                p999.push(echo.p999_us as f64);
-                cpu.push(echo.cpu_seconds_per_million);
+    let reps = options.reps.unwrap_or(reps).max(1);
+    let mut report = Vec::new();
+    for scenario in scenarios(options.smoke) {
+        if options
+            .only
+            .as_ref()
+            .is_some_and(|only| !scenario.name.contains(only.as_str()))
+        {
+            continue;
+        }
+        eprintln!("{}", scenario.name);
+        let mut results = serde_json::Map::new();
+        let mut skipped = serde_json::Map::new();
+        let mut targets = vec!["ours", "raw"];
+        let mut order: Vec<String> = Vec::new();
+        for &peer in scenario.peers {
+            match (options.peers, servers::peer_missing(peer)) {
+                (false, _) => {
+                    skipped.insert(peer.into(), "--no-peers".into());
+                }
+                (true, Some(reason)) => {
+                    eprintln!("  {peer}: skipped, {reason}");
+                    skipped.insert(peer.into(), reason.into());
+                }
+                (true, None) => targets.push(peer),
             }
-            per_target.insert(
-                target.into(),
-                json!({
-                    "messages_per_second": stats(&mut rate),
-                    "p50_us": stats(&mut p50),
-                    "p99_us": stats(&mut p99),
-                    "p999_us": stats(&mut p999),
-                    "server_cpu_seconds_per_million": stats(&mut cpu),
-                }),
-            );
         }
-        scenarios.push(json!({"scenario": format!("echo, {connections} connections, closed loop, {protocol}"), "results": per_target}));
-    }
-    let mut per_target = serde_json::Map::new();
-    for target in ["ours", "raw"] {
-        let mut bytes = Vec::new();
+        // Repetitions go round the targets (ours, raw, peers, then again), so a burst of noise
+        // from elsewhere on the machine lands on all of them rather than on one.
+        let mut samples: Vec<Vec<(String, Vec<f64>)>> = vec![Vec::new(); targets.len()];
+        let mut failures: Vec<Option<String>> = vec![None; targets.len()];
         for _ in 0..reps {
-            bytes.push(idle_scenario(target, idle).await);
+            for (index, &target) in targets.iter().enumerate() {
+                if failures[index].is_some() {
+                    continue;
+                }
+                let outcome = match servers::start(target).await {
+                    Ok(server) => {
+                        scenarios::run_once(&scenario.kind, &server, target, timing).await
+                    }
+                    Err(e) => Err(e),
+                };
+                match outcome {
+                    Ok(metrics) => {
+                        let line: Vec<String> = metrics
+                            .iter()
+                            .map(|(name, value)| format!("{name} {value:.1}"))
+                            .collect();
+                        eprintln!("  {target}: {}", line.join(", "));
+                        for (name, value) in metrics {
+                            let known = &mut samples[index];
+                            match known.iter_mut().find(|(seen, _)| *seen == name) {
+                                Some((_, values)) => values.push(value),
+                                None => known.push((name, vec![value])),
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("  {target}: failed: {e}");
+                        failures[index] = Some(e);
+                    }
+                }
+                // Let the closed sockets of one repetition drain before the next.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         }
-        eprintln!("  idle {target}: {:.0} bytes/connection", bytes[0]);
-        per_target.insert(
-            target.into(),
-            json!({"rss_bytes_per_connection": stats(&mut bytes)}),
-        );
+        for ((target, failure), samples) in targets.iter().zip(failures).zip(samples) {
+            match failure {
+                Some(e) => {
+                    skipped.insert((*target).into(), format!("failed: {e}").into());
+                }
+                None => {
+                    if order.is_empty() {
+                        order = samples.iter().map(|(name, _)| name.clone()).collect();
+                    }
+                    let metrics: serde_json::Map<String, Value> = samples
+                        .into_iter()
+                        .map(|(name, mut values)| (name, stats(&mut values)))
+                        .collect();
+                    results.insert((*target).into(), metrics.into());
+                }
+            }
+        }
+        report.push(json!({
+            "scenario": scenario.name,
+            "primary": scenario.primary,
+            "metrics": order,
+            "results": results,
+            "skipped": skipped,
+        }));
     }
-    scenarios.push(
-        json!({"scenario": format!("idle WebSocket connections ({idle})"), "results": per_target}),
-    );
     json!({
-        "machine": format!("{} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+        "machine": machine(),
         "repetitions": reps,
-        "window_seconds": window.as_secs_f64(),
-        "scenarios": scenarios,
+        "warmup_seconds": timing.warmup.as_secs_f64(),
+        "window_seconds": timing.window.as_secs_f64(),
+        "scenarios": report,
     })
 }
 
+/// The processor model and core count, for the report.
+fn machine() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    format!("{model}, {cores} cores available to the generator")
+}
+
+fn figure(value: &Value) -> String {
+    let number = |v: &Value| {
+        let v = v.as_f64().unwrap_or(0.0);
+        if v.abs() >= 100.0 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.2}")
+        }
+    };
+    format!(
+        "{} [{}–{}]",
+        number(&value["median"]),
+        number(&value["min"]),
+        number(&value["max"])
+    )
+}
+
+fn ratio(ours: &Value, other: &Value) -> String {
+    match (ours["median"].as_f64(), other["median"].as_f64()) {
+        (Some(a), Some(b)) if b != 0.0 => format!("{:.2}", a / b),
+        _ => "–".into(),
+    }
+}
+
 fn print_table(report: &Value) {
-    println!("| scenario | metric | ours (median [min-max]) | raw baseline | ours / raw |");
-    println!("|---|---|---|---|---|");
+    println!("machine: {}", report["machine"].as_str().unwrap_or(""));
+    println!(
+        "| scenario | metric | ours | raw | ours/raw | aiosignalr | ours/aiosignalr | socket.io | ours/socket.io |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     for scenario in report["scenarios"].as_array().into_iter().flatten() {
         let results = &scenario["results"];
-        for (metric, value) in results["ours"].as_object().into_iter().flatten() {
-            let raw = &results["raw"][metric];
-            let ratio = value["median"].as_f64().unwrap_or(0.0)
-                / raw["median"].as_f64().unwrap_or(1.0).max(f64::MIN_POSITIVE);
+        let name = scenario["scenario"].as_str().unwrap_or("");
+        for metric in scenario["metrics"].as_array().into_iter().flatten() {
+            let metric = metric.as_str().unwrap_or("");
+            let ours = &results["ours"][metric];
+            if ours.is_null() {
+                continue;
+            }
+            let mut row = format!("| {name} | {metric} | {} |", figure(ours));
+            for other in ["raw", "aiosignalr", "socket.io"] {
+                let value = &results[other][metric];
+                if value.is_null() {
+                    // Not run: the peer does not apply to the scenario, was skipped, or failed.
+                    let why = scenario["skipped"][other].as_str().map_or("n/a", |why| {
+                        if why.starts_with("failed") {
+                            "failed"
+                        } else {
+                            "skipped"
+                        }
+                    });
+                    row.push_str(&format!(" {why} | – |"));
+                } else {
+                    row.push_str(&format!(" {} | {} |", figure(value), ratio(ours, value)));
+                }
+            }
+            println!("{row}");
+        }
+        if results["ours"].is_null() {
+            println!("| {name} | ours failed | – | – | – | – | – | – | – |");
+        }
+    }
+    for scenario in report["scenarios"].as_array().into_iter().flatten() {
+        for (target, why) in scenario["skipped"].as_object().into_iter().flatten() {
             println!(
-                "| {} | {metric} | {:.1} [{:.1}-{:.1}] | {:.1} | {:.2} |",
+                "{target} in \"{}\": {}",
                 scenario["scenario"].as_str().unwrap_or(""),
-                value["median"].as_f64().unwrap_or(0.0),
-                value["min"].as_f64().unwrap_or(0.0),
-                value["max"].as_f64().unwrap_or(0.0),
-                raw["median"].as_f64().unwrap_or(0.0),
-                ratio
+                why.as_str().unwrap_or("")
             );
         }
     }

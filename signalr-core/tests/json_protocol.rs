@@ -324,3 +324,48 @@ fn array_payloads_split_into_encoded_elements() {
     let texts: Vec<&str> = elements.iter().map(|e| e.as_json().unwrap()).collect();
     assert_eq!(texts, ["1", r#""two""#, r#"{"three":3}"#]);
 }
+
+#[test]
+fn json_payloads_are_forwarded_to_json_verbatim_and_still_transcode_elsewhere() {
+    // Spacing and escapes inside a received value are kept as received when the value goes
+    // back out as JSON (it is copied, not re-serialized); the result stays valid JSON.
+    let received = "{\"type\":1,\"target\":\"E\",\"arguments\":[{ \"a\" : [1, \"\\u00e9\"] }]}\x1e";
+    let messages = decode_all_ways(P, received.as_bytes());
+    let Message::Invocation(inv) = &messages[0] else {
+        panic!()
+    };
+    let forwarded = Message::<_, NoValue>::Invocation(invocation(None, "E", inv.arguments.clone()));
+    let as_json = String::from_utf8(encode(P, &forwarded)).unwrap();
+    assert_eq!(
+        as_json,
+        "{\"type\":1,\"target\":\"E\",\"arguments\":[{ \"a\" : [1, \"\\u00e9\"] }]}\x1e"
+    );
+    let reparsed: serde_json::Value =
+        serde_json::from_str(as_json.trim_end_matches('\x1e')).unwrap();
+    assert_eq!(reparsed["arguments"][0], json!({"a": [1, "é"]}));
+    // A completion carrying the value as its result is copied the same way.
+    let completion = Message::<NoValue, _>::Completion(Completion {
+        headers: Headers::new(),
+        invocation_id: "1".into(),
+        result: CompletionResult::Value(inv.arguments.0[0].clone()),
+    });
+    assert_eq!(
+        String::from_utf8(encode(P, &completion)).unwrap(),
+        "{\"type\":3,\"invocationId\":\"1\",\"result\":{ \"a\" : [1, \"\\u00e9\"] }}\x1e"
+    );
+    // Into MessagePack the value is still transcoded, and a plain serde_json serialization
+    // outside the hub protocol sees an ordinary value too.
+    let back = decode_all_ways(
+        Protocol::MessagePack,
+        &encode(Protocol::MessagePack, &forwarded),
+    );
+    let Message::Invocation(binary) = &back[0] else {
+        panic!()
+    };
+    let value: serde_json::Value = binary.arguments.0[0].deserialize().unwrap();
+    assert_eq!(value, json!({"a": [1, "é"]}));
+    assert_eq!(
+        serde_json::to_value(&inv.arguments.0[0]).unwrap(),
+        json!({"a": [1, "é"]})
+    );
+}

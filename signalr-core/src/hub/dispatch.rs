@@ -1,8 +1,10 @@
 //! Per-connection dispatch of received messages: hub invocations (plain and streaming), upload
 //! stream items, client results, cancellation.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -239,7 +241,7 @@ impl Dispatcher {
         let hub = self.hub.clone();
         let conn = self.conn.clone();
         let task_slot = slot.clone();
-        tokio::spawn(INVOCATION_SLOT.scope(task_slot, async move {
+        let mut task = Box::pin(INVOCATION_SLOT.scope(task_slot, async move {
             let outcome = AssertUnwindSafe(call)
                 .catch_unwind()
                 .await
@@ -305,6 +307,18 @@ impl Dispatcher {
                 (None, _) => {}
             }
         }));
+        // Most plain methods finish without waiting (an echo; a send that finds room in a
+        // queue), so one poll here, on the read loop, completes them without the cost of a task
+        // of their own. A method that has to wait moves to its own task, where it goes on from
+        // where it stopped while the read loop keeps reading (its client result, a cancellation,
+        // the next invocation). Streams always get a task: they may produce for a long time.
+        if !streaming {
+            let finished = std::future::poll_fn(|cx| Poll::Ready(task.as_mut().poll(cx))).await;
+            if finished.is_ready() {
+                return;
+            }
+        }
+        tokio::spawn(task);
     }
 
     async fn complete_with_error(&self, invocation_id: Option<String>, text: String) {

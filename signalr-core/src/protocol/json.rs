@@ -125,6 +125,7 @@ impl HubProtocol for JsonProtocol {
 }
 
 fn write<T: Serialize>(writer: impl std::io::Write, value: &T) -> serde_json::Result<()> {
+    let _verbatim = super::payload::JsonOutput::begin();
     serde_json::to_writer(writer, value)
 }
 

@@ -109,11 +109,36 @@ impl fmt::Debug for Payload {
     }
 }
 
+thread_local! {
+    /// Set while the JSON hub protocol writes a message on this thread: the serializer is then
+    /// serde_json's, and a JSON payload can be copied into it verbatim.
+    static JSON_OUTPUT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the current thread as writing a JSON hub message until dropped (restoring the
+/// previous state, so nesting and unwinding leave it right).
+pub(crate) struct JsonOutput(bool);
+
+impl JsonOutput {
+    pub(crate) fn begin() -> Self {
+        JsonOutput(JSON_OUTPUT.with(|flag| flag.replace(true)))
+    }
+}
+
+impl Drop for JsonOutput {
+    fn drop(&mut self) {
+        JSON_OUTPUT.with(|flag| flag.set(self.0));
+    }
+}
+
 impl Serialize for Payload {
     /// Re-emits the value through any serializer (transcoding), so a received argument can be
-    /// echoed or forwarded to clients of either protocol.
+    /// echoed or forwarded to clients of either protocol. A JSON value written by the JSON
+    /// protocol is copied as it is: its text is already valid JSON, so parsing and re-emitting
+    /// it would only cost time (the echo path's largest avoidable cost).
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match &self.0 {
+            Repr::Json(raw) if JSON_OUTPUT.with(std::cell::Cell::get) => raw.serialize(serializer),
             Repr::Json(raw) => {
                 let mut de = serde_json::Deserializer::from_str(raw.get());
                 serde_transcode::transcode(&mut de, serializer)

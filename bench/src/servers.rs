@@ -1,0 +1,333 @@
+//! The servers under test: our hub and the raw tokio-tungstenite baseline (both served by this
+//! binary's `serve` subcommand), and the peers (aiosignalr, Socket.IO) from the scratch install
+//! made by `bench/peers/setup.sh`. Each runs as a child process, pinned to core 0 when `taskset`
+//! exists, and announces its port with a `LISTENING <port>` line.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use signalr_core::protocol::Payload;
+use signalr_core::{Clients, Context, Hub, HubError};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message as Ws;
+
+/// The buffer settings shared by the baseline and our WebSocket transport.
+pub fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(8 * 1024)
+}
+
+/// `signalr-bench serve ours|raw`: binds a loopback port, prints it, serves until killed.
+pub async fn serve(target: &str) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    println!(
+        "LISTENING {}",
+        listener.local_addr().expect("address").port()
+    );
+    match target {
+        "ours" => {
+            let _ = signalr_core::serve_with_shutdown(
+                listener,
+                "/hub",
+                bench_hub(),
+                std::future::pending(),
+            )
+            .await;
+        }
+        _ => serve_raw(listener).await,
+    }
+}
+
+/// The hub every SignalR target exposes: echo, broadcast to all, and groups.
+fn bench_hub() -> Hub {
+    Hub::builder()
+        .method("Echo", |value: Payload| async move { value })
+        .method("Broadcast", |clients: Clients, value: Payload| async move {
+            clients.all().send("Msg", (value,)).await?;
+            Ok::<(), HubError>(())
+        })
+        .method("JoinGroup", |ctx: Context, group: String| async move {
+            ctx.groups().add(ctx.connection_id(), &group).await?;
+            Ok::<(), HubError>(())
+        })
+        .method(
+            "SendToGroup",
+            |clients: Clients, group: String, value: Payload| async move {
+                clients.group(group).send("Msg", (value,)).await?;
+                Ok::<(), HubError>(())
+            },
+        )
+        .build()
+}
+
+/// Members of each raw room: an id and the queue its writer task drains.
+type Rooms = Arc<Mutex<HashMap<String, Vec<(u64, mpsc::UnboundedSender<Ws>)>>>>;
+
+/// The raw baseline. `/room/<name>` joins a room whose every frame goes to all its members
+/// (the sender included, as `Clients.All` does); any other path echoes each frame back.
+async fn serve_raw(listener: TcpListener) {
+    let rooms: Rooms = Arc::default();
+    let ids = Arc::new(AtomicU64::new(0));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let rooms = rooms.clone();
+        let id = ids.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let mut path = String::new();
+            // The error type is tungstenite's, fixed by its callback trait.
+            #[allow(clippy::result_large_err)]
+            let callback = |request: &Request, response: Response| {
+                path = request.uri().path().to_owned();
+                Ok(response)
+            };
+            let Ok(ws) = tokio_tungstenite::accept_hdr_async_with_config(
+                stream,
+                callback,
+                Some(ws_config()),
+            )
+            .await
+            else {
+                return;
+            };
+            match path.strip_prefix("/room/") {
+                Some(room) => raw_room(ws, rooms, room.to_owned(), id).await,
+                None => raw_echo(ws).await,
+            }
+        });
+    }
+}
+
+async fn raw_echo(mut ws: tokio_tungstenite::WebSocketStream<TcpStream>) {
+    while let Some(Ok(message)) = ws.next().await {
+        if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err() {
+            break;
+        }
+    }
+}
+
+async fn raw_room(
+    ws: tokio_tungstenite::WebSocketStream<TcpStream>,
+    rooms: Rooms,
+    room: String,
+    id: u64,
+) {
+    let (mut sink, mut stream) = ws.split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Ws>();
+    rooms
+        .lock()
+        .expect("rooms")
+        .entry(room.clone())
+        .or_default()
+        .push((id, tx));
+    // The writer batches whatever is queued into one flush, as a tuned server would.
+    let writer = tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            if sink.feed(first).await.is_err() {
+                return;
+            }
+            while let Ok(next) = rx.try_recv() {
+                if sink.feed(next).await.is_err() {
+                    return;
+                }
+            }
+            if sink.flush().await.is_err() {
+                return;
+            }
+        }
+    });
+    while let Some(Ok(message)) = stream.next().await {
+        if message.is_text() || message.is_binary() {
+            let rooms = rooms.lock().expect("rooms");
+            for (_, member) in rooms.get(&room).into_iter().flatten() {
+                let _ = member.send(message.clone());
+            }
+        }
+    }
+    if let Some(members) = rooms.lock().expect("rooms").get_mut(&room) {
+        members.retain(|(member, _)| *member != id);
+    }
+    writer.abort();
+}
+
+/// A server child process; killed when dropped.
+pub struct Server {
+    child: Child,
+    pub port: u16,
+    /// Started under a wrapper (a profiler), which must exit cleanly to write its output.
+    wrapped: bool,
+}
+
+impl Server {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.wrapped {
+            // SIGTERM, so that a profiler gets to write its results, then a grace period.
+            let _ = Command::new("kill")
+                .arg(self.child.id().to_string())
+                .status();
+            for _ in 0..100 {
+                if matches!(self.child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where `bench/peers/setup.sh` installs the peers.
+pub fn peers_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SIGNALR_BENCH_PEERS") {
+        return dir.into();
+    }
+    std::env::temp_dir().join("signalr-bench-peers")
+}
+
+/// Our own peer server scripts, in the source tree.
+fn scripts_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peers")
+}
+
+/// Why a peer cannot run, or `None` when its setup is present.
+pub fn peer_missing(target: &str) -> Option<String> {
+    let dir = peers_dir();
+    let (marker, tool) = match target {
+        "aiosignalr" => ("aiosignalr.ok", "python3"),
+        "socket.io" => ("socketio.ok", "node"),
+        _ => return None,
+    };
+    if !dir.join(marker).exists() {
+        return Some(format!(
+            "not installed (run bench/peers/setup.sh; looked in {})",
+            dir.display()
+        ));
+    }
+    if target == "socket.io" && Command::new(tool).arg("--version").output().is_err() {
+        return Some("node is not on PATH".into());
+    }
+    None
+}
+
+/// Starts a target as a pinned child process and waits for its port.
+pub async fn start(target: &str) -> Result<Server, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dir = peers_dir();
+    // SIGNALR_BENCH_WRAP puts a command in front of our server, for profiling it, for
+    // example `valgrind --tool=callgrind`.
+    let wrap: Vec<String> = std::env::var("SIGNALR_BENCH_WRAP")
+        .ok()
+        .filter(|_| target == "ours")
+        .map(|w| w.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
+    let (program, args): (PathBuf, Vec<String>) = match (target, wrap.split_first()) {
+        ("ours", Some((wrapper, wrapper_args))) => {
+            let mut args = wrapper_args.to_vec();
+            args.extend([exe.display().to_string(), "serve".into(), "ours".into()]);
+            (wrapper.into(), args)
+        }
+        ("ours" | "raw", _) => (exe, vec!["serve".into(), target.into()]),
+        ("aiosignalr", _) => (
+            dir.join("venv/bin/python"),
+            vec![scripts_dir()
+                .join("aiosignalr_server.py")
+                .display()
+                .to_string()],
+        ),
+        ("socket.io", _) => (
+            "node".into(),
+            vec![scripts_dir()
+                .join("socketio-server.mjs")
+                .display()
+                .to_string()],
+        ),
+        (other, _) => return Err(format!("unknown target {other}")),
+    };
+    let pinned = Command::new("taskset").arg("--version").output().is_ok();
+    let mut command = if pinned {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0"]).arg(&program);
+        c
+    } else {
+        Command::new(&program)
+    };
+    let stderr = if std::env::var_os("SIGNALR_BENCH_SERVER_LOGS").is_some() {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    };
+    let mut child = command
+        .args(&args)
+        .env("SIGNALR_BENCH_PEERS", &dir)
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| format!("{target} does not start: {e}"))?;
+    let stdout = child.stdout.take().expect("stdout");
+    let stdout = tokio::process::ChildStdout::from_std(stdout).map_err(|e| e.to_string())?;
+    let mut server = Server {
+        child,
+        port: 0,
+        wrapped: !wrap.is_empty(),
+    };
+    let mut line = String::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(30),
+        BufReader::new(stdout).read_line(&mut line),
+    )
+    .await;
+    if !matches!(read, Ok(Ok(n)) if n > 0) {
+        return Err(format!("{target} did not report its port"));
+    }
+    server.port = line
+        .trim()
+        .strip_prefix("LISTENING ")
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| format!("{target} printed {line:?} instead of its port"))?;
+    Ok(server)
+}
+
+/// CPU time (user + system) a process has used, from /proc.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+        f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
+    });
+    ticks / 100.0
+}
+
+/// Resident memory of a process in KiB, from /proc.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
