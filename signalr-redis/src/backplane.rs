@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
 use redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
 use signalr_core::backplane::{
     Audience, Backplane, ConnectionInfo, LocalHub, PresenceQuery, SerializedCompletion,
@@ -25,6 +26,42 @@ use crate::protocol::{
     RedisInvocation, ResultRoute,
 };
 
+/// One endpoint (reconnecting by itself) or a Redis Cluster (following its topology); both
+/// multiplex commands and RESP3 pushes over their connections.
+#[derive(Clone)]
+pub(crate) enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
+        match self {
+            Connection::Single(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Single(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 /// Settings of a [`RedisBackplane`]; defaults follow the reference where it has one.
 #[derive(Debug, Clone)]
 pub struct RedisBackplaneBuilder {
@@ -32,6 +69,7 @@ pub struct RedisBackplaneBuilder {
     prefix: String,
     server_name: Option<String>,
     sharded: bool,
+    cluster: bool,
     connect_timeout: Duration,
     publish_timeout: Duration,
     ack_timeout: Duration,
@@ -54,6 +92,15 @@ impl RedisBackplaneBuilder {
     /// leave this off. Default off.
     pub fn sharded(mut self, sharded: bool) -> Self {
         self.sharded = sharded;
+        self
+    }
+
+    /// Treat the URL as one node of a Redis Cluster: the client discovers the other nodes,
+    /// follows slot moves, and routes every sharded channel to the shard that owns it. Use with
+    /// [`sharded`](Self::sharded)`(true)`, so that each message goes to one shard instead of
+    /// every node. Default off (one Redis endpoint).
+    pub fn cluster(mut self, cluster: bool) -> Self {
+        self.cluster = cluster;
         self
     }
 
@@ -151,7 +198,7 @@ pub(crate) struct Inner {
     prefix: String,
     server_name: String,
     settings: RedisBackplaneBuilder,
-    conn: ConnectionManager,
+    conn: Connection,
     signals: Arc<Signals>,
     local: OnceLock<LocalHub>,
     subscriptions: Mutex<HashMap<String, Subscription>>,
@@ -212,6 +259,7 @@ impl RedisBackplane {
             prefix: prefix.into(),
             server_name: None,
             sharded: false,
+            cluster: false,
             connect_timeout: Duration::from_secs(5),
             publish_timeout: Duration::from_secs(5),
             ack_timeout: Duration::from_secs(30),
@@ -250,17 +298,6 @@ impl RedisBackplane {
     }
 
     async fn start(settings: RedisBackplaneBuilder) -> Result<Self, Error> {
-        let info = settings
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(Error::config)?;
-        let resp3 = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        let client = redis::Client::open(info.set_redis_settings(resp3)).map_err(Error::config)?;
-
         let signals = Arc::new(Signals {
             healthy: AtomicBool::new(true),
             losses: AtomicU64::new(0),
@@ -283,19 +320,9 @@ impl RedisBackplane {
             }
             Ok(())
         };
-        let config = ConnectionManagerConfig::new()
-            .set_push_sender(on_push)
-            .set_connection_timeout(Some(settings.connect_timeout))
-            .set_response_timeout(Some(settings.publish_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = tokio::time::timeout(
-            settings.connect_timeout,
-            ConnectionManager::new_with_config(client, config),
-        )
-        .await
-        .map_err(|_| Error::connect("timed out"))?
-        .map_err(Error::connect)?;
+        let conn = tokio::time::timeout(settings.connect_timeout, open(&settings, on_push))
+            .await
+            .map_err(|_| Error::connect("timed out"))??;
 
         let channels = RedisChannels::new(settings.prefix.clone());
         let server_name = settings
@@ -352,6 +379,48 @@ impl RedisBackplane {
     }
 }
 
+/// Opens the connection (RESP3, with `on_push` receiving messages and disconnections).
+async fn open(
+    settings: &RedisBackplaneBuilder,
+    on_push: impl redis::aio::AsyncPushSender,
+) -> Result<Connection, Error> {
+    let info = settings
+        .url
+        .as_str()
+        .into_connection_info()
+        .map_err(Error::config)?;
+    if settings.cluster {
+        let client = redis::cluster::ClusterClientBuilder::new(vec![info])
+            .use_protocol(ProtocolVersion::RESP3)
+            .push_sender(on_push)
+            .connection_timeout(settings.connect_timeout)
+            .response_timeout(settings.publish_timeout)
+            .retries(1)
+            .build()
+            .map_err(Error::config)?;
+        let conn = client
+            .get_async_connection()
+            .await
+            .map_err(Error::connect)?;
+        return Ok(Connection::Cluster(conn));
+    }
+    let resp3 = info
+        .redis_settings()
+        .clone()
+        .set_protocol(ProtocolVersion::RESP3);
+    let client = redis::Client::open(info.set_redis_settings(resp3)).map_err(Error::config)?;
+    let config = ConnectionManagerConfig::new()
+        .set_push_sender(on_push)
+        .set_connection_timeout(Some(settings.connect_timeout))
+        .set_response_timeout(Some(settings.publish_timeout))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    let conn = ConnectionManager::new_with_config(client, config)
+        .await
+        .map_err(Error::connect)?;
+    Ok(Connection::Single(conn))
+}
+
 impl Inner {
     pub(crate) fn local(&self) -> Option<&LocalHub> {
         self.local.get()
@@ -361,7 +430,7 @@ impl Inner {
         self.signals.healthy.load(Ordering::Acquire)
     }
 
-    pub(crate) fn connection(&self) -> ConnectionManager {
+    pub(crate) fn connection(&self) -> Connection {
         self.conn.clone()
     }
 
@@ -939,6 +1008,9 @@ async fn subscriber(inner: Weak<Inner>, mut ops: mpsc::UnboundedReceiver<Subscri
 }
 
 async fn send_channels(inner: &Inner, command: &str, channels: Vec<String>) -> bool {
+    if let Connection::Cluster(conn) = &inner.conn {
+        return send_cluster_channels(inner, conn.clone(), command, channels).await;
+    }
     let mut ok = true;
     for chunk in channels.chunks(512) {
         let mut cmd = redis::cmd(command);
@@ -953,6 +1025,34 @@ async fn send_channels(inner: &Inner, command: &str, channels: Vec<String>) -> b
         .await;
         if !matches!(done, Ok(Ok(_))) {
             tracing::warn!(%command, "backplane subscription change failed");
+            inner.lost();
+            ok = false;
+        }
+    }
+    ok
+}
+
+/// In a cluster, each channel goes to its own shard (one command per channel), through the
+/// client's own methods so that it re-subscribes them after topology changes.
+async fn send_cluster_channels(
+    inner: &Inner,
+    mut conn: ClusterConnection,
+    command: &str,
+    channels: Vec<String>,
+) -> bool {
+    let mut ok = true;
+    for channel in channels {
+        let done = tokio::time::timeout(inner.settings.publish_timeout, async {
+            match command {
+                "SSUBSCRIBE" => conn.ssubscribe(&channel).await,
+                "SUNSUBSCRIBE" => conn.sunsubscribe(&channel).await,
+                "SUBSCRIBE" => conn.subscribe(&channel).await,
+                _ => conn.unsubscribe(&channel).await,
+            }
+        })
+        .await;
+        if !matches!(done, Ok(Ok(()))) {
+            tracing::warn!(%command, %channel, "backplane subscription change failed");
             inner.lost();
             ok = false;
         }

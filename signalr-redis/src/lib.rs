@@ -39,7 +39,9 @@
 //!   so nothing is delivered twice and the payloads stay byte-identical to the reference's.
 //! - Presence (who is online, group members) across processes, which the reference lacks; see
 //!   the `presence` keys below.
-//! - Optional sharded pub/sub ([`RedisBackplaneBuilder::sharded`]).
+//! - Optional sharded pub/sub ([`RedisBackplaneBuilder::sharded`]) and Redis Cluster
+//!   ([`RedisBackplaneBuilder::cluster`]): each channel lives on the shard that owns its slot, so
+//!   a message goes to one shard instead of being copied to every node.
 //! - A health signal ([`RedisBackplane::is_healthy`], `HubContext::backplane_healthy`) for
 //!   readiness probes, and counters ([`RedisBackplane::stats`]).
 //!

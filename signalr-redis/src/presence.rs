@@ -5,9 +5,12 @@
 //!
 //! | key | type | content |
 //! |---|---|---|
-//! | `{prefix}:presence:servers` | sorted set | server name, scored by its last heartbeat (Unix ms) |
-//! | `{prefix}:presence:{server}:connections` | hash | connection id → user id (empty: none) |
-//! | `{prefix}:presence:{server}:groups` | hash | `{connection id}\0{group}` → empty |
+//! | `{{prefix}:presence}:servers` | sorted set | server name, scored by its last heartbeat (Unix ms) |
+//! | `{{prefix}:presence}:{server}:connections` | hash | connection id → user id (empty: none) |
+//! | `{{prefix}:presence}:{server}:groups` | hash | `{connection id}\0{group}` → empty |
+//!
+//! The braces are a Redis Cluster hash tag: every presence key lives in one slot, so each
+//! pipeline (and the atomic rewrite) runs on one shard.
 //!
 //! Queries read every live process's hashes: O(connections) per question, meant for the
 //! occasional "who is here", not for every message.
@@ -16,11 +19,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Weak;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use redis::aio::ConnectionManager;
 use signalr_core::backplane::PresenceQuery;
 use tokio::sync::mpsc;
 
-use crate::backplane::Inner;
+use crate::backplane::{Connection, Inner};
 
 /// A change to this process's presence.
 pub(crate) enum PresenceOp {
@@ -32,6 +34,7 @@ pub(crate) enum PresenceOp {
 
 /// The key names.
 pub(crate) struct PresenceKeys {
+    /// `{{prefix}:presence}`: the hash tag every key starts with.
     prefix: String,
     servers: String,
     connections: String,
@@ -40,20 +43,21 @@ pub(crate) struct PresenceKeys {
 
 impl PresenceKeys {
     pub(crate) fn new(prefix: &str, server: &str) -> Self {
+        let tag = format!("{{{prefix}:presence}}");
         PresenceKeys {
-            prefix: prefix.to_owned(),
-            servers: format!("{prefix}:presence:servers"),
-            connections: format!("{prefix}:presence:{server}:connections"),
-            groups: format!("{prefix}:presence:{server}:groups"),
+            servers: format!("{tag}:servers"),
+            connections: format!("{tag}:{server}:connections"),
+            groups: format!("{tag}:{server}:groups"),
+            prefix: tag,
         }
     }
 
     fn connections_of(&self, server: &str) -> String {
-        format!("{}:presence:{server}:connections", self.prefix)
+        format!("{}:{server}:connections", self.prefix)
     }
 
     fn groups_of(&self, server: &str) -> String {
-        format!("{}:presence:{server}:groups", self.prefix)
+        format!("{}:{server}:groups", self.prefix)
     }
 }
 
@@ -163,13 +167,13 @@ fn heartbeat_commands(pipe: &mut redis::Pipeline, inner: &Inner) {
 /// The server name, recovered from the key (saves carrying it twice).
 fn server_of(keys: &PresenceKeys) -> &str {
     keys.connections
-        .strip_prefix(&format!("{}:presence:", keys.prefix))
+        .strip_prefix(&format!("{}:", keys.prefix))
         .and_then(|rest| rest.strip_suffix(":connections"))
         .unwrap_or_default()
 }
 
 /// Replaces this process's entries with its current state, atomically.
-async fn rewrite(inner: &Inner, conn: &mut ConnectionManager) -> Result<(), redis::RedisError> {
+async fn rewrite(inner: &Inner, conn: &mut Connection) -> Result<(), redis::RedisError> {
     let Some(local) = inner.local() else {
         return Ok(());
     };

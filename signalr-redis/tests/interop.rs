@@ -487,3 +487,144 @@ async fn killed_redis_connections_are_restored_without_a_restart() {
     hub_b.clients().all().send("Hi", (4,)).await.unwrap();
     assert_eq!(next_record(&mut socket).await["arguments"], json!([4]));
 }
+
+/// A three-node Redis Cluster of this test's own (no replicas), torn down on drop.
+struct OwnCluster {
+    nodes: Vec<Child>,
+    dir: std::path::PathBuf,
+    seed: String,
+}
+
+impl OwnCluster {
+    fn start() -> Option<OwnCluster> {
+        // Each node needs its port and port + 10000 (the cluster bus) free.
+        let mut ports = Vec::new();
+        let mut candidate = 20_000 + (rand_nonce() % 10_000) as u16;
+        while ports.len() < 3 {
+            candidate += 1;
+            let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+            if free(candidate) && free(candidate + 10_000) {
+                ports.push(candidate);
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("signalr-redis-cluster-{}", rand_nonce()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut nodes = Vec::new();
+        for port in &ports {
+            let spawned = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--cluster-enabled", "yes", "--cluster-config-file"])
+                .arg(dir.join(format!("nodes-{port}.conf")))
+                .args(["--save", "", "--appendonly", "no", "--dir"])
+                .arg(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn();
+            match spawned {
+                Ok(child) => nodes.push(child),
+                Err(e) => {
+                    if std::env::var_os("CI").is_some() {
+                        panic!("redis-server is needed: {e}");
+                    }
+                    eprintln!("\n!!!!!!!!!! WARNING: no redis-server ({e}); SKIPPED !!!!!!!!!!\n");
+                    return None;
+                }
+            }
+        }
+        let cluster = OwnCluster {
+            nodes,
+            dir,
+            seed: format!("redis://127.0.0.1:{}", ports[0]),
+        };
+        for port in &ports {
+            let deadline = Instant::now() + WAIT;
+            while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
+                assert!(Instant::now() < deadline, "redis-server did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli runs");
+        assert!(created.success(), "redis-cli --cluster create failed");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let info = Command::new("redis-cli")
+                .args(["-p", &ports[0].to_string(), "cluster", "info"])
+                .output()
+                .expect("redis-cli runs");
+            if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not become ready"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(cluster)
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn sharded_channels_spread_over_a_redis_cluster() {
+    let Some(cluster) = tokio::task::spawn_blocking(OwnCluster::start)
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let settings = || {
+        RedisBackplane::builder(cluster.seed.as_str(), "Interop.Cluster")
+            .cluster(true)
+            .sharded(true)
+    };
+    let (port_a, _hub_a, _a) = serve(settings()).await;
+    let (_, hub_b, b) = serve(settings()).await;
+    let (mut socket, id) = client(port_a).await;
+
+    hub_b.clients().all().send("Hi", ("all",)).await.unwrap();
+    assert_eq!(next_record(&mut socket).await["arguments"], json!(["all"]));
+    hub_b
+        .clients()
+        .client(&id)
+        .send("Hi", ("direct",))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_record(&mut socket).await["arguments"],
+        json!(["direct"])
+    );
+
+    // Groups whose channels hash to slots on different shards.
+    for n in 0..12 {
+        let group = format!("room-{n}");
+        hub_b.groups().add(&id, &group).await.unwrap();
+        hub_b
+            .clients()
+            .group(group.as_str())
+            .send("Hi", (group.as_str(),))
+            .await
+            .unwrap();
+        assert_eq!(next_record(&mut socket).await["arguments"], json!([group]));
+    }
+    let groups = hub_b.presence().connection_groups(&id).await.unwrap();
+    assert_eq!(groups.len(), 12, "{groups:?}");
+    assert!(b.is_healthy());
+}
