@@ -7,6 +7,7 @@
 //! | `database_url` | `DATABASE_URL` | `sqlite://chat.db?mode=rwc` | SQLite file, or `postgres://...` |
 //! | `redis_url` | `REDIS_URL` | unset (single process) | `redis://...`: run as one of several processes sharing this Redis (and one database) |
 //! | `redis_channel_prefix` | `REDIS_CHANNEL_PREFIX` | `ChatApp.Hubs.ChatHub` | names the hub's Redis channels; processes of one service share it |
+//! | `redis_cluster` | `REDIS_CLUSTER` | `false` | `true`: `REDIS_URL` is a node of a Redis Cluster; channels are sharded over its nodes |
 //! | `jwt_secret` | `JWT_SECRET` | a development-only secret | signs the service's access tokens; required in production |
 //! | `app_env` | `APP_ENV` | `development` | `development` or `production` |
 //! | `token_lifetime_minutes` | `TOKEN_LIFETIME_MINUTES` | `720` | how long issued access tokens last |
@@ -60,6 +61,8 @@ pub struct Config {
 pub struct Redis {
     pub url: String,
     pub channel_prefix: String,
+    /// A Redis Cluster (sharded channels) rather than one endpoint.
+    pub cluster: bool,
 }
 
 /// An OpenAI-compatible provider.
@@ -77,6 +80,7 @@ struct File {
     database_url: Option<String>,
     redis_url: Option<String>,
     redis_channel_prefix: Option<String>,
+    redis_cluster: Option<bool>,
     jwt_secret: Option<String>,
     app_env: Option<String>,
     token_lifetime_minutes: Option<i64>,
@@ -165,6 +169,16 @@ impl Config {
                 url,
                 channel_prefix: pick("REDIS_CHANNEL_PREFIX", file.redis_channel_prefix)
                     .unwrap_or_else(|| "ChatApp.Hubs.ChatHub".into()),
+                cluster: match env("REDIS_CLUSTER").as_deref() {
+                    None => file.redis_cluster.unwrap_or(false),
+                    Some("true") => true,
+                    Some("false") => false,
+                    Some(other) => {
+                        return Err(format!(
+                            "REDIS_CLUSTER must be 'true' or 'false', not '{other}'"
+                        ))
+                    }
+                },
             }),
             None => None,
         };
@@ -278,6 +292,16 @@ mod tests {
         let redis = config.redis.unwrap();
         assert_eq!(redis.url, "redis://127.0.0.1:6379");
         assert_eq!(redis.channel_prefix, "ChatApp.Hubs.ChatHub");
+        assert!(!redis.cluster);
+        let clustered = Config::resolve(
+            File::default(),
+            env(&[
+                ("REDIS_URL", "redis://10.0.0.1:7000"),
+                ("REDIS_CLUSTER", "true"),
+            ]),
+        )
+        .unwrap();
+        assert!(clustered.redis.unwrap().cluster);
     }
 
     #[test]
