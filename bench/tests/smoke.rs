@@ -54,8 +54,10 @@ fn every_scenario_runs_and_reports_sane_numbers() {
                     median.is_finite() && median >= 0.0 && min <= median && median <= max,
                     "{name} {target} {metric}: {value}"
                 );
-                // Counts of errors may be zero; everything else measured must be positive.
-                if metric != "errors" {
+                // Counts of errors may be zero, and so may CPU time: /proc counts it in 10 ms
+                // ticks, and a smoke window can cost a fast server less than one. Everything
+                // else measured must be positive.
+                if metric != "errors" && !metric.contains("cpu") {
                     assert!(median > 0.0, "{name} {target} {metric}: {median}");
                 }
             }
