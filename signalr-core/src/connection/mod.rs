@@ -905,10 +905,16 @@ async fn write_loop<S: TransportSink>(
     let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, sink.close())).await;
 }
 
+/// Bounds `write` by `limit`. Most writes finish on their first poll: those skip the timer.
 async fn within(
     limit: Duration,
     write: impl std::future::Future<Output = io::Result<()>>,
 ) -> io::Result<()> {
+    let mut write = std::pin::pin!(write);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
+    if let std::task::Poll::Ready(result) = first {
+        return result;
+    }
     tokio::time::timeout(limit, write)
         .await
         .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "send timed out")))
