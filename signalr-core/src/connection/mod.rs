@@ -433,7 +433,8 @@ pub(crate) async fn run<I, S>(
     let keep_alive = sink
         .needs_keep_alive()
         .then_some(options.keep_alive_interval);
-    let mut session = CancellationToken::new();
+    // A child of `closing`: closing ends every session, so the loops wait on this one token.
+    let mut session = conn.closing.child_token();
     let mut writer = tokio::spawn(write_loop(
         conn.clone(),
         outbound.clone(),
@@ -501,7 +502,7 @@ pub(crate) async fn run<I, S>(
                 // The new socket speaks the format the handshake chose on the first one.
                 next_sink.set_transfer_format(format);
                 inbound = next_inbound.fuse();
-                session = CancellationToken::new();
+                session = conn.closing.child_token();
                 writer = tokio::spawn(write_loop(
                     conn.clone(),
                     outbound.clone(),
@@ -686,9 +687,13 @@ where
             }
         }
 
+        // `session` is a child of `closing`: one wait covers both.
         let received = tokio::select! {
-            _ = conn.closing.cancelled() => Received::Closing,
-            _ = session.cancelled() => Received::Failed("the transport failed".to_owned()),
+            _ = session.cancelled() => if conn.is_closing() {
+                Received::Closing
+            } else {
+                Received::Failed("the transport failed".to_owned())
+            },
             next = next_chunk(inbound, timeout_armed.then_some(options.client_timeout)) => next,
         };
         match received {
@@ -819,7 +824,7 @@ async fn write_loop<S: TransportSink>(
             let room = conn.replay_has_room();
             tokio::select! {
                 biased;
-                _ = conn.closing.cancelled() => return Ok(()),
+                // Also fires on closing: `session` is its child.
                 _ = session.cancelled() => return Ok(()),
                 // The client left (an SSE request it aborted): a normal end, as in the reference.
                 _ = &mut gone => {
@@ -900,10 +905,16 @@ async fn write_loop<S: TransportSink>(
     let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, sink.close())).await;
 }
 
+/// Bounds `write` by `limit`. Most writes finish on their first poll: those skip the timer.
 async fn within(
     limit: Duration,
     write: impl std::future::Future<Output = io::Result<()>>,
 ) -> io::Result<()> {
+    let mut write = std::pin::pin!(write);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
+    if let std::task::Poll::Ready(result) = first {
+        return result;
+    }
     tokio::time::timeout(limit, write)
         .await
         .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "send timed out")))

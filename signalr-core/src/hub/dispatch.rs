@@ -6,14 +6,15 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
+use futures_util::future::Either;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::context::Context;
 use super::filter::{invoke_chain, HubInvocation, InvocationOutcome, InvokeNext};
-use super::handler::{CallError, CallOutput, InvocationParts, ItemStream};
-use super::HubShared;
+use super::handler::{BoxFuture, CallError, CallOutput, CallResult, InvocationParts, ItemStream};
+use super::{HubShared, Method};
 use crate::connection::{ConnectionShared, Flow};
 use crate::protocol::{
     Arguments, Completion, CompletionResult, Headers, InboundMessage, Invocation, Message, NoValue,
@@ -208,44 +209,56 @@ impl Dispatcher {
         };
         let slot = Slot::new(self.slots.clone(), permit);
 
-        let invocation = HubInvocation {
-            context: Context {
-                conn: self.conn.clone(),
-                hub: self.hub.clone(),
-            },
-            method: target.clone(),
-            arguments: arguments.0,
-            exists: method.is_some(),
+        let context = Context {
+            conn: self.conn.clone(),
+            hub: self.hub.clone(),
         };
+        // The task needs a token of its own only for a stream; others never read it.
+        let stream_cancellation = streaming.then(|| cancellation.clone());
         let blocking_id = invocation_id.clone();
-        let token = cancellation.clone();
-        let terminal = InvokeNext::new(move |invocation: HubInvocation| match method {
-            None => Box::pin(std::future::ready(InvocationOutcome(Err(
-                CallError::Missing,
-            )))),
-            Some(method) => {
-                let parts = InvocationParts {
-                    context: invocation.context,
-                    provided: invocation.arguments.len(),
-                    arguments: invocation.arguments.into_iter(),
-                    streams_provided: uploads.len(),
-                    uploads: uploads.into_iter(),
-                    invocation_id: blocking_id,
-                    cancellation: token,
-                };
-                let call = method.handler.call(parts);
-                Box::pin(async move { InvocationOutcome(call.await) })
+        let bind = move |method: Option<Method>,
+                         context: Context,
+                         arguments: Vec<Payload>|
+              -> BoxFuture<CallResult> {
+            let parts = InvocationParts {
+                context,
+                provided: arguments.len(),
+                arguments: arguments.into_iter(),
+                streams_provided: uploads.len(),
+                uploads: uploads.into_iter(),
+                invocation_id: blocking_id,
+                cancellation,
+            };
+            match method {
+                Some(method) => method.handler.call(parts),
+                None => Box::pin(std::future::ready(Err(CallError::Missing))),
             }
-        });
-        let call = invoke_chain(&self.hub.filters, terminal).run(invocation);
+        };
+        // Without filters the method is called directly: no chain, no boxed continuation.
+        let call = if self.hub.filters.is_empty() {
+            Either::Left(bind(method, context, arguments.0))
+        } else {
+            let invocation = HubInvocation {
+                context,
+                method: target.clone(),
+                arguments: arguments.0,
+                exists: method.is_some(),
+            };
+            let terminal = InvokeNext::new(move |invocation: HubInvocation| {
+                let call = bind(method, invocation.context, invocation.arguments);
+                Box::pin(async move { InvocationOutcome(call.await) })
+            });
+            Either::Right(
+                invoke_chain(&self.hub.filters, terminal)
+                    .run(invocation)
+                    .map(|outcome| outcome.0),
+            )
+        };
         let hub = self.hub.clone();
         let conn = self.conn.clone();
         let task_slot = slot.clone();
         let mut task = Box::pin(INVOCATION_SLOT.scope(task_slot, async move {
-            let outcome = AssertUnwindSafe(call)
-                .catch_unwind()
-                .await
-                .map(|outcome| outcome.0);
+            let outcome = AssertUnwindSafe(call).catch_unwind().await;
             let detailed = hub.options.enable_detailed_errors;
             let method_failed = |e: &super::HubError| {
                 e.describe(
@@ -263,6 +276,7 @@ impl Dispatcher {
                 }
                 Ok(Ok(CallOutput::Stream(items))) => {
                     let id = invocation_id.clone().unwrap_or_default();
+                    let cancellation = stream_cancellation.unwrap_or_else(|| conn.closing_token());
                     stream_out(&hub, &conn, id, items, &cancellation).await
                 }
                 Ok(Err(CallError::Bind(e))) => {
