@@ -20,7 +20,7 @@ use signalr_core::BoxFuture;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::error::Error;
-use crate::presence::{PresenceKeys, PresenceOp};
+use crate::presence::{PresenceKeys, PresenceOp, QueuedOp};
 use crate::protocol::{
     decode_ack, encode_ack, GroupAction, GroupCommand, RedisChannels, RedisCompletion,
     RedisInvocation, ResultRoute,
@@ -208,7 +208,7 @@ pub(crate) struct Inner {
     results: Mutex<HashMap<String, oneshot::Sender<SerializedCompletion>>>,
     own: Mutex<HashMap<u64, (u32, Instant)>>,
     presence: PresenceKeys,
-    presence_ops: mpsc::Sender<PresenceOp>,
+    presence_ops: mpsc::Sender<QueuedOp>,
     presence_dirty: AtomicBool,
     /// Wakes the presence writer (after an outage, to rewrite at once).
     presence_wake: Arc<Notify>,
@@ -452,8 +452,22 @@ impl Inner {
 
     fn presence_op(&self, op: PresenceOp) {
         // A full queue means presence fell behind: rewrite it whole instead of queueing more.
-        if self.presence_ops.try_send(op).is_err() {
+        if self.presence_ops.try_send((op, None)).is_err() {
             self.presence_dirty.store(true, Ordering::Release);
+        }
+    }
+
+    /// Queues an addition and waits (bounded) until it is written, so that other processes
+    /// see a connection or membership once `connection_added` / `group_joined` return. Order
+    /// with earlier removals is kept: everything goes through the one queue.
+    async fn presence_op_written(&self, op: PresenceOp) {
+        let (done, written) = oneshot::channel();
+        if self.presence_ops.try_send((op, Some(done))).is_err() {
+            self.presence_dirty.store(true, Ordering::Release);
+            return;
+        }
+        if self.healthy() {
+            let _ = tokio::time::timeout(self.settings.publish_timeout, written).await;
         }
     }
 
@@ -791,11 +805,11 @@ impl Backplane for RedisBackplane {
             if let Some(user) = connection.user_id() {
                 ready.push(inner.retain(inner.channels.user(user)));
             }
-            inner.presence_op(PresenceOp::Connected(
+            let presence = inner.presence_op_written(PresenceOp::Connected(
                 connection.id().to_owned(),
                 connection.user_id().unwrap_or_default().to_owned(),
             ));
-            inner.until_ready(ready).await;
+            tokio::join!(presence, inner.until_ready(ready));
         })
     }
 
@@ -812,11 +826,11 @@ impl Backplane for RedisBackplane {
         Box::pin(async move {
             let inner = &self.inner;
             let ready = inner.retain(inner.channels.group(group));
-            inner.presence_op(PresenceOp::Joined(
+            let presence = inner.presence_op_written(PresenceOp::Joined(
                 connection_id.to_owned(),
                 group.to_owned(),
             ));
-            inner.until_ready(vec![ready]).await;
+            tokio::join!(presence, inner.until_ready(vec![ready]));
         })
     }
 

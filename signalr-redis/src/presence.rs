@@ -20,9 +20,12 @@ use std::sync::Weak;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use signalr_core::backplane::PresenceQuery;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::backplane::{Connection, Inner};
+
+/// A queued change, with whoever waits for it to be written.
+pub(crate) type QueuedOp = (PresenceOp, Option<oneshot::Sender<()>>);
 
 /// A change to this process's presence.
 pub(crate) enum PresenceOp {
@@ -77,7 +80,7 @@ fn backplane_error(e: impl std::fmt::Display) -> signalr_core::Error {
 }
 
 /// Applies presence changes in batches and refreshes this process's entries.
-pub(crate) async fn writer(inner: Weak<Inner>, mut ops: mpsc::Receiver<PresenceOp>) {
+pub(crate) async fn writer(inner: Weak<Inner>, mut ops: mpsc::Receiver<QueuedOp>) {
     let mut last_heartbeat: Option<Instant> = None;
     loop {
         let (heartbeat, wake) = match inner.upgrade() {
@@ -126,7 +129,7 @@ pub(crate) async fn writer(inner: Weak<Inner>, mut ops: mpsc::Receiver<PresenceO
         }
         let keys = inner.presence_keys();
         let mut pipe = redis::pipe();
-        for op in &batch {
+        for (op, _) in &batch {
             match op {
                 PresenceOp::Connected(id, user) => {
                     pipe.hset(&keys.connections, id, user).ignore();
@@ -148,6 +151,12 @@ pub(crate) async fn writer(inner: Weak<Inner>, mut ops: mpsc::Receiver<PresenceO
             tokio::time::timeout(inner.presence_ttl(), pipe.query_async::<()>(&mut conn)).await;
         if !matches!(done, Ok(Ok(()))) {
             inner.presence_dirty().store(true, Ordering::Release);
+        }
+        // Written (or, on failure, left to the rewrite): waiters go on either way.
+        for (_, waiter) in batch {
+            if let Some(waiter) = waiter {
+                let _ = waiter.send(());
+            }
         }
     }
 }

@@ -106,6 +106,9 @@ describe(`chat-app on ${DATABASE_URL === "default" ? "its default SQLite file" :
   it("reaches a user's second connection without JoinRoom", async () => {
     const second = await connect(app, alice.token);
     open.push(second.connection);
+    // Calls are handled only after the connect hook (which joins the user's rooms) ran: one
+    // round trip means the second device is in its rooms.
+    await second.connection.invoke("OnlineMembers", general.id);
     const bobSide = await connect(app, bob.token);
     open.push(bobSide.connection);
     await bobSide.connection.invoke("SendMessage", general.id, "to every device");

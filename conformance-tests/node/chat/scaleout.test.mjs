@@ -68,12 +68,17 @@ describe("two chat-app processes on one Redis", () => {
     assert.deepEqual(online, [String(alice.id), String(bob.id)].sort());
 
     // A member's new connection on the other process is in the room at once (per-user auto-join).
+    // The hub handles a connection's calls only after its connect hook (which joins its rooms)
+    // ran, so one round trip tells the test that the hook is done.
+    const settled = (c) => c.connection.invoke("OnlineMembers", room.id).catch(() => {});
     const bobA = await hub(a, bob);
+    await settled(bobA);
     await bobB.connection.invoke("SendMessage", room.id, "to both of bob's devices");
     await until(() => messages(bobA).includes("to both of bob's devices"), "bob's second device on A");
 
     // Joining from one process brings the user's connections on the other process along.
     const carolA = await hub(a, carol);
+    await settled(carolA);
     const carolB = await hub(b, carol);
     await carolB.connection.invoke("JoinRoom", room.id);
     await aliceA.connection.invoke("SendMessage", room.id, "welcome carol");
