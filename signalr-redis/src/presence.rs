@@ -96,12 +96,9 @@ pub(crate) async fn writer(inner: Weak<Inner>, mut ops: mpsc::Receiver<QueuedOp>
             _ = tokio::time::sleep(heartbeat) => {}
             _ = wake.notified() => {}
         }
-        while batch.len() < 1024 {
-            match ops.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
+        // Whatever else is queued, up to a bound, goes in the same round.
+        let room = 1024usize.saturating_sub(batch.len());
+        batch.extend(std::iter::from_fn(|| ops.try_recv().ok()).take(room));
         let Some(inner) = inner.upgrade() else {
             return;
         };

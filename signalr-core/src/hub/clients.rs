@@ -561,12 +561,39 @@ impl ClientProxy {
         let send_timeout = self.hub.options.send_timeout;
         let registry = &self.hub.registry;
         // Local recipients first, straight from this process; then the other processes.
-        let (local, remote) = match &self.target {
-            Target::Caller(conn) => (deliver_one(conn, &record, send_timeout).await, Vec::new()),
+        let local = match &self.target {
+            Target::Caller(conn) => deliver_one(conn, &record, send_timeout).await,
             Target::Connection(id) => match registry.get(id) {
-                Some(conn) => (deliver_one(&conn, &record, send_timeout).await, Vec::new()),
-                None => (Ok(()), vec![Audience::Connection(id)]),
+                Some(conn) => deliver_one(&conn, &record, send_timeout).await,
+                None => Ok(()),
             },
+            Target::Connections(ids) => registry.send_to(ids.iter().map(String::as_str), &record),
+            Target::Groups { groups, excluded } => {
+                let members = registry.group_members(groups, excluded);
+                registry.send_to(members.iter().map(|id| id.as_ref()), &record)
+            }
+            Target::Users(users) => {
+                let connections = registry.user_connections(users);
+                registry.send_to(connections.iter().map(|id| id.as_ref()), &record)
+            }
+            Target::All(excluded) => {
+                registry.broadcast(&record, |id| excluded.iter().any(|e| e == id))
+            }
+        };
+        let published = match &self.hub.backplane {
+            Some(backplane) => self.publish(backplane.as_ref(), &record).await,
+            None => Ok(()),
+        };
+        local.and(published)
+    }
+
+    /// Who the target covers on other processes (connections not found here).
+    fn remote_audiences(&self) -> Vec<Audience<'_>> {
+        let registry = &self.hub.registry;
+        match &self.target {
+            Target::Caller(_) => Vec::new(),
+            Target::Connection(id) if registry.get(id).is_some() => Vec::new(),
+            Target::Connection(id) => vec![Audience::Connection(id)],
             Target::Connections(ids) => {
                 let mut remote: Vec<&str> = ids
                     .iter()
@@ -575,44 +602,24 @@ impl ClientProxy {
                     .collect();
                 remote.sort_unstable();
                 remote.dedup();
-                let local = registry.send_to(ids.iter().map(String::as_str), &record);
-                (
-                    local,
-                    remote.into_iter().map(Audience::Connection).collect(),
-                )
+                remote.into_iter().map(Audience::Connection).collect()
             }
-            Target::Groups { groups, excluded } => {
-                let members = registry.group_members(groups, excluded);
-                let local = registry.send_to(members.iter().map(|id| id.as_ref()), &record);
-                let remote = groups
-                    .iter()
-                    .map(|group| Audience::Group { group, excluded })
-                    .collect();
-                (local, remote)
-            }
-            Target::Users(users) => {
-                let connections = registry.user_connections(users);
-                let local = registry.send_to(connections.iter().map(|id| id.as_ref()), &record);
-                (local, users.iter().map(|u| Audience::User(u)).collect())
-            }
-            Target::All(excluded) => {
-                let local = registry.broadcast(&record, |id| excluded.iter().any(|e| e == id));
-                (local, vec![Audience::All { excluded }])
-            }
-        };
-        let published = self.publish(&record, remote).await;
-        local.and(published)
+            Target::Groups { groups, excluded } => groups
+                .iter()
+                .map(|group| Audience::Group { group, excluded })
+                .collect(),
+            Target::Users(users) => users.iter().map(|u| Audience::User(u)).collect(),
+            Target::All(excluded) => vec![Audience::All { excluded }],
+        }
     }
 
     /// Hands a message to the backplane for each audience on other processes.
     async fn publish(
         &self,
+        backplane: &dyn Backplane,
         record: &LazyRecord<'_>,
-        audiences: Vec<Audience<'_>>,
     ) -> Result<(), Error> {
-        let Some(backplane) = &self.hub.backplane else {
-            return Ok(());
-        };
+        let audiences = self.remote_audiences();
         if audiences.is_empty() {
             return Ok(());
         }

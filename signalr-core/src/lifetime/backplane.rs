@@ -292,14 +292,13 @@ impl LocalHub {
 
     /// Delivers to one local connection; false when it is not here.
     pub fn send_connection(&self, connection_id: &str, message: &SerializedMessage) -> bool {
-        let Some(hub) = self.hub() else {
+        let Some(conn) = self.hub().and_then(|hub| hub.registry.get(connection_id)) else {
             return false;
         };
-        if hub.registry.get(connection_id).is_none() {
-            return false;
+        // A closed or too-slow client, or a missing protocol, is not the publisher's problem.
+        if let Some(record) = message.record(conn.protocol) {
+            let _ = conn.try_send(record.clone());
         }
-        let record = LazyRecord::ready(message);
-        let _ = hub.registry.send_to([connection_id], &record);
         true
     }
 
