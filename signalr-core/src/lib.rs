@@ -293,9 +293,12 @@ mod connection;
 mod error;
 mod http;
 mod hub;
+mod id;
 mod lifetime;
 mod options;
 mod serve;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 mod transport;
 
 pub use lifetime::backplane;

@@ -1,46 +1,43 @@
-//! The transport-independent connection core: handshake, the read loop that feeds the hub
-//! dispatcher, the write loop with keep-alive, timeouts, and closing.
+//! The transport-independent connection core.
+//!
+//! [`machine`] is the connection as a sans-IO state machine: handshake, framing, every timer,
+//! closing, Ack/Sequence and the replay buffer. This module is its tokio driver: a read loop
+//! that feeds the machine received bytes and hands hub messages to a [`Dispatch`], and a write
+//! loop that moves queued records and the machine's own (Ping, Ack, Sequence) to the transport.
 //!
 //! A transport supplies two halves: a stream of received byte chunks (any chunking; record
 //! boundaries come only from the hub protocol) and a [`TransportSink`] that writes whole records.
-//! Everything else (limits, timers, Close messages, stateful reconnect) lives here once, for
-//! every transport.
+//! The connection reaches the hub only through [`ConnectionHost`], so this module can be read,
+//! and tested, without the hub.
 
+pub(crate) mod machine;
 mod replay;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{FutureExt, Stream, StreamExt};
-use tokio::sync::{mpsc, oneshot};
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Identity;
 use crate::error::{Error, Kind};
-use crate::hub::dispatch::Dispatcher;
-use crate::hub::streams::UploadItem;
-use crate::hub::HubShared;
-use replay::ReplayBuffer;
-
-use crate::protocol::{
-    decode_handshake_request, encode_handshake_response, Close, HandshakeError, InboundMessage,
-    Message, NoValue, Payload, Protocol, ProtocolError,
-};
+use crate::options::HubOptions;
+use crate::protocol::{Close, InboundMessage, Message, NoValue, Payload, Protocol};
 use crate::transport::{TransportKind, TransportSink};
+use machine::{Config, ConnectionMachine, Event};
+
+pub(crate) use machine::error_close;
 
 /// The generic close error the reference shows clients (details only with detailed errors).
 pub(crate) const CLOSED_WITH_ERROR: &str = "Connection closed with an error.";
-
-/// How long closing may take: draining queued frames, the Close record, the peer's reply.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Frames written before one flush, so a burst becomes few syscalls without starving pings.
-const MAX_BATCH: usize = 64;
 
 /// The part of a live connection that the hub, the registry and senders share.
 pub(crate) struct ConnectionShared {
@@ -62,15 +59,12 @@ pub(crate) struct ConnectionShared {
     pending_results: Mutex<HashMap<String, oneshot::Sender<Result<Payload, String>>>>,
     /// Set once the read loop runs: client results need it to receive the answer.
     reading: AtomicBool,
-    /// Stateful reconnect bookkeeping, when the client negotiated it.
-    pub(crate) replay: Option<Mutex<ReplayBuffer>>,
-    /// Signalled when acks make room in the replay buffer.
-    replay_room: tokio::sync::Notify,
+    /// The protocol state; the read and write loops each hold it only briefly.
+    machine: Mutex<ConnectionMachine>,
+    /// Wakes the write loop when the read side moved a write deadline or made room (Acks).
+    writer_wake: Notify,
     outbound: mpsc::Sender<Bytes>,
     closing: CancellationToken,
-    close_message: Mutex<Option<Close>>,
-    /// Why the transport failed, when the write side found out first.
-    transport_error: Mutex<Option<String>>,
 }
 
 impl ConnectionShared {
@@ -79,7 +73,7 @@ impl ConnectionShared {
         user_id: Option<Arc<str>>,
         protocol: Protocol,
         outbound: mpsc::Sender<Bytes>,
-        replay: Option<ReplayBuffer>,
+        machine: ConnectionMachine,
     ) -> Self {
         ConnectionShared {
             id: params.connection_id,
@@ -92,13 +86,15 @@ impl ConnectionShared {
             invocations: Mutex::default(),
             pending_results: Mutex::default(),
             reading: AtomicBool::new(false),
-            replay: replay.map(Mutex::new),
-            replay_room: tokio::sync::Notify::new(),
+            machine: Mutex::new(machine),
+            writer_wake: Notify::new(),
             outbound,
             closing: CancellationToken::new(),
-            close_message: Mutex::new(None),
-            transport_error: Mutex::new(None),
         }
+    }
+
+    fn machine(&self) -> std::sync::MutexGuard<'_, ConnectionMachine> {
+        lock(&self.machine)
     }
 
     /// Queues a record without waiting. A full queue means the client reads slower than we
@@ -147,13 +143,21 @@ impl ConnectionShared {
     /// Starts closing: the write loop sends what is queued, then `close`, then ends the
     /// transport. The first reason given wins.
     pub(crate) fn close(&self, close: Close) {
-        {
-            let mut slot = self.close_message.lock().unwrap_or_else(|p| p.into_inner());
-            if slot.is_none() {
-                *slot = Some(close);
-            }
-        }
+        self.machine().close(close, None);
         self.closing.cancel();
+    }
+
+    /// Applies the machine's timer rules at `now`; returns whether the connection ended.
+    fn handle_timeout(&self, now: std::time::Instant) -> bool {
+        let ended = {
+            let mut machine = self.machine();
+            machine.handle_timeout(now);
+            machine.is_ended()
+        };
+        if ended {
+            self.closing.cancel();
+        }
+        ended
     }
 
     /// Fires when the connection closes.
@@ -256,49 +260,6 @@ impl ConnectionShared {
         self.reading.load(Ordering::Acquire)
     }
 
-    fn replay_has_room(&self) -> bool {
-        self.replay.as_ref().is_none_or(|r| lock(r).has_room())
-    }
-
-    fn replay_keep(&self, record: &Bytes) {
-        if let Some(replay) = &self.replay {
-            lock(replay).sent(record.clone());
-        }
-    }
-
-    fn replay_snapshot(&self) -> (u64, Vec<Bytes>) {
-        self.replay
-            .as_ref()
-            .map(|r| lock(r).replay())
-            .unwrap_or((1, Vec::new()))
-    }
-
-    fn ack_due(&self) -> Option<u64> {
-        self.replay.as_ref().and_then(|r| lock(r).ack_due())
-    }
-
-    /// Stateful bookkeeping for a received message: `false` when it is a duplicate to drop;
-    /// `Err` when the client's Sequence skipped ahead (a protocol error).
-    fn track_received(&self, message: &InboundMessage) -> Result<bool, ()> {
-        let Some(replay) = &self.replay else {
-            return Ok(true);
-        };
-        match message {
-            Message::Ack(id) => {
-                lock(replay).acked(*id);
-                self.replay_room.notify_waiters();
-                Ok(false)
-            }
-            Message::Sequence(id) => lock(replay).sequence(*id).map(|()| false).map_err(drop),
-            Message::Invocation(_)
-            | Message::StreamItem(_)
-            | Message::Completion(_)
-            | Message::StreamInvocation(_)
-            | Message::CancelInvocation(_) => Ok(lock(replay).received()),
-            Message::Ping | Message::Close(_) => Ok(true),
-        }
-    }
-
     /// The connection is over: stop its invocations and streams, fail awaited client results.
     fn end_calls(&self) {
         for (_, token) in lock(&self.invocations).drain() {
@@ -307,29 +268,6 @@ impl ConnectionShared {
         lock(&self.uploads).clear();
         // Dropping the waiters fails each awaited client result as "disconnected" at once.
         lock(&self.pending_results).clear();
-    }
-
-    /// The transport failed under the writer: remember why, and close.
-    fn transport_failed(&self, error: &io::Error) {
-        self.transport_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_or_insert_with(|| error.to_string());
-        self.close(Close::default());
-    }
-
-    fn take_transport_error(&self) -> Option<String> {
-        self.transport_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-    }
-
-    fn take_close_message(&self) -> Option<Close> {
-        self.close_message
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
     }
 }
 
@@ -343,12 +281,9 @@ struct Membership {
     left: bool,
 }
 
-/// What a received message means for the read loop.
-pub(crate) enum Flow {
-    Continue,
-    /// The client sent Close: stop reading, end gracefully.
-    Stop,
-}
+/// An item of an upload stream as the connection routes it to a method: a value, or the
+/// client's error ending the stream.
+pub(crate) type UploadItem = Result<Payload, String>;
 
 /// Identity of a connection before it is running.
 pub(crate) struct ConnectionParams {
@@ -357,47 +292,107 @@ pub(crate) struct ConnectionParams {
     pub(crate) identity: Option<Identity>,
 }
 
+/// Handles the hub messages of one connection, in order. The read loop waits while it does:
+/// that is the backpressure a busy method puts on its client.
+pub(crate) trait Dispatch: Send {
+    fn dispatch(&mut self, message: InboundMessage) -> impl Future<Output = ()> + Send;
+}
+
+/// What a connection needs from the hub it belongs to, and nothing more.
+pub(crate) trait ConnectionHost: Send + Sync + 'static {
+    type Dispatcher: Dispatch;
+
+    fn options(&self) -> &HubOptions;
+    /// Picks the protocol for a handshake, or the refusal text.
+    fn select_protocol(&self, name: &str, version: u32) -> Result<Protocol, String>;
+    /// The user id `Clients::user` reaches this identity by.
+    fn user_id_of(&self, identity: &Identity) -> Option<Arc<str>>;
+    /// Makes the connection reachable by senders.
+    fn register(&self, conn: &Arc<ConnectionShared>) -> impl Future<Output = ()> + Send;
+    fn unregister(&self, conn: &ConnectionShared);
+    /// Runs the connect hook; `Err` carries the Close error text.
+    fn on_connected(
+        self: &Arc<Self>,
+        conn: &Arc<ConnectionShared>,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    fn on_disconnected(
+        self: &Arc<Self>,
+        conn: &Arc<ConnectionShared>,
+        error: Option<String>,
+    ) -> impl Future<Output = ()> + Send;
+    fn dispatcher(self: &Arc<Self>, conn: &Arc<ConnectionShared>) -> Self::Dispatcher;
+}
+
+/// The driver's clock: tokio's, so that a paused test clock moves the machine too.
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+/// A timer re-armed lazily: it may fire early (the deadline moved later since it was set),
+/// and the machine then says nothing is due. Only an earlier deadline re-arms it at once.
+struct Timer {
+    sleep: Pin<Box<Sleep>>,
+    armed: Option<std::time::Instant>,
+}
+
+impl Timer {
+    fn new() -> Self {
+        Timer {
+            sleep: Box::pin(tokio::time::sleep_until(Instant::now())),
+            armed: None,
+        }
+    }
+
+    /// Makes sure the timer fires no later than `deadline`; `false` when there is none.
+    fn arm(&mut self, deadline: Option<std::time::Instant>) -> bool {
+        let Some(deadline) = deadline else {
+            return false;
+        };
+        if self.armed.is_none_or(|armed| deadline < armed) {
+            self.sleep.as_mut().reset(Instant::from_std(deadline));
+            self.armed = Some(deadline);
+        }
+        true
+    }
+
+    async fn fired(&mut self) {
+        self.sleep.as_mut().await;
+        self.armed = None;
+    }
+}
+
 /// Runs one connection to its end over any transport.
-pub(crate) async fn run<I, S>(
-    hub: Arc<HubShared>,
+pub(crate) async fn run<H, I, S>(
+    host: Arc<H>,
     params: ConnectionParams,
     inbound: I,
     mut sink: S,
     mut reattach: Option<mpsc::Receiver<(I, S)>>,
 ) where
+    H: ConnectionHost,
     I: Stream<Item = io::Result<Bytes>> + Unpin + Send,
     S: TransportSink,
 {
     // Fused: the close sequence may poll again after the transport reported its end.
     let mut inbound = inbound.fuse();
-    let options = &hub.options;
-    let mut buf = BytesMut::new();
+    let options = host.options();
+    let mut machine = ConnectionMachine::new(Config::new(options, params.transport), now());
 
     // Large or one-off awaits are boxed throughout: a task's future is as big as its largest
     // state, and every idle connection keeps its tasks resident.
-    let handshake = Box::pin(tokio::time::timeout(
-        options.handshake_timeout,
-        read_handshake(&mut inbound, &mut buf, options.max_receive_message_size),
-    ))
-    .await;
-    let request = match handshake {
-        Err(_elapsed) => {
-            return refuse_handshake(&mut sink, &HandshakeError::TooLarge.to_string()).await
+    let Some(request) = Box::pin(read_handshake(&mut machine, &mut inbound)).await else {
+        if let Some(ending) = machine.ending() {
+            tracing::debug!(connection = %params.connection_id, reason = %ending.error, "handshake refused");
         }
-        Ok(None) => return sink.close().await,
-        Ok(Some(Err(e))) => {
-            let mut message = e.to_string();
-            if let (true, HandshakeError::Malformed(detail)) = (options.enable_detailed_errors, &e)
-            {
-                message = format!("{message} InvalidDataException: {detail}");
-            }
-            return refuse_handshake(&mut sink, &message).await;
-        }
-        Ok(Some(Ok(request))) => request,
+        return finish_unopened(&mut machine, &mut sink).await;
     };
-    let protocol = match hub.select_protocol(&request.protocol, request.version) {
+    let protocol = match host.select_protocol(&request.protocol, request.version) {
         Ok(protocol) => protocol,
-        Err(message) => return refuse_handshake(&mut sink, &message).await,
+        Err(message) => {
+            tracing::debug!(connection = %params.connection_id, %message, "handshake refused");
+            machine.refuse_handshake(&message);
+            return finish_unopened(&mut machine, &mut sink).await;
+        }
     };
     let format = protocol.transfer_format();
     if !sink.supports(format) {
@@ -406,52 +401,50 @@ pub(crate) async fn run<I, S>(
             protocol.name(),
             format.as_str()
         );
-        return refuse_handshake(&mut sink, &message).await;
+        tracing::debug!(connection = %params.connection_id, %message, "handshake refused");
+        machine.refuse_handshake(&message);
+        return finish_unopened(&mut machine, &mut sink).await;
     }
     sink.set_transfer_format(format);
-    if write_now(&mut sink, encode_handshake_response(None))
-        .await
-        .is_err()
-    {
-        return sink.close().await;
-    }
 
     // Stateful reconnect: negotiated (the transport can re-attach) and asked for with a
     // version 2 handshake; a version 1 handshake turns it off silently, as in the reference.
     if request.version < 2 {
         reattach = None;
     }
-    let replay = reattach
+    let replay_limit = reattach
         .is_some()
-        .then(|| ReplayBuffer::new(options.stateful_reconnect_buffer_size));
+        .then_some(options.stateful_reconnect_buffer_size);
+    machine.accept_handshake(now(), protocol, replay_limit);
+    if write_transmits(&mut machine, &mut sink).await.is_err() {
+        return sink.close().await;
+    }
 
     let (tx, rx) = mpsc::channel(options.outbound_queue_capacity.max(1));
     let outbound: SharedOutbound = Arc::new(tokio::sync::Mutex::new(rx));
-    let user_id = params.identity.as_ref().and_then(|i| hub.user_id_of(i));
-    let conn = Arc::new(ConnectionShared::new(params, user_id, protocol, tx, replay));
-    hub.register(&conn).await;
-    let keep_alive = sink
-        .needs_keep_alive()
-        .then_some(options.keep_alive_interval);
+    let user_id = params.identity.as_ref().and_then(|i| host.user_id_of(i));
+    let conn = Arc::new(ConnectionShared::new(
+        params, user_id, protocol, tx, machine,
+    ));
+    host.register(&conn).await;
     // A child of `closing`: closing ends every session, so the loops wait on this one token.
     let mut session = conn.closing.child_token();
+    let send_timeout = options.send_timeout;
     let mut writer = tokio::spawn(write_loop(
         conn.clone(),
         outbound.clone(),
         sink,
-        keep_alive,
-        options.send_timeout,
+        send_timeout,
         session.clone(),
-        false,
     ));
     tracing::debug!(connection = %conn.id, %protocol, stateful = reattach.is_some(), "connected");
-    if hub.options.close_on_authentication_expiration {
+    if options.close_on_authentication_expiration {
         if let Some(expires_at) = conn.identity.as_ref().and_then(|i| i.expires_at()) {
             tokio::spawn(close_at_expiry(conn.clone(), expires_at));
         }
     }
 
-    let end = match Box::pin(hub.on_connected(&conn)).await {
+    let end = match Box::pin(host.on_connected(&conn)).await {
         Err(message) => {
             conn.close(Close {
                 error: Some(message.clone()),
@@ -461,17 +454,10 @@ pub(crate) async fn run<I, S>(
         }
         Ok(()) => {
             conn.reading.store(true, Ordering::Release);
-            let mut dispatcher = hub.dispatcher(&conn);
-            let mut buf = Some(buf);
+            let mut dispatcher = host.dispatcher(&conn);
+            let mut timer = Timer::new();
             loop {
-                let read = read_loop(
-                    &hub,
-                    &conn,
-                    &mut dispatcher,
-                    &mut inbound,
-                    buf.take().unwrap_or_default(),
-                    &session,
-                );
+                let read = read_loop(&conn, &mut dispatcher, &mut inbound, &session, &mut timer);
                 let replacement = next_transport(&mut reattach);
                 let (end, next) = tokio::select! {
                     end = read => (Some(end), None),
@@ -481,15 +467,16 @@ pub(crate) async fn run<I, S>(
                     // The client reconnected while the old socket still looked open.
                     (None, Some(next)) => next,
                     (Some(ReadEnd::Failed(error)), None)
-                        if reattach.is_some() && !conn.is_closing() =>
+                        if reattach.is_some()
+                            && !conn.is_closing()
+                            && conn.machine().transport_lost(now(), &error) =>
                     {
                         // Stateful: the transport dropped; keep everything for the grace period.
                         tracing::debug!(connection = %conn.id, %error, "transport lost; waiting for a reconnect");
                         session.cancel();
-                        let grace = options.disconnect_timeout;
-                        match tokio::time::timeout(grace, next_transport(&mut reattach)).await {
-                            Ok(Some(next)) => next,
-                            _ => break ReadEnd::Failed(error),
+                        match Box::pin(await_reconnect(&conn, &mut reattach, &mut timer)).await {
+                            Some(next) => next,
+                            None => break ReadEnd::Failed(error),
                         }
                     }
                     (Some(end), _) => break end,
@@ -502,21 +489,20 @@ pub(crate) async fn run<I, S>(
                 // The new socket speaks the format the handshake chose on the first one.
                 next_sink.set_transfer_format(format);
                 inbound = next_inbound.fuse();
+                conn.machine().transport_replaced(now());
                 session = conn.closing.child_token();
                 writer = tokio::spawn(write_loop(
                     conn.clone(),
                     outbound.clone(),
                     next_sink,
-                    keep_alive,
-                    options.send_timeout,
+                    send_timeout,
                     session.clone(),
-                    true,
                 ));
             }
         }
     };
 
-    hub.unregister(&conn);
+    host.unregister(&conn);
     conn.close(Close::default());
     conn.end_calls();
     // Bounded: every write inside the writer has a timeout.
@@ -525,15 +511,89 @@ pub(crate) async fn run<I, S>(
         // A client that said goodbye ended gracefully, whatever its transport did next.
         ReadEnd::ClientClosed(error) => error,
         ReadEnd::Failed(error) => Some(error),
-        ReadEnd::Ended => conn.take_transport_error(),
+        ReadEnd::Ended => conn
+            .machine()
+            .ending()
+            .map(|ending| ending.error.clone())
+            .filter(|error| !error.is_empty()),
     };
     tracing::debug!(connection = %conn.id, error = ?disconnect_error, "disconnected");
-    Box::pin(hub.on_disconnected(&conn, disconnect_error)).await;
+    Box::pin(host.on_disconnected(&conn, disconnect_error)).await;
     // Keep reading (and discarding) briefly so the transport can finish its close handshake.
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
         while let Some(Ok(_)) = inbound.next().await {}
     })
     .await;
+}
+
+/// Feeds received bytes to the machine until it has a whole handshake request; `None` when
+/// the machine refused it (too large, malformed, too late) or the client went away.
+async fn read_handshake<I>(
+    machine: &mut ConnectionMachine,
+    inbound: &mut I,
+) -> Option<crate::protocol::HandshakeRequest>
+where
+    I: Stream<Item = io::Result<Bytes>> + Unpin,
+{
+    let mut timer = Timer::new();
+    loop {
+        if let Some(Event::Handshake(request)) = machine.poll_event(now()) {
+            return Some(request);
+        }
+        if machine.is_ended() {
+            return None;
+        }
+        timer.arm(machine.poll_timeout());
+        tokio::select! {
+            biased;
+            next = inbound.next() => match next {
+                Some(Ok(chunk)) => machine.handle_bytes(chunk),
+                Some(Err(_)) | None => return None,
+            },
+            _ = timer.fired() => machine.handle_timeout(now()),
+        }
+    }
+}
+
+/// Writes what the machine queued (a refused handshake's response), then closes.
+async fn finish_unopened<S: TransportSink>(machine: &mut ConnectionMachine, sink: &mut S) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, write_transmits(machine, sink)).await;
+    sink.close().await;
+}
+
+/// Writes and flushes every record the machine queued of its own.
+async fn write_transmits<S: TransportSink>(
+    machine: &mut ConnectionMachine,
+    sink: &mut S,
+) -> io::Result<()> {
+    let mut wrote = false;
+    while let Some(record) = machine.poll_transmit(now()) {
+        sink.feed(record).await?;
+        wrote = true;
+    }
+    if wrote {
+        sink.flush().await?;
+    }
+    Ok(())
+}
+
+/// Stateful reconnect: waits for the client's next transport until the machine's grace ends.
+async fn await_reconnect<T>(
+    conn: &ConnectionShared,
+    reattach: &mut Option<mpsc::Receiver<T>>,
+    timer: &mut Timer,
+) -> Option<T> {
+    loop {
+        if !timer.arm(conn.machine().read_deadline()) {
+            return None;
+        }
+        tokio::select! {
+            next = next_transport(reattach) => return next,
+            _ = timer.fired() => if conn.handle_timeout(now()) {
+                return None;
+            },
+        }
+    }
 }
 
 /// Closes the connection when its credentials expire; clients with automatic reconnect come
@@ -562,50 +622,9 @@ async fn next_transport<T>(reattach: &mut Option<mpsc::Receiver<T>>) -> Option<T
     }
 }
 
-/// Reads until a whole handshake request arrived. `None` when the client went away first.
-async fn read_handshake<I>(
-    inbound: &mut I,
-    buf: &mut BytesMut,
-    max_size: usize,
-) -> Option<Result<crate::protocol::HandshakeRequest, HandshakeError>>
-where
-    I: Stream<Item = io::Result<Bytes>> + Unpin,
-{
-    loop {
-        match decode_handshake_request(buf, max_size) {
-            Ok(Some(request)) => return Some(Ok(request)),
-            Ok(None) => {}
-            Err(e) => return Some(Err(e)),
-        }
-        match inbound.next().await {
-            Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
-            Some(Err(_)) | None => return None,
-        }
-    }
-}
-
-async fn refuse_handshake<S: TransportSink>(sink: &mut S, message: &str) {
-    tracing::debug!(%message, "handshake refused");
-    let _ = write_now(sink, encode_handshake_response(Some(message))).await;
-    sink.close().await;
-}
-
 async fn write_now<S: TransportSink>(sink: &mut S, record: Bytes) -> io::Result<()> {
     sink.feed(record).await?;
     sink.flush().await
-}
-
-/// The Close sent for a connection-level error: generic text, details only when enabled.
-pub(crate) fn error_close(detailed: bool, detail: &str) -> Close {
-    let error = if detailed {
-        format!("{CLOSED_WITH_ERROR} {detail}")
-    } else {
-        CLOSED_WITH_ERROR.to_owned()
-    };
-    Close {
-        error: Some(error),
-        allow_reconnect: true,
-    }
 }
 
 /// How the read loop ended.
@@ -614,214 +633,147 @@ enum ReadEnd {
     ClientClosed(Option<String>),
     /// The transport ended, or the server closed the connection.
     Ended,
-    /// A protocol error or timeout.
+    /// A protocol error, a timeout, or a failed transport.
     Failed(String),
 }
 
-enum Received {
-    Chunk(Bytes),
-    Ended,
-    Failed(String),
-    TimedOut,
-    Closing,
-}
-
-/// Decodes and dispatches messages until the connection ends. Returns the disconnect error,
-/// if the end was not graceful.
-async fn read_loop<I>(
-    hub: &Arc<HubShared>,
+/// Feeds received bytes to the machine and dispatches the hub messages it yields, until the
+/// connection ends or (stateful) this transport does.
+async fn read_loop<D, I>(
     conn: &Arc<ConnectionShared>,
-    dispatcher: &mut Dispatcher,
+    dispatcher: &mut D,
     inbound: &mut I,
-    mut buf: BytesMut,
     session: &CancellationToken,
+    timer: &mut Timer,
 ) -> ReadEnd
 where
+    D: Dispatch,
     I: Stream<Item = io::Result<Bytes>> + Unpin + Send,
 {
-    let options = &hub.options;
-    // The client timeout runs from the handshake. The reference arms it only at the first
-    // Ping (for clients too old to ping); but then a client that sends half a record and falls
-    // silent would be held forever. Current clients ping right after the handshake.
-    let timeout_armed = true;
     loop {
         loop {
-            match conn
-                .protocol
-                .decode(&mut buf, options.max_receive_message_size)
-            {
-                Ok(Some(message)) => {
-                    if let Message::Close(close) = message {
-                        return ReadEnd::ClientClosed(close.error);
-                    }
-                    match conn.track_received(&message) {
-                        Ok(true) => {}
-                        // A duplicate resent after a reconnect, or reconnect bookkeeping.
-                        Ok(false) => continue,
-                        Err(()) => {
-                            let text =
-                                "Sequence ID greater than amount of messages we've received.";
-                            conn.close(error_close(
-                                options.enable_detailed_errors,
-                                &format!("InvalidDataException: {text}"),
-                            ));
-                            return ReadEnd::Failed(text.to_owned());
-                        }
-                    }
-                    if let Flow::Stop = Box::pin(dispatcher.dispatch(message)).await {
-                        return ReadEnd::ClientClosed(None);
-                    }
+            let event = conn.machine().poll_event(now());
+            match event {
+                Some(Event::Message(message)) => {
+                    Box::pin(dispatcher.dispatch(message)).await;
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    let detail = match &e {
-                        ProtocolError::MessageTooLarge { .. } => {
-                            format!("InvalidDataException: {e} The message size can be configured in AddHubOptions.")
-                        }
-                        _ => format!("InvalidDataException: {e}"),
-                    };
-                    tracing::debug!(connection = %conn.id, error = %e, "protocol error");
-                    conn.close(error_close(options.enable_detailed_errors, &detail));
-                    return ReadEnd::Failed(e.to_string());
-                }
+                Some(Event::ClientClosed(error)) => return ReadEnd::ClientClosed(error),
+                Some(Event::Handshake(_)) | None => break,
             }
         }
-
-        // `session` is a child of `closing`: one wait covers both.
-        let received = tokio::select! {
-            _ = session.cancelled() => if conn.is_closing() {
-                Received::Closing
-            } else {
-                Received::Failed("the transport failed".to_owned())
-            },
-            next = next_chunk(inbound, timeout_armed.then_some(options.client_timeout)) => next,
+        let (ended, stateful, deadline) = {
+            let machine = conn.machine();
+            let ended = machine.ending().map(|ending| ending.error.clone());
+            (ended, machine.is_stateful(), machine.read_deadline())
         };
-        match received {
-            Received::Chunk(chunk) => {
-                if buf.is_empty() {
-                    buf = chunk
-                        .try_into_mut()
-                        .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-                } else {
-                    buf.extend_from_slice(&chunk);
-                }
-            }
-            Received::Ended => return ReadEnd::Ended,
-            Received::Closing => return client_close_already_received(conn, inbound, buf),
-            Received::Failed(e) => return ReadEnd::Failed(e),
-            Received::TimedOut => {
-                let detail = "OperationCanceledException: Client hasn't sent a message/ping within the configured ClientTimeoutInterval.";
-                conn.close(error_close(options.enable_detailed_errors, detail));
-                return ReadEnd::Failed("client timeout".to_owned());
+        if let Some(error) = ended {
+            conn.closing.cancel();
+            return ReadEnd::Failed(error);
+        }
+        if stateful {
+            // Acks may have made room, and processed messages are due an Ack.
+            conn.writer_wake.notify_one();
+        }
+        let armed = timer.arm(deadline);
+        tokio::select! {
+            biased;
+            // `session` is a child of `closing`: one wait covers both.
+            _ = session.cancelled() => return if conn.is_closing() {
+                client_close_already_received(conn, inbound)
+            } else {
+                ReadEnd::Failed("the transport failed".to_owned())
+            },
+            next = inbound.next() => match next {
+                Some(Ok(chunk)) => conn.machine().handle_bytes(chunk),
+                Some(Err(error)) => return transport_read_failed(conn, stateful, &error),
+                None => return ReadEnd::Ended,
+            },
+            _ = timer.fired(), if armed => {
+                conn.handle_timeout(now());
             }
         }
     }
+}
+
+/// The transport could not be read. A protocol violation (invalid UTF-8, an unmasked frame,
+/// an oversized frame) gets a Close that says so before the transport ends; a stateful
+/// connection waits for a reconnect instead.
+fn transport_read_failed(conn: &ConnectionShared, stateful: bool, error: &io::Error) -> ReadEnd {
+    let text = error.to_string();
+    if !stateful {
+        let detailed = conn.machine().detailed_errors();
+        let detail = match error.kind() {
+            io::ErrorKind::InvalidData => format!("WebSocketException: {text}"),
+            _ => format!("IOException: {text}"),
+        };
+        conn.close(error_close(detailed, &detail));
+    }
+    ReadEnd::Failed(text)
 }
 
 /// On close, looks through input that has already arrived for the client's own Close: a client
 /// that posts Close and then drops its transport (SSE, long polling) ended gracefully, even if
 /// the write side noticed the dropped transport first.
-fn client_close_already_received<I>(
-    conn: &ConnectionShared,
-    inbound: &mut I,
-    mut buf: BytesMut,
-) -> ReadEnd
+fn client_close_already_received<I>(conn: &ConnectionShared, inbound: &mut I) -> ReadEnd
 where
     I: Stream<Item = io::Result<Bytes>> + Unpin,
 {
+    let mut machine = conn.machine();
     while let Some(Some(Ok(chunk))) = inbound.next().now_or_never() {
-        buf.extend_from_slice(&chunk);
+        machine.handle_bytes(chunk);
     }
-    // Only what is already buffered; any size limit was enforced when it was read.
-    while let Ok(Some(message)) = conn.protocol.decode(&mut buf, usize::MAX) {
-        if let Message::Close(close) = message {
-            return ReadEnd::ClientClosed(close.error);
-        }
+    if let Some(error) = machine.client_close_in_input() {
+        return ReadEnd::ClientClosed(error);
     }
     ReadEnd::Ended
-}
-
-async fn next_chunk<I>(inbound: &mut I, timeout: Option<Duration>) -> Received
-where
-    I: Stream<Item = io::Result<Bytes>> + Unpin,
-{
-    let next = match timeout {
-        Some(limit) => match tokio::time::timeout(limit, inbound.next()).await {
-            Ok(next) => next,
-            Err(_) => return Received::TimedOut,
-        },
-        None => inbound.next().await,
-    };
-    match next {
-        Some(Ok(chunk)) => Received::Chunk(chunk),
-        Some(Err(e)) => Received::Failed(e.to_string()),
-        None => Received::Ended,
-    }
 }
 
 /// The outbound queue, owned by whichever session is writing; it outlives a transport that
 /// drops while stateful reconnect keeps the connection.
 type SharedOutbound = Arc<tokio::sync::Mutex<mpsc::Receiver<Bytes>>>;
 
-/// How often a stateful connection acknowledges what it processed.
-const ACK_INTERVAL: Duration = Duration::from_secs(1);
+/// How long closing may take: draining queued frames, the Close record, the peer's reply.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Moves queued records to the transport, pings when idle, acknowledges received messages
-/// (stateful reconnect), and performs the close sequence.
+/// Frames written before one flush, so a burst becomes few syscalls without starving pings.
+const MAX_BATCH: usize = 64;
+
+/// Moves queued records and the machine's own to the transport, and performs the close
+/// sequence.
 ///
 /// Every write is bounded by `send_timeout` (the reference's `TransportSendTimeout`): a client
 /// that stops reading cannot hold this task, its socket and its queue forever. When `session`
 /// is cancelled the transport is abandoned (it dropped, or a reconnect replaced it) and the
-/// queue is left for the next session; with `resume`, this session starts by replaying what
-/// the client has not acknowledged.
+/// queue is left for the next session.
 async fn write_loop<S: TransportSink>(
     conn: Arc<ConnectionShared>,
     outbound: SharedOutbound,
     mut sink: S,
-    keep_alive: Option<Duration>,
     send_timeout: Duration,
     session: CancellationToken,
-    resume: bool,
 ) {
     let mut rx = outbound.lock().await;
-    let ping = conn.protocol.ping_record();
-    // One interval per connection; ticks are skipped while other traffic flows (the reference
-    // pings on a fixed cadence; sparing busy connections the extra frames costs nothing).
-    let period = keep_alive.unwrap_or(Duration::from_secs(3600));
-    let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let stateful = conn.replay.is_some();
-    // Only stateful connections acknowledge; the others carry no timer for it.
-    let ack_period = if stateful {
-        ACK_INTERVAL
-    } else {
-        Duration::from_secs(86_400)
-    };
-    let mut acks = tokio::time::interval_at(Instant::now() + ack_period, ack_period);
-    acks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_write = Instant::now();
-
+    let mut timer = Timer::new();
     let gone = sink.gone();
     tokio::pin!(gone);
     let result: io::Result<()> = async {
-        if resume {
-            // The client ignores everything until this Sequence, then takes the replay.
-            let (first, records) = conn.replay_snapshot();
-            within(send_timeout, async {
-                let sequence = conn
-                    .protocol
-                    .encode_to_bytes(&Message::<NoValue, NoValue>::Sequence(first))
-                    .map_err(io::Error::other)?;
-                sink.feed(sequence).await?;
-                for record in records {
-                    sink.feed(record).await?;
-                }
-                sink.flush().await
-            })
-            .await?;
-        }
         loop {
-            let room = conn.replay_has_room();
+            // The machine's own records first: a replay's Sequence must precede new records.
+            let mut wrote = false;
+            loop {
+                let record = conn.machine().poll_transmit(now());
+                let Some(record) = record else { break };
+                within(send_timeout, sink.feed(record)).await?;
+                wrote = true;
+            }
+            if wrote {
+                within(send_timeout, sink.flush()).await?;
+            }
+            let (room, deadline) = {
+                let machine = conn.machine();
+                (machine.has_room(), machine.write_deadline())
+            };
+            let armed = timer.arm(deadline);
             tokio::select! {
                 biased;
                 // Also fires on closing: `session` is its child.
@@ -831,44 +783,27 @@ async fn write_loop<S: TransportSink>(
                     conn.close(Close::default());
                     return Ok(());
                 }
-                // Stateful: past the buffer limit, sends wait for the client's acks.
-                _ = conn.replay_room.notified(), if !room => {}
+                _ = conn.writer_wake.notified() => {}
                 record = rx.recv(), if room => {
                     let Some(record) = record else { return Ok(()) };
                     within(send_timeout, async {
-                        conn.replay_keep(&record);
+                        conn.machine().on_send(now(), &record);
                         sink.feed(record).await?;
                         for _ in 0..MAX_BATCH {
-                            if !conn.replay_has_room() {
+                            // Stateful, past the replay limit: the rest waits for acks.
+                            if !conn.machine().has_room() {
                                 break;
                             }
-                            match rx.try_recv() {
-                                Ok(record) => {
-                                    conn.replay_keep(&record);
-                                    sink.feed(record).await?
-                                }
-                                Err(_) => break,
-                            }
+                            let Ok(record) = rx.try_recv() else { break };
+                            conn.machine().on_send(now(), &record);
+                            sink.feed(record).await?
                         }
                         sink.flush().await
                     })
                     .await?;
-                    last_write = Instant::now();
                 }
-                _ = acks.tick(), if stateful => {
-                    if let Some(id) = conn.ack_due() {
-                        let ack = conn
-                            .protocol
-                            .encode_to_bytes(&Message::<NoValue, NoValue>::Ack(id))
-                            .map_err(io::Error::other)?;
-                        within(send_timeout, write_now(&mut sink, ack)).await?;
-                    }
-                }
-                _ = ticker.tick(), if keep_alive.is_some() => {
-                    if last_write.elapsed() >= period {
-                        within(send_timeout, write_now(&mut sink, ping.clone())).await?;
-                        last_write = Instant::now();
-                    }
+                _ = timer.fired(), if armed => {
+                    conn.handle_timeout(now());
                 }
             }
         }
@@ -880,25 +815,35 @@ async fn write_loop<S: TransportSink>(
         return;
     }
     if let Err(error) = result {
+        let stateful = conn.machine().is_stateful();
         if stateful {
             // Keep the connection: end this session only, and wait for a reconnect.
             session.cancel();
             return;
         }
         // The transport failed: make sure the read side stops too.
-        conn.transport_failed(&error);
+        conn.machine().transport_lost(now(), &error.to_string());
+        conn.closing.cancel();
     } else {
-        let close = conn.take_close_message().unwrap_or_default();
+        let close = conn
+            .machine()
+            .ending()
+            .and_then(|ending| ending.close.clone());
+        let protocol = conn.protocol;
         let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, async {
             rx.close();
             while let Some(record) = rx.recv().await {
                 sink.feed(record).await?;
             }
-            let record = conn
-                .protocol
-                .encode_to_bytes(&Message::<NoValue, NoValue>::Close(close))
-                .map_err(io::Error::other)?;
-            write_now(&mut sink, record).await
+            match close {
+                Some(close) => {
+                    let record = protocol
+                        .encode_to_bytes(&Message::<NoValue, NoValue>::Close(close))
+                        .map_err(io::Error::other)?;
+                    write_now(&mut sink, record).await
+                }
+                None => sink.flush().await,
+            }
         }))
         .await;
     }

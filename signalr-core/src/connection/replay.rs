@@ -9,9 +9,14 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-/// The peer's Sequence skipped ahead of what we processed: a protocol error.
+/// A Sequence the peer should never send: a protocol error.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct SequenceAhead;
+pub(crate) enum SequenceError {
+    /// Ids start at 1.
+    Zero,
+    /// It skipped ahead of what we processed.
+    Ahead,
+}
 
 #[derive(Debug)]
 pub(crate) struct ReplayBuffer {
@@ -56,8 +61,13 @@ impl ReplayBuffer {
         self.next_send += 1;
     }
 
-    /// The peer processed everything up to `id`: forget those records.
-    pub(crate) fn acked(&mut self, id: u64) {
+    /// The peer processed everything up to `id`: forget those records. An id we never sent
+    /// is refused with the number we did send.
+    pub(crate) fn acked(&mut self, id: u64) -> Result<(), u64> {
+        let sent = self.next_send - 1;
+        if id > sent {
+            return Err(sent);
+        }
         while let Some((seq, record)) = self.unacked.front() {
             if *seq > id {
                 break;
@@ -65,6 +75,7 @@ impl ReplayBuffer {
             self.unacked_bytes -= record.len();
             self.unacked.pop_front();
         }
+        Ok(())
     }
 
     /// What to send on a new transport: the Sequence id (the oldest unacknowledged record, or
@@ -87,9 +98,12 @@ impl ReplayBuffer {
     }
 
     /// The peer's Sequence: its next message has this id (it resends what we may have missed).
-    pub(crate) fn sequence(&mut self, id: u64) -> Result<(), SequenceAhead> {
+    pub(crate) fn sequence(&mut self, id: u64) -> Result<(), SequenceError> {
+        if id == 0 {
+            return Err(SequenceError::Zero);
+        }
         if id > self.processed + 1 {
-            return Err(SequenceAhead);
+            return Err(SequenceError::Ahead);
         }
         self.next_receive = id;
         Ok(())
@@ -119,13 +133,14 @@ mod tests {
         for text in ["a", "b", "c"] {
             buffer.sent(record(text));
         }
-        buffer.acked(1);
+        buffer.acked(1).unwrap();
         assert_eq!(buffer.replay(), (2, vec![record("b"), record("c")]));
-        buffer.acked(3);
+        buffer.acked(3).unwrap();
         assert_eq!(buffer.replay(), (4, vec![]));
-        // An old or repeated ack changes nothing.
-        buffer.acked(2);
+        // An old or repeated ack changes nothing; one for a message never sent is refused.
+        buffer.acked(2).unwrap();
         assert_eq!(buffer.replay(), (4, vec![]));
+        assert_eq!(buffer.acked(4), Err(3));
     }
 
     #[test]
@@ -134,7 +149,7 @@ mod tests {
         assert!(buffer.has_room());
         buffer.sent(record("0123456789abc"));
         assert!(!buffer.has_room());
-        buffer.acked(1);
+        buffer.acked(1).unwrap();
         assert!(buffer.has_room());
         buffer.sent(record("12345"));
         assert!(buffer.has_room());
@@ -154,7 +169,8 @@ mod tests {
         assert!(!buffer.received());
         assert!(buffer.received());
         assert_eq!(buffer.ack_due(), Some(4));
-        assert_eq!(buffer.sequence(6), Err(SequenceAhead));
+        assert_eq!(buffer.sequence(6), Err(SequenceError::Ahead));
+        assert_eq!(buffer.sequence(0), Err(SequenceError::Zero));
         assert_eq!(buffer.sequence(5), Ok(()));
     }
 }

@@ -2,24 +2,17 @@
 
 use std::sync::Arc;
 
-use base64::Engine;
 use http::{Response, StatusCode};
 use serde_json::json;
 
 use super::{json, text, token, Query, ResponseBody};
 use crate::hub::HubShared;
+use crate::id::new_id;
 use crate::lifetime::backplane::PresenceQuery;
 use crate::transport::TransportKind;
 
 /// The highest negotiate version we speak (1: separate connection id and token).
 const MAX_NEGOTIATE_VERSION: i64 = 1;
-
-/// 16 random bytes, base64url without padding: 22 URL-safe characters, like the reference.
-/// URL-safe matters: clients append the token to URLs without encoding it.
-pub(crate) fn new_id() -> String {
-    let bytes: [u8; 16] = rand::random();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
 
 pub(crate) fn unix_secs() -> u64 {
     std::time::SystemTime::now()

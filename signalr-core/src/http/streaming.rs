@@ -200,20 +200,9 @@ fn start_long_polling(
     let watched_queue = queue.clone();
     let disconnect_timeout = hub.options.disconnect_timeout;
     tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(Duration::from_secs(1).min(disconnect_timeout));
-        loop {
-            ticks.tick().await;
-            if watched_queue.is_closed() {
-                return;
-            }
-            if watched_queue
-                .idle_for()
-                .is_some_and(|idle| idle > disconnect_timeout)
-            {
-                tracing::debug!(connection = %watched.connection_id, "long-polling client stopped polling");
-                watched.end_inbound().await;
-                return;
-            }
+        if watched_queue.stopped_polling(disconnect_timeout).await {
+            tracing::debug!(connection = %watched.connection_id, "long-polling client stopped polling");
+            watched.end_inbound().await;
         }
     });
 

@@ -6,11 +6,11 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::connections::{BindRefusal, Binding};
-use super::negotiate::new_id;
 use super::{body, text, transport_disabled, Query, ResponseBody};
 use crate::auth::Identity;
 use crate::connection::{self, ConnectionParams};
 use crate::hub::HubShared;
+use crate::id::new_id;
 use crate::transport::{websocket, TransportKind};
 
 pub(super) fn is_upgrade<B>(request: &Request<B>) -> bool {

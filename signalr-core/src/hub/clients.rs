@@ -1,9 +1,8 @@
 //! Sending to clients: `Clients.All`, `Caller`, `Others`, `Client(id)`, `Clients(ids)`, from a
 //! hub method or from anywhere through a [`HubContext`].
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::atomic::Ordering;
@@ -13,7 +12,8 @@ use super::HubShared;
 use crate::connection::ConnectionShared;
 use crate::error::{Error, Kind};
 use crate::lifetime::backplane::{Audience, Backplane, PresenceQuery, SerializedMessage};
-use crate::protocol::{Headers, Invocation, Message, NoValue, Payload, Protocol, ProtocolError};
+use crate::lifetime::record::LazyRecord;
+use crate::protocol::{Headers, Invocation, Message, NoValue, Payload};
 
 /// A cloneable handle to a running hub, usable from any task (a timer, an HTTP handler): the
 /// counterpart of `IHubContext`.
@@ -642,7 +642,7 @@ impl ClientProxy {
         args: A,
     ) -> Result<Result<Payload, String>, Error> {
         // Unique across processes: the owner keys the pending answer by it.
-        let invocation_id = crate::http::negotiate::new_id();
+        let invocation_id = crate::id::new_id();
         let args = args.into_arguments();
         let message: Message<&A::Arguments, NoValue> = Message::Invocation(Invocation {
             headers: Headers::new(),
@@ -702,63 +702,6 @@ async fn deliver_one(
         // Sending to a connection that just went away is not the sender's problem.
         Err(e) if e.is_closed() => Ok(()),
         other => other,
-    }
-}
-
-/// A message encoded on first use for each protocol, then shared; or one that arrived
-/// already framed in every protocol (from the backplane).
-pub(crate) enum LazyRecord<'a> {
-    Lazy {
-        message: &'a dyn EncodeRecord,
-        cache: [OnceLock<Result<Bytes, ProtocolError>>; 2],
-    },
-    Ready(&'a SerializedMessage),
-}
-
-impl<'a> LazyRecord<'a> {
-    pub(crate) fn new(message: &'a dyn EncodeRecord) -> LazyRecord<'a> {
-        LazyRecord::Lazy {
-            message,
-            cache: [OnceLock::new(), OnceLock::new()],
-        }
-    }
-
-    pub(crate) fn ready(message: &'a SerializedMessage) -> LazyRecord<'a> {
-        LazyRecord::Ready(message)
-    }
-
-    pub(crate) fn get(&self, protocol: Protocol) -> Result<Bytes, Error> {
-        match self {
-            LazyRecord::Lazy { message, cache } => cache[protocol.index()]
-                .get_or_init(|| message.encode_record(protocol))
-                .clone()
-                .map_err(Error::from),
-            LazyRecord::Ready(message) => message.record(protocol).cloned().ok_or_else(|| {
-                Error::with(
-                    Kind::Protocol,
-                    format!("the publishing server did not include the '{protocol}' protocol"),
-                )
-            }),
-        }
-    }
-
-    /// Every protocol's record, for publishing to other processes.
-    pub(crate) fn serialized(&self) -> Result<SerializedMessage, Error> {
-        match self {
-            LazyRecord::Lazy { message, .. } => Ok(SerializedMessage::encode(*message)?),
-            LazyRecord::Ready(message) => Ok((*message).clone()),
-        }
-    }
-}
-
-/// A message that can be encoded in any protocol, with its value types erased.
-pub(crate) trait EncodeRecord: Sync {
-    fn encode_record(&self, protocol: Protocol) -> Result<Bytes, ProtocolError>;
-}
-
-impl<A: Serialize + Sync, V: Serialize + Sync> EncodeRecord for Message<A, V> {
-    fn encode_record(&self, protocol: Protocol) -> Result<Bytes, ProtocolError> {
-        protocol.encode_to_bytes(self)
     }
 }
 

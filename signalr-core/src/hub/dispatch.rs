@@ -15,7 +15,7 @@ use super::context::Context;
 use super::filter::{invoke_chain, HubInvocation, InvocationOutcome, InvokeNext};
 use super::handler::{BoxFuture, CallError, CallOutput, CallResult, InvocationParts, ItemStream};
 use super::{HubShared, Method};
-use crate::connection::{ConnectionShared, Flow};
+use crate::connection::{ConnectionShared, Dispatch};
 use crate::protocol::{
     Arguments, Completion, CompletionResult, Headers, InboundMessage, Invocation, Message, NoValue,
     Payload, StreamItem,
@@ -74,6 +74,12 @@ pub(crate) async fn with_slot_released<F: std::future::Future>(wait: F) -> F::Ou
     output
 }
 
+impl Dispatch for Dispatcher {
+    fn dispatch(&mut self, message: InboundMessage) -> impl Future<Output = ()> + Send {
+        self.dispatch_message(message)
+    }
+}
+
 pub(crate) struct Dispatcher {
     hub: Arc<HubShared>,
     conn: Arc<ConnectionShared>,
@@ -87,7 +93,7 @@ impl Dispatcher {
         Dispatcher { hub, conn, slots }
     }
 
-    pub(crate) async fn dispatch(&mut self, message: InboundMessage) -> Flow {
+    async fn dispatch_message(&mut self, message: InboundMessage) {
         match message {
             Message::Invocation(invocation) => self.invoke(invocation, false).await,
             Message::StreamInvocation(invocation) => self.invoke(invocation, true).await,
@@ -95,12 +101,9 @@ impl Dispatcher {
             Message::Completion(completion) => self.completion(completion).await,
             // Unknown ids are ignored, as in the reference.
             Message::CancelInvocation(cancel) => self.conn.cancel_invocation(&cancel.invocation_id),
-            Message::Close(_) => return Flow::Stop,
-            // Pings only prove liveness (the read loop noted it); Ack and Sequence belong to
-            // stateful reconnect, which this server does not offer.
-            Message::Ping | Message::Ack(_) | Message::Sequence(_) => {}
+            // The connection's state machine keeps these to itself.
+            Message::Close(_) | Message::Ping | Message::Ack(_) | Message::Sequence(_) => {}
         }
-        Flow::Continue
     }
 
     /// An item of an upload stream. The read loop waits while the method's buffer is full.

@@ -32,7 +32,7 @@ pub use handler::{
 pub use streams::{Cancellation, UploadStream};
 
 use crate::auth::{Authenticator, Identity, Policy};
-use crate::connection::{ConnectionShared, CLOSED_WITH_ERROR};
+use crate::connection::{ConnectionHost, ConnectionShared, CLOSED_WITH_ERROR};
 use crate::http::connections::HttpConnections;
 use crate::http::HubService;
 use crate::lifetime::backplane::{Backplane, ConnectionInfo, LocalHub};
@@ -85,6 +85,11 @@ impl Hub {
     /// `Router` (`nest_service`) or to serve with plain hyper.
     pub fn service(&self) -> HubService {
         HubService::new(self.shared.clone())
+    }
+
+    #[cfg(feature = "test-util")]
+    pub(crate) fn shared(&self) -> &Arc<HubShared> {
+        &self.shared
     }
 
     /// A handle to push messages to clients from outside hub methods.
@@ -502,28 +507,6 @@ pub(crate) struct HubShared {
 }
 
 impl HubShared {
-    /// Makes a connection reachable: locally at once, and through the backplane once it has
-    /// subscribed on the connection's behalf.
-    pub(crate) async fn register(&self, conn: &Arc<ConnectionShared>) {
-        self.registry.add(conn.clone());
-        if let Some(backplane) = &self.backplane {
-            let info = ConnectionInfo::new(conn.id.clone(), conn.user_id.clone());
-            backplane.connection_added(&info).await;
-        }
-    }
-
-    /// Takes a connection out of the registry, its groups and the backplane's interest.
-    pub(crate) fn unregister(&self, conn: &ConnectionShared) {
-        let groups = self.registry.remove(&conn.id);
-        if let Some(backplane) = &self.backplane {
-            for group in &groups {
-                backplane.group_left(&conn.id, group);
-            }
-            backplane
-                .connection_removed(&ConnectionInfo::new(conn.id.clone(), conn.user_id.clone()));
-        }
-    }
-
     /// Adds a local connection to a group; false when the connection is not here.
     pub(crate) async fn add_local_to_group(&self, connection_id: &str, group: &str) -> bool {
         match self.registry.add_to_group(connection_id, group) {
@@ -550,8 +533,46 @@ impl HubShared {
         }
     }
 
+    fn context(self: &Arc<Self>, conn: &Arc<ConnectionShared>) -> Context {
+        Context {
+            conn: conn.clone(),
+            hub: self.clone(),
+        }
+    }
+}
+
+/// The connection core reaches its hub only through this.
+impl ConnectionHost for HubShared {
+    type Dispatcher = Dispatcher;
+
+    fn options(&self) -> &HubOptions {
+        &self.options
+    }
+
+    /// Makes a connection reachable: locally at once, and through the backplane once it has
+    /// subscribed on the connection's behalf.
+    async fn register(&self, conn: &Arc<ConnectionShared>) {
+        self.registry.add(conn.clone());
+        if let Some(backplane) = &self.backplane {
+            let info = ConnectionInfo::new(conn.id.clone(), conn.user_id.clone());
+            backplane.connection_added(&info).await;
+        }
+    }
+
+    /// Takes a connection out of the registry, its groups and the backplane's interest.
+    fn unregister(&self, conn: &ConnectionShared) {
+        let groups = self.registry.remove(&conn.id);
+        if let Some(backplane) = &self.backplane {
+            for group in &groups {
+                backplane.group_left(&conn.id, group);
+            }
+            backplane
+                .connection_removed(&ConnectionInfo::new(conn.id.clone(), conn.user_id.clone()));
+        }
+    }
+
     /// Picks the protocol for a handshake, or the reference's refusal text.
-    pub(crate) fn select_protocol(&self, name: &str, version: u32) -> Result<Protocol, String> {
+    fn select_protocol(&self, name: &str, version: u32) -> Result<Protocol, String> {
         let protocol = Protocol::from_name(name)
             .filter(|p| self.options.protocols.contains(p))
             .ok_or_else(|| format!("The protocol '{name}' is not supported."))?;
@@ -564,29 +585,19 @@ impl HubShared {
     }
 
     /// The user id `Clients::user` reaches this identity by.
-    pub(crate) fn user_id_of(&self, identity: &Identity) -> Option<Arc<str>> {
+    fn user_id_of(&self, identity: &Identity) -> Option<Arc<str>> {
         match &self.user_id_provider {
             Some(provider) => provider(identity).map(Into::into),
             None => identity.user_id().map(Into::into),
         }
     }
 
-    pub(crate) fn dispatcher(self: &Arc<Self>, conn: &Arc<ConnectionShared>) -> Dispatcher {
+    fn dispatcher(self: &Arc<Self>, conn: &Arc<ConnectionShared>) -> Dispatcher {
         Dispatcher::new(self.clone(), conn.clone())
     }
 
-    fn context(self: &Arc<Self>, conn: &Arc<ConnectionShared>) -> Context {
-        Context {
-            conn: conn.clone(),
-            hub: self.clone(),
-        }
-    }
-
     /// Runs the connect hook inside the filters; `Err` carries the Close error text.
-    pub(crate) async fn on_connected(
-        self: &Arc<Self>,
-        conn: &Arc<ConnectionShared>,
-    ) -> Result<(), String> {
+    async fn on_connected(self: &Arc<Self>, conn: &Arc<ConnectionShared>) -> Result<(), String> {
         let hook = self.on_connected.clone();
         let terminal = ConnectNext::new(move |context: Context| match hook {
             Some(hook) => hook(context, None),
@@ -610,7 +621,7 @@ impl HubShared {
         }
     }
 
-    pub(crate) async fn on_disconnected(
+    async fn on_disconnected(
         self: &Arc<Self>,
         conn: &Arc<ConnectionShared>,
         error: Option<String>,

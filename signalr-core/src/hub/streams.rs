@@ -11,11 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::HubError;
 use super::handler::{BindError, FromInvocation, InvocationParts, ViaContext, ViaUpload};
-use crate::protocol::Payload;
 
 /// One item of an upload stream as the read loop hands it over: a value, or the client's
 /// error ending the stream.
-pub(crate) type UploadItem = Result<Payload, String>;
+pub(crate) use crate::connection::UploadItem;
 
 /// A stream the client uploads as an argument (a `Subject` in the JS client, a
 /// `ChannelReader`/`IAsyncEnumerable` argument in .NET). Take it as a hub method parameter; each

@@ -16,8 +16,9 @@ use std::sync::{Arc, Weak};
 use bytes::{Bytes, BytesMut};
 
 use crate::error::{Error, Kind};
-use crate::hub::clients::{EncodeRecord, LazyRecord, REMOTE_DISCONNECTED};
+use crate::hub::clients::REMOTE_DISCONNECTED;
 use crate::hub::{BoxFuture, HubShared};
+use crate::lifetime::record::{EncodeRecord, LazyRecord};
 use crate::protocol::{
     Completion, CompletionResult, Headers, Message, NoValue, Payload, Protocol, ProtocolError,
 };

@@ -13,9 +13,10 @@ use tokio::sync::watch;
 
 use crate::connection::ConnectionShared;
 use crate::error::Error;
-use crate::hub::clients::LazyRecord;
+use record::LazyRecord;
 
 pub mod backplane;
+pub(crate) mod record;
 
 type Members = HashSet<Arc<str>>;
 

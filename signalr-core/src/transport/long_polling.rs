@@ -106,14 +106,34 @@ impl PollQueue {
         outcome
     }
 
-    /// How long the client has gone without a poll in flight; `None` while one is.
-    pub(crate) fn idle_for(&self) -> Option<Duration> {
-        let state = self.lock();
-        (!state.polling).then(|| state.last_poll_end.elapsed())
-    }
-
-    pub(crate) fn is_closed(&self) -> bool {
-        self.lock().closed
+    /// Completes with `true` once no poll has been in flight for `limit` (the client stopped
+    /// polling), or with `false` when the connection closed first. One timer at a time, armed
+    /// for exactly the time left: an idle connection costs no periodic wake-ups.
+    pub(crate) async fn stopped_polling(&self, limit: Duration) -> bool {
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            let rest = {
+                let state = self.lock();
+                if state.closed {
+                    return false;
+                }
+                if state.polling {
+                    None
+                } else {
+                    match limit.checked_sub(state.last_poll_end.elapsed()) {
+                        Some(rest) if !rest.is_zero() => Some(rest),
+                        _ => return true,
+                    }
+                }
+            };
+            match rest {
+                // A poll is in flight: nothing can expire before it ends.
+                None => drained.await,
+                Some(rest) => tokio::time::sleep(rest).await,
+            }
+        }
     }
 
     fn close(&self) {
@@ -143,11 +163,6 @@ impl TransportSink for LongPollSink {
     }
 
     fn set_transfer_format(&mut self, _format: TransferFormat) {}
-
-    fn needs_keep_alive(&self) -> bool {
-        // Each poll is its own keep-alive; the reference sends no pings here.
-        false
-    }
 
     async fn feed(&mut self, record: Bytes) -> io::Result<()> {
         self.pending.put_slice(&record);

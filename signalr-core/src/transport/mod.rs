@@ -60,10 +60,6 @@ pub(crate) trait TransportSink: Send + 'static {
     fn supports(&self, format: TransferFormat) -> bool;
     /// Called once after the handshake, before the first hub record.
     fn set_transfer_format(&mut self, format: TransferFormat);
-    /// Whether the hub must send keep-alive pings (long polling has its own).
-    fn needs_keep_alive(&self) -> bool {
-        true
-    }
     /// Buffers one record.
     fn feed(&mut self, record: Bytes) -> impl Future<Output = io::Result<()>> + Send;
     /// Pushes buffered records to the client.

@@ -2,6 +2,8 @@
 //! MessagePack, each frame carrying one whole record.
 
 use std::io;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
@@ -10,7 +12,7 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use super::TransportSink;
@@ -36,18 +38,43 @@ pub(crate) async fn accept(upgraded: Upgraded, options: &HubOptions) -> (WsSink,
     let socket =
         WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
     let (sink, stream) = socket.split();
+    let close_code = Arc::new(AtomicU16::new(CloseCode::Normal.into()));
     (
         WsSink {
             inner: sink,
             format: TransferFormat::Text,
+            close_code: close_code.clone(),
         },
-        WsStream { inner: stream },
+        WsStream {
+            inner: stream,
+            close_code,
+        },
     )
 }
 
 /// Received WebSocket data as a byte stream; control frames are handled by tungstenite.
 pub(crate) struct WsStream {
     inner: SplitStream<Socket>,
+    /// The close code the sink sends: a violation found while reading sets it.
+    close_code: Arc<AtomicU16>,
+}
+
+/// Sorts a read error: a client that broke the WebSocket protocol gets `InvalidData` (and
+/// the close code that names the violation); a failed socket is any other kind.
+fn read_error(error: WsError, close_code: &AtomicU16) -> io::Error {
+    let code = match &error {
+        WsError::Utf8(_) => Some(CloseCode::Invalid),
+        WsError::Capacity(_) => Some(CloseCode::Size),
+        WsError::Protocol(_) => Some(CloseCode::Protocol),
+        _ => None,
+    };
+    match code {
+        Some(code) => {
+            close_code.store(code.into(), Ordering::Relaxed);
+            io::Error::new(io::ErrorKind::InvalidData, error)
+        }
+        None => io::Error::other(error),
+    }
 }
 
 impl Stream for WsStream {
@@ -62,7 +89,9 @@ impl Stream for WsStream {
             return match self.inner.poll_next_unpin(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(None) => Poll::Ready(None),
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(io::Error::other(e)))),
+                Poll::Ready(Some(Err(e))) => {
+                    Poll::Ready(Some(Err(read_error(e, &self.close_code))))
+                }
                 Poll::Ready(Some(Ok(message))) => match message {
                     WsMessage::Text(text) => Poll::Ready(Some(Ok(Bytes::from(text)))),
                     WsMessage::Binary(data) => Poll::Ready(Some(Ok(data))),
@@ -78,6 +107,7 @@ impl Stream for WsStream {
 pub(crate) struct WsSink {
     inner: SplitSink<Socket, WsMessage>,
     format: TransferFormat,
+    close_code: Arc<AtomicU16>,
 }
 
 impl TransportSink for WsSink {
@@ -105,9 +135,16 @@ impl TransportSink for WsSink {
     }
 
     async fn close(&mut self) {
+        let code = CloseCode::from(self.close_code.load(Ordering::Relaxed));
+        let reason = match code {
+            CloseCode::Invalid => "Invalid UTF-8 in a text frame.",
+            CloseCode::Size => "Message too big.",
+            CloseCode::Protocol => "WebSocket protocol error.",
+            _ => "",
+        };
         let frame = CloseFrame {
-            code: CloseCode::Normal,
-            reason: Utf8Bytes::default(),
+            code,
+            reason: Utf8Bytes::from_static(reason),
         };
         let _ = self.inner.send(WsMessage::Close(Some(frame))).await;
         let _ = self.inner.close().await;
