@@ -59,9 +59,17 @@ pub struct TestClientBuilder {
     transport: TransportKind,
     identity: Option<Identity>,
     handshake_version: Option<u32>,
+    stateful: bool,
 }
 
 impl TestClientBuilder {
+    /// Asks for stateful reconnect (Ack and Sequence bookkeeping), as a client that negotiated
+    /// it would. The in-memory transport never drops, so nothing is ever replayed.
+    pub fn stateful(mut self, stateful: bool) -> Self {
+        self.stateful = stateful;
+        self
+    }
+
     /// The hub protocol to speak. Default JSON.
     pub fn protocol(mut self, protocol: Protocol) -> Self {
         self.protocol = protocol;
@@ -102,12 +110,19 @@ impl TestClientBuilder {
             pending: Vec::new(),
             transport: self.transport,
         };
+        let (reattach, reattached) = match self.stateful {
+            true => {
+                let (sender, receiver) = mpsc::channel(1);
+                (Some(sender), Some(receiver))
+            }
+            false => (None, None),
+        };
         tokio::spawn(connection::run(
             hub.shared().clone(),
             params,
             MemoryStream(inbound),
             sink,
-            None,
+            reattached,
         ));
         let mut client = TestClient {
             protocol: self.protocol,
@@ -117,6 +132,7 @@ impl TestClientBuilder {
             received: VecDeque::new(),
             next_invocation_id: 0,
             connection_id: connection_id.to_string(),
+            _reattach: reattach,
         };
         let version = self.handshake_version.unwrap_or(self.protocol.version());
         let request = serde_json::json!({ "protocol": self.protocol.name(), "version": version });
@@ -148,6 +164,8 @@ pub struct TestClient {
     received: VecDeque<ServerMessage>,
     next_invocation_id: u64,
     connection_id: String,
+    /// Held so that a stateful connection keeps waiting for a reconnect that never comes.
+    _reattach: Option<mpsc::Sender<(MemoryStream, MemorySink)>>,
 }
 
 impl TestClient {
@@ -158,6 +176,7 @@ impl TestClient {
             transport: TransportKind::WebSockets,
             identity: None,
             handshake_version: None,
+            stateful: false,
         }
     }
 
