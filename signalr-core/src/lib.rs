@@ -20,6 +20,8 @@
 //! - [Serving and embedding](#serving-and-embedding): one line, or mounted in axum/hyper
 //! - [Transports](#transports): WebSockets, Server-Sent Events, long polling, CORS
 //! - [Limits](#limits): every bound, and what happens past it
+//! - [Timer rules](#timer-rules): keep-alive, timeouts, grace periods, per transport
+//! - [Testing a hub](#testing-a-hub): the in-process test kit, in virtual time
 //! - [Where we differ from the reference](#where-we-differ-from-the-reference)
 //! - [Architecture](#architecture)
 //!
@@ -242,8 +244,8 @@
 //! | limit | default | past it |
 //! |---|---|---|
 //! | handshake timeout | 15 s | handshake error `Handshake was canceled.`, transport closed |
-//! | keep-alive interval | 15 s | (a Ping is sent when nothing else was sent for this long) |
-//! | client timeout | 30 s from the handshake (long polling: the disconnect timeout instead) | Close `Connection closed with an error.` (`allowReconnect: true`) |
+//! | keep-alive interval | 15 s | (a Ping is sent when nothing was written for this long) |
+//! | client timeout | 30 s from the last complete message (not on long polling) | Close `Connection closed with an error.` (`allowReconnect: true`) |
 //! | maximum received message | 32 KiB per record (handshake included) | Close with an error; refused as soon as a MessagePack length prefix announces it |
 //! | one WebSocket message | 4 x the message limit, at least 64 KiB | connection closed (a message may batch several records) |
 //! | parallel invocations per client | 1 (streaming invocations not counted) | the server stops reading from that client until one finishes |
@@ -251,6 +253,8 @@
 //! | client result wait | 30 s | `ClientProxy::invoke` fails with a timeout |
 //! | stateful reconnect grace | the disconnect timeout (15 s) | the connection ends; the client reconnects as a new one |
 //! | unacknowledged messages kept for replay | 100,000 bytes | sends to that client wait for its acks |
+//! | stateful Sequence 0, a Sequence ahead of what was received, an Ack for messages never sent | none allowed | Close `Connection closed with an error.` (the reason with detailed errors) |
+//! | a WebSocket protocol violation (invalid UTF-8, an unmasked frame, an oversized frame) | none allowed | Close `Connection closed with an error.`, then close frame 1007, 1002 or 1009 |
 //! | outbound queue per connection | 1,024 records | a multi-client send finding it full closes that client as too slow; a single-client send waits up to the send timeout first |
 //! | send timeout | 10 s | a write to the socket or a single-client send that cannot progress closes the connection |
 //! | negotiated but unused connection id | 15 s | forgotten; its transport request then gets 404 |
@@ -263,12 +267,56 @@
 //!
 //! Every limit is set on [`HubBuilder`].
 //!
+//! # Timer rules
+//! Every rule about time lives in one sans-IO state machine per connection, which is handed
+//! the time instead of reading a clock; the tests move that time by hand, and the drivers
+//! use tokio's clock (so a paused test clock moves it too).
+//!
+//! | rule | counted from | WebSockets, Server-Sent Events | long polling |
+//! |---|---|---|---|
+//! | handshake timeout (15 s) | the transport opening | yes | yes |
+//! | keep-alive Ping (15 s) | the last write of any kind | yes: two server messages are never further apart | no: each poll is its own keep-alive, as in the reference |
+//! | client timeout (30 s) | the last *complete* message received (a record dripped a byte at a time keeps nothing alive) | yes | no: the missing-poll rule instead |
+//! | missing poll (the disconnect timeout, 15 s) | the end of the last poll | - | yes |
+//! | stateful Ack (1 s) | the first message processed since the last Ack | yes | yes |
+//! | stateful reconnect grace (the disconnect timeout, 15 s) | the transport dropping | yes | - |
+//! | a write that does not complete (the send timeout, 10 s) | the write starting | yes | yes |
+//!
+//! # Testing a hub
+//! With the `test-util` feature, [`test_util::TestClient`] connects to a hub over an in-memory
+//! transport and speaks either protocol through the same connection core sockets get: calls,
+//! streams, client-method invocations, Close messages. Under tokio's paused clock
+//! (`#[tokio::test(start_paused = true)]`) timers fire as soon as nothing else can run, so
+//! timeouts are tested in milliseconds:
+//!
+//! ```
+//! # #[cfg(feature = "test-util")]
+//! # mod t {
+//! use signalr_core::test_util::TestClient;
+//! use signalr_core::Hub;
+//!
+//! #[tokio::test(start_paused = true)]
+//! async fn a_silent_client_is_closed_after_thirty_seconds() {
+//!     let hub = Hub::builder().build();
+//!     let mut client = TestClient::connect(&hub).await.unwrap();
+//!     let start = tokio::time::Instant::now();
+//!     let close = client.closed().await.unwrap();
+//!     assert_eq!(start.elapsed().as_secs(), 30);
+//!     assert!(close.allow_reconnect);
+//! }
+//! # }
+//! ```
+//!
 //! # Where we differ from the reference
 //! - The client timeout counts from the handshake, not from the client's first Ping: a client
 //!   that sends half a message and falls silent is closed instead of held forever. (Clients
 //!   since ASP.NET Core 3.0 ping right after the handshake, so they see no difference.)
-//! - Keep-alive Pings are skipped while other traffic flows (the reference pings on a fixed
-//!   cadence); clients only need to hear something within their timeout.
+//! - Keep-alive Pings count from the last write of any kind (the reference pings on a fixed
+//!   cadence): a busy connection gets no extra frames, and an idle one hears from the server
+//!   exactly every interval.
+//! - Stateful reconnect: a Sequence of 0 and an Ack for messages never sent end the
+//!   connection with a Close (the reference accepts both, and after Sequence 0 silently drops
+//!   the next message).
 //! - A client that cannot keep up with multi-client sends is disconnected instead of slowing
 //!   the sender down: one slow client never delays a broadcast to everyone else.
 //! - Optional signed connection tokens ([`HubBuilder::portable_connection_tokens`]) that any
@@ -279,13 +327,15 @@
 //!
 //! # Architecture
 //! - [`protocol`]: sans-IO hub protocols and handshake (no sockets, no clock).
-//! - `connection`: one transport-independent connection loop (handshake, dispatch, keep-alive,
-//!   timeouts, closing).
+//! - `connection`: the connection as a sans-IO state machine (handshake, framing, every
+//!   timer, closing, Ack/Sequence, replay) and the thin tokio driver that feeds it; it reaches
+//!   the hub only through a narrow trait (register, hooks, dispatch).
 //! - `transport`: WebSockets, Server-Sent Events and long polling, behind a small sink trait.
 //! - `hub`: method table, extractors, dispatch, client proxies.
-//! - `lifetime`: the registry of live connections (sharded; no global lock), and
-//!   [`backplane`], the trait other processes are reached through.
+//! - `lifetime`: the registry of live connections (sharded; no global lock), the encoding
+//!   cache for fan-out, and [`backplane`], the trait other processes are reached through.
 //! - `http`: negotiate, routing, the HTTP connection manager and CORS, as a `tower::Service`.
+//! - [`test_util`] (feature `test-util`): the in-memory transport and `TestClient`.
 pub mod auth;
 pub mod protocol;
 

@@ -1,12 +1,11 @@
 //! The server over real loopback sockets: negotiate, the WebSocket transport, the handshake,
 //! limits, hooks and shutdown, checked at the byte level with a raw client.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use signalr_core::{Clients, Context, Hub, HubBuilder, HubContext, HubError};
+use signalr_core::{Clients, Hub, HubBuilder, HubContext};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -432,145 +431,6 @@ async fn oversized_message_closes_with_an_error() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn malformed_message_closes_but_bad_arguments_do_not() {
-    let server = Server::start(echo_hub()).await;
-    let (mut socket, _) = server.json_client().await;
-    // Wrong argument type: an error Completion, and the connection stays usable.
-    send(
-        &mut socket,
-        json!({"type": 1, "invocationId": "1", "target": "Echo", "arguments": [5]}),
-    )
-    .await;
-    assert_eq!(
-        next_message(&mut socket).await,
-        json!({"type": 3, "invocationId": "1", "error": "Failed to invoke 'Echo' due to an error on the server."})
-    );
-    // A streaming call to a non-streaming method.
-    send(
-        &mut socket,
-        json!({"type": 4, "invocationId": "2", "target": "Echo", "arguments": ["x"]}),
-    )
-    .await;
-    assert_eq!(
-        next_message(&mut socket).await["error"],
-        "The client attempted to invoke the non-streaming 'Echo' method with a streaming invocation."
-    );
-    // Non-blocking invocation of an unknown method: nothing comes back, not even an error.
-    send(
-        &mut socket,
-        json!({"type": 1, "target": "Nope", "arguments": []}),
-    )
-    .await;
-    send(
-        &mut socket,
-        json!({"type": 1, "invocationId": "3", "target": "Echo", "arguments": ["ok"]}),
-    )
-    .await;
-    assert_eq!(
-        next_message(&mut socket).await,
-        json!({"type": 3, "invocationId": "3", "result": "ok"})
-    );
-    // Broken JSON is a protocol error: Close with the generic error.
-    socket
-        .send(Ws::text(format!("{{\"type\":1,{RS}")))
-        .await
-        .unwrap();
-    assert_eq!(
-        next_message(&mut socket).await,
-        json!({"type": 7, "error": "Connection closed with an error.", "allowReconnect": true})
-    );
-    assert_eq!(closed(&mut socket).await, Some(1000));
-    server.shutdown().await;
-}
-
-#[tokio::test]
-async fn keep_alive_pings_and_client_timeout() {
-    let server = Server::start(
-        echo_hub()
-            .keep_alive_interval(Duration::from_millis(100))
-            .client_timeout(Duration::from_millis(600)),
-    )
-    .await;
-    let (mut socket, _) = server.json_client().await;
-    // The server pings an idle client.
-    assert_eq!(next_text(&mut socket).await, format!("{{\"type\":6}}{RS}"));
-    // The timeout counts from the last thing received; staying silent then closes us.
-    send(&mut socket, json!({"type": 6})).await;
-    let started = std::time::Instant::now();
-    let close = next_message(&mut socket).await;
-    assert_eq!(
-        close,
-        json!({"type": 7, "error": "Connection closed with an error.", "allowReconnect": true})
-    );
-    assert!(
-        started.elapsed() >= Duration::from_millis(500),
-        "{:?}",
-        started.elapsed()
-    );
-    server.shutdown().await;
-}
-
-#[tokio::test]
-async fn hooks_run_once_and_see_the_connection() {
-    let events = Arc::new(Mutex::new(Vec::<String>::new()));
-    let connected = events.clone();
-    let disconnected = events.clone();
-    let builder = echo_hub()
-        .on_connected(move |ctx: Context| {
-            let events = connected.clone();
-            async move {
-                events
-                    .lock()
-                    .unwrap()
-                    .push(format!("connected {}", ctx.connection_id()));
-                ctx.clients()
-                    .caller()
-                    .send("Welcome", (ctx.connection_id().to_owned(),))
-                    .await
-            }
-        })
-        .on_disconnected(move |ctx: Context, error: Option<String>| {
-            let events = disconnected.clone();
-            async move {
-                events
-                    .lock()
-                    .unwrap()
-                    .push(format!("disconnected {} {error:?}", ctx.connection_id()));
-            }
-        });
-    let server = Server::start(builder).await;
-    let (mut socket, id) = server.json_client().await;
-    assert_eq!(
-        next_message(&mut socket).await,
-        json!({"type": 1, "target": "Welcome", "arguments": [id]})
-    );
-    // A graceful client Close ends the connection without an error.
-    send(&mut socket, json!({"type": 7})).await;
-    let _ = closed(&mut socket).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        *events.lock().unwrap(),
-        [format!("connected {id}"), format!("disconnected {id} None")]
-    );
-    assert_eq!(server.hub.connection_count(), 0);
-    server.shutdown().await;
-}
-
-#[tokio::test]
-async fn failing_on_connected_closes_without_reconnect() {
-    let server = Server::start(
-        echo_hub().on_connected(|_ctx: Context| async { Err::<(), _>(HubError::new("not today")) }),
-    )
-    .await;
-    let (mut socket, _) = server.json_client().await;
-    assert_eq!(
-        next_message(&mut socket).await,
-        json!({"type": 7, "error": "Connection closed with an error. HubException: not today"})
-    );
-    server.shutdown().await;
-}
-
 async fn shout(clients: Clients, text: String) -> Result<(), signalr_core::Error> {
     clients.others().send("Shout", (text,)).await
 }
@@ -747,10 +607,6 @@ async fn produce() -> impl futures_util::Stream<Item = String> {
     })
 }
 
-async fn numbers(count: u32) -> impl futures_util::Stream<Item = u32> {
-    futures_util::stream::iter(0..count)
-}
-
 #[tokio::test]
 async fn a_slow_stream_reader_slows_the_producer_instead_of_growing_memory() {
     let server = Server::start(
@@ -783,110 +639,6 @@ async fn a_slow_stream_reader_slows_the_producer_instead_of_growing_memory() {
         "the producer kept going: {produced} -> {later}"
     );
     drop(slow);
-}
-
-#[tokio::test]
-async fn streaming_mode_mismatches_and_reused_ids_get_the_reference_errors() {
-    let server = Server::start(echo_hub().method("Numbers", numbers)).await;
-    let (mut socket, _) = server.json_client().await;
-    send(
-        &mut socket,
-        json!({"type": 1, "invocationId": "1", "target": "Numbers", "arguments": [3]}),
-    )
-    .await;
-    assert_eq!(
-        next_message(&mut socket).await["error"],
-        "The client attempted to invoke the streaming 'Numbers' method with a non-streaming invocation."
-    );
-    send(
-        &mut socket,
-        json!({"type": 4, "invocationId": "2", "target": "Numbers", "arguments": [3]}),
-    )
-    .await;
-    for item in 0..3 {
-        assert_eq!(
-            next_message(&mut socket).await,
-            json!({"type": 2, "invocationId": "2", "item": item})
-        );
-    }
-    assert_eq!(
-        next_message(&mut socket).await,
-        json!({"type": 3, "invocationId": "2"})
-    );
-    // An upload the method does not take: the reference's count error.
-    send(&mut socket, json!({"type": 1, "invocationId": "3", "target": "Echo", "arguments": ["x"], "streamIds": ["9"]})).await;
-    assert_eq!(
-        next_message(&mut socket).await["error"],
-        "An unexpected error occurred invoking 'Echo' on the server. HubException: Client sent 1 stream(s), Hub method expects 0."
-    );
-}
-
-async fn endless() -> impl futures_util::Stream<Item = u32> {
-    futures_util::stream::unfold(0u32, |n| async move {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        Some((n, n + 1))
-    })
-}
-
-#[tokio::test]
-async fn a_live_invocation_id_cannot_be_reused_and_cancel_ends_the_stream() {
-    let server = Server::start(echo_hub().method("Endless", endless)).await;
-    let (mut socket, _) = server.json_client().await;
-    send(
-        &mut socket,
-        json!({"type": 4, "invocationId": "7", "target": "Endless", "arguments": []}),
-    )
-    .await;
-    assert_eq!(next_message(&mut socket).await["type"], 2);
-    send(
-        &mut socket,
-        json!({"type": 4, "invocationId": "7", "target": "Endless", "arguments": []}),
-    )
-    .await;
-    loop {
-        let message = next_message(&mut socket).await;
-        if message["type"] == 3 {
-            assert_eq!(message["error"], "Invocation ID '7' is already in use.");
-            break;
-        }
-    }
-    send(&mut socket, json!({"type": 5, "invocationId": "7"})).await;
-    loop {
-        let message = next_message(&mut socket).await;
-        if message["type"] == 3 {
-            assert_eq!(
-                message,
-                json!({"type": 3, "invocationId": "7"}),
-                "ends without an error"
-            );
-            break;
-        }
-    }
-}
-
-#[tokio::test]
-async fn client_results_are_refused_in_on_connected() {
-    let refused = Arc::new(Mutex::new(None));
-    let seen = refused.clone();
-    let server = Server::start(echo_hub().on_connected(move |ctx: Context| {
-        let seen = seen.clone();
-        async move {
-            let answer = ctx
-                .clients()
-                .caller()
-                .invoke::<String, _>("Anything", ())
-                .await;
-            *seen.lock().unwrap() = Some(answer.unwrap_err().to_string());
-        }
-    }))
-    .await;
-    let (_socket, _) = server.json_client().await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let message = refused.lock().unwrap().clone().unwrap();
-    assert!(
-        message.contains("Client results inside OnConnectedAsync Hub methods are not allowed."),
-        "{message}"
-    );
 }
 
 #[tokio::test]
@@ -989,4 +741,69 @@ async fn next_text_or_binary(socket: &mut Socket) -> Vec<u8> {
             other => panic!("expected a frame, got {other:?}"),
         }
     }
+}
+
+#[tokio::test]
+async fn websocket_protocol_violations_end_with_a_close_that_says_why() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+
+    let server = Server::start(echo_hub().enable_detailed_errors(true)).await;
+
+    // Invalid UTF-8 in a text frame: the SignalR Close carries the reason, the close frame
+    // names the violation (1007).
+    let (mut socket, _) = server.json_client().await;
+    let frame = Frame::message(vec![0xff, 0xfe, 0x1e], OpCode::Data(Data::Text), true);
+    socket.send(Ws::Frame(frame)).await.unwrap();
+    let close = next_text(&mut socket).await;
+    assert!(
+        close.starts_with("{\"type\":7,\"error\":\"Connection closed with an error."),
+        "{close}"
+    );
+    assert!(close.contains("WebSocketException"), "{close}");
+    match tokio::time::timeout(WAIT, socket.next()).await.unwrap() {
+        Some(Ok(Ws::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::Invalid),
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+
+    // An unmasked client frame (only a raw socket can send one): close code 1002.
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    let upgrade = "GET /hub HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    stream.write_all(upgrade.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    while !response.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.unwrap();
+        response.push(byte[0]);
+    }
+    assert!(response.starts_with(b"HTTP/1.1 101"));
+    // The handshake masked, as the protocol requires; then a ping record unmasked.
+    let handshake = format!("{{\"protocol\":\"json\",\"version\":1}}{RS}");
+    let key = [0x11u8, 0x22, 0x33, 0x44];
+    let mut frame = vec![0x81, 0x80 | handshake.len() as u8];
+    frame.extend_from_slice(&key);
+    frame.extend(handshake.bytes().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    stream.write_all(&frame).await.unwrap();
+    let mut reply = [0u8; 5];
+    stream.read_exact(&mut reply).await.unwrap();
+    assert_eq!(&reply, b"\x81\x03{}\x1e");
+    let ping = format!("{{\"type\":6}}{RS}");
+    let mut frame = vec![0x81, ping.len() as u8];
+    frame.extend_from_slice(ping.as_bytes());
+    stream.write_all(&frame).await.unwrap();
+    let mut received = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut received))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.contains("Connection closed with an error."), "{text}");
+    // The close frame: FIN + opcode 8, then the status code 1002 (0x03EA).
+    let close_at = received
+        .iter()
+        .rposition(|&b| b == 0x88)
+        .expect("a close frame");
+    assert_eq!(&received[close_at + 2..close_at + 4], &[0x03, 0xEA]);
 }

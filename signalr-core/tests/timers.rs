@@ -84,7 +84,10 @@ async fn idle_for_an_hour_on_every_transport_and_protocol_without_a_drop() {
         if transport == TransportKind::LongPolling {
             assert_eq!(server_pings, 0, "{label}: long polling has no pings");
         } else {
-            assert!(server_pings >= 239, "{label}: {server_pings} pings in an hour");
+            assert!(
+                server_pings >= 239,
+                "{label}: {server_pings} pings in an hour"
+            );
             assert!(longest_gap <= 15 * SECOND, "{label}: {longest_gap:?} gap");
         }
         let echoed: String = client.invoke("Echo", ("still here",)).await.unwrap();
@@ -144,7 +147,10 @@ async fn the_client_timeout_ends_a_dripping_connection_at_thirty_seconds() {
     }
     assert_eq!(*disconnected_at.lock().unwrap(), Some(30 * SECOND));
     let close = client.closed().await.expect("a Close message");
-    assert_eq!(close.error.as_deref(), Some("Connection closed with an error."));
+    assert_eq!(
+        close.error.as_deref(),
+        Some("Connection closed with an error.")
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -246,7 +252,12 @@ async fn long_polling_connection(hub: &Hub) -> String {
     let (status, _) = call(hub, "GET", &format!("/?id={token}"), b"").await;
     assert_eq!(status, 200);
     let handshake = b"{\"protocol\":\"json\",\"version\":1}\x1e";
-    assert_eq!(call(hub, "POST", &format!("/?id={token}"), handshake).await.0, 200);
+    assert_eq!(
+        call(hub, "POST", &format!("/?id={token}"), handshake)
+            .await
+            .0,
+        200
+    );
     let (status, body) = call(hub, "GET", &format!("/?id={token}"), b"").await;
     assert_eq!((status, &body[..]), (200, &b"{}\x1e"[..]));
     token
@@ -271,7 +282,11 @@ async fn a_long_polling_client_that_stops_polling_is_let_go_after_the_disconnect
     let _token = long_polling_connection(&hub).await;
     let stopped = start.elapsed();
     tokio::time::sleep(14 * SECOND).await;
-    assert_eq!(*ended.lock().unwrap(), None, "still within the disconnect timeout");
+    assert_eq!(
+        *ended.lock().unwrap(),
+        None,
+        "still within the disconnect timeout"
+    );
     tokio::time::sleep(2 * SECOND).await;
     let at = ended.lock().unwrap().expect("disconnected");
     assert_eq!(at - stopped, 15 * SECOND);
@@ -289,7 +304,8 @@ async fn a_long_polling_client_that_keeps_polling_stays_for_an_hour() {
         assert_eq!((status, body.len()), (200, 0));
     }
     assert_eq!(*ended.lock().unwrap(), None);
-    let invocation = b"{\"type\":1,\"invocationId\":\"1\",\"target\":\"Echo\",\"arguments\":[\"hi\"]}\x1e";
+    let invocation =
+        b"{\"type\":1,\"invocationId\":\"1\",\"target\":\"Echo\",\"arguments\":[\"hi\"]}\x1e";
     assert_eq!(call(&hub, "POST", &poll, invocation).await.0, 200);
     let (_, body) = call(&hub, "GET", &poll, b"").await;
     let text = String::from_utf8(body.to_vec()).unwrap();

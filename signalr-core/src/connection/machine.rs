@@ -505,8 +505,10 @@ mod tests {
     const PING: &[u8] = b"{\"type\":6}\x1e";
 
     fn config(transport: TransportKind) -> Config {
-        let mut options = HubOptions::default();
-        options.enable_detailed_errors = true;
+        let options = HubOptions {
+            enable_detailed_errors: true,
+            ..HubOptions::default()
+        };
         Config::new(&options, transport)
     }
 
