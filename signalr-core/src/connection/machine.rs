@@ -307,6 +307,20 @@ impl ConnectionMachine {
         self.replay.as_ref().is_none_or(ReplayBuffer::has_room)
     }
 
+    /// What the write side needs at one wake-up: the machine's own records are appended to
+    /// `batch`, and it learns whether hub records may go out and when to wake next.
+    pub(crate) fn writer_step(
+        &mut self,
+        now: Instant,
+        batch: &mut Vec<Bytes>,
+    ) -> (bool, Option<Instant>) {
+        if !self.transmit.is_empty() {
+            self.last_written = now;
+            batch.extend(self.transmit.drain(..));
+        }
+        (self.has_room(), self.write_deadline())
+    }
+
     /// A record of the machine's own to write, oldest first. Taking it counts as a write.
     pub(crate) fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
         let record = self.transmit.pop_front()?;

@@ -650,21 +650,32 @@ where
     D: Dispatch,
     I: Stream<Item = io::Result<Bytes>> + Unpin + Send,
 {
+    // A received chunk waits here until the next lock of the machine, which also decodes.
+    let mut chunk: Option<Bytes> = None;
     loop {
-        loop {
-            let event = conn.machine().poll_event(now());
-            match event {
-                Some(Event::Message(message)) => {
-                    Box::pin(dispatcher.dispatch(message)).await;
-                }
-                Some(Event::ClientClosed(error)) => return ReadEnd::ClientClosed(error),
-                Some(Event::Handshake(_)) | None => break,
+        let step = {
+            let mut machine = conn.machine();
+            if let Some(chunk) = chunk.take() {
+                machine.handle_bytes(chunk);
             }
-        }
-        let (ended, stateful, deadline) = {
-            let machine = conn.machine();
-            let ended = machine.ending().map(|ending| ending.error.clone());
-            (ended, machine.is_stateful(), machine.read_deadline())
+            match machine.poll_event(now()) {
+                Some(event) => Ok(event),
+                None => Err((
+                    machine.ending().map(|ending| ending.error.clone()),
+                    machine.is_stateful(),
+                    machine.read_deadline(),
+                )),
+            }
+        };
+        let (ended, stateful, deadline) = match step {
+            Ok(Event::Message(message)) => {
+                Box::pin(dispatcher.dispatch(message)).await;
+                continue;
+            }
+            Ok(Event::ClientClosed(error)) => return ReadEnd::ClientClosed(error),
+            // Only before the handshake completed, which the reader never sees.
+            Ok(Event::Handshake(_)) => continue,
+            Err(state) => state,
         };
         if let Some(error) = ended {
             conn.closing.cancel();
@@ -684,7 +695,7 @@ where
                 ReadEnd::Failed("the transport failed".to_owned())
             },
             next = inbound.next() => match next {
-                Some(Ok(chunk)) => conn.machine().handle_bytes(chunk),
+                Some(Ok(received)) => chunk = Some(received),
                 Some(Err(error)) => return transport_read_failed(conn, stateful, &error),
                 None => return ReadEnd::Ended,
             },
@@ -756,23 +767,17 @@ async fn write_loop<S: TransportSink>(
     let mut timer = Timer::new();
     let gone = sink.gone();
     tokio::pin!(gone);
+    let stateful = conn.machine().is_stateful();
+    // Reused for every batch: records taken off the queue under one lock of the machine.
+    let mut batch: Vec<Bytes> = Vec::new();
+    // One lock of the machine per wake-up: it takes what to write and what to wait for.
+    let mut next = conn.machine().writer_step(now(), &mut batch);
     let result: io::Result<()> = async {
         loop {
-            // The machine's own records first: a replay's Sequence must precede new records.
-            let mut wrote = false;
-            loop {
-                let record = conn.machine().poll_transmit(now());
-                let Some(record) = record else { break };
-                within(send_timeout, sink.feed(record)).await?;
-                wrote = true;
+            if !batch.is_empty() {
+                within(send_timeout, feed_all(&mut sink, &mut batch)).await?;
             }
-            if wrote {
-                within(send_timeout, sink.flush()).await?;
-            }
-            let (room, deadline) = {
-                let machine = conn.machine();
-                (machine.has_room(), machine.write_deadline())
-            };
+            let (room, deadline) = next;
             let armed = timer.arm(deadline);
             tokio::select! {
                 biased;
@@ -783,27 +788,27 @@ async fn write_loop<S: TransportSink>(
                     conn.close(Close::default());
                     return Ok(());
                 }
-                _ = conn.writer_wake.notified() => {}
+                // Only the read side of a stateful connection moves the writer's deadlines.
+                _ = conn.writer_wake.notified(), if stateful => {
+                    next = conn.machine().writer_step(now(), &mut batch);
+                }
                 record = rx.recv(), if room => {
                     let Some(record) = record else { return Ok(()) };
-                    within(send_timeout, async {
-                        conn.machine().on_send(now(), &record);
-                        sink.feed(record).await?;
-                        for _ in 0..MAX_BATCH {
-                            // Stateful, past the replay limit: the rest waits for acks.
-                            if !conn.machine().has_room() {
-                                break;
-                            }
-                            let Ok(record) = rx.try_recv() else { break };
-                            conn.machine().on_send(now(), &record);
-                            sink.feed(record).await?
-                        }
-                        sink.flush().await
-                    })
-                    .await?;
+                    let now = now();
+                    let mut machine = conn.machine();
+                    machine.on_send(now, &record);
+                    batch.push(record);
+                    // Stateful, past the replay limit: the rest waits for acks.
+                    while batch.len() < MAX_BATCH && machine.has_room() {
+                        let Ok(record) = rx.try_recv() else { break };
+                        machine.on_send(now, &record);
+                        batch.push(record);
+                    }
+                    next = machine.writer_step(now, &mut batch);
                 }
                 _ = timer.fired(), if armed => {
                     conn.handle_timeout(now());
+                    next = conn.machine().writer_step(now(), &mut batch);
                 }
             }
         }
@@ -815,7 +820,6 @@ async fn write_loop<S: TransportSink>(
         return;
     }
     if let Err(error) = result {
-        let stateful = conn.machine().is_stateful();
         if stateful {
             // Keep the connection: end this session only, and wait for a reconnect.
             session.cancel();
@@ -848,6 +852,14 @@ async fn write_loop<S: TransportSink>(
         .await;
     }
     let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, sink.close())).await;
+}
+
+/// Writes a batch of records and flushes once; the batch is left empty.
+async fn feed_all<S: TransportSink>(sink: &mut S, batch: &mut Vec<Bytes>) -> io::Result<()> {
+    for record in batch.drain(..) {
+        sink.feed(record).await?;
+    }
+    sink.flush().await
 }
 
 /// Bounds `write` by `limit`. Most writes finish on their first poll: those skip the timer.
