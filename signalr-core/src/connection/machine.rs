@@ -19,6 +19,7 @@
 //! | reconnect grace (disconnect timeout, 15 s) | the transport dropping (stateful) | same |
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -103,7 +104,8 @@ enum Phase {
 
 /// One connection's protocol state: handshake, framing, timers, Ack/Sequence and the replay.
 pub(crate) struct ConnectionMachine {
-    config: Config,
+    /// Shared by every connection of a hub on the same transport.
+    config: Arc<Config>,
     phase: Phase,
     protocol: Option<Protocol>,
     input: BytesMut,
@@ -111,15 +113,16 @@ pub(crate) struct ConnectionMachine {
     last_received: Instant,
     /// When the last write started: the keep-alive counts from here.
     last_written: Instant,
-    replay: Option<ReplayBuffer>,
+    /// Boxed: most connections are not stateful, and an idle connection should be small.
+    replay: Option<Box<ReplayBuffer>>,
     ack_deadline: Option<Instant>,
     transmit: VecDeque<Bytes>,
-    ending: Option<Ending>,
+    ending: Option<Box<Ending>>,
 }
 
 impl ConnectionMachine {
     /// A connection whose transport just opened at `now`.
-    pub(crate) fn new(config: Config, now: Instant) -> Self {
+    pub(crate) fn new(config: Arc<Config>, now: Instant) -> Self {
         let deadline = now + config.handshake_timeout;
         ConnectionMachine {
             config,
@@ -260,10 +263,10 @@ impl ConnectionMachine {
 
     fn end(&mut self, close: Close, error: String) {
         self.phase = Phase::Ended;
-        self.ending.get_or_insert(Ending {
+        self.ending.get_or_insert(Box::new(Ending {
             close: Some(close),
             error,
-        });
+        }));
     }
 
     /// The handshake chose `protocol`; `replay_limit` turns stateful reconnect on.
@@ -274,7 +277,7 @@ impl ConnectionMachine {
         replay_limit: Option<usize>,
     ) {
         self.protocol = Some(protocol);
-        self.replay = replay_limit.map(ReplayBuffer::new);
+        self.replay = replay_limit.map(|limit| Box::new(ReplayBuffer::new(limit)));
         self.phase = Phase::Open;
         self.last_received = now;
         self.last_written = now;
@@ -286,10 +289,10 @@ impl ConnectionMachine {
         self.transmit
             .push_back(encode_handshake_response(Some(message)));
         self.phase = Phase::Ended;
-        self.ending.get_or_insert(Ending {
+        self.ending.get_or_insert(Box::new(Ending {
             close: None,
             error: message.to_owned(),
-        });
+        }));
     }
 
     /// A record from the hub is being written at `now`. Stateful connections keep a copy
@@ -304,7 +307,7 @@ impl ConnectionMachine {
     /// Whether hub records may be written now: a stateful connection past its replay limit
     /// waits for the client's acks.
     pub(crate) fn has_room(&self) -> bool {
-        self.replay.as_ref().is_none_or(ReplayBuffer::has_room)
+        self.replay.as_deref().is_none_or(ReplayBuffer::has_room)
     }
 
     /// What the write side needs at one wake-up: the machine's own records are appended to
@@ -370,10 +373,10 @@ impl ConnectionMachine {
             Phase::Detached { deadline } => {
                 if now >= deadline {
                     self.phase = Phase::Ended;
-                    self.ending.get_or_insert(Ending {
+                    self.ending.get_or_insert(Box::new(Ending {
                         close: None,
                         error: "the client did not reconnect in time".to_owned(),
-                    });
+                    }));
                 }
             }
             Phase::Open => {
@@ -391,7 +394,7 @@ impl ConnectionMachine {
                 let protocol = self.protocol.expect("an open connection has a protocol");
                 if self.ack_deadline.is_some_and(|d| now >= d) {
                     self.ack_deadline = None;
-                    if let Some(id) = self.replay.as_mut().and_then(ReplayBuffer::ack_due) {
+                    if let Some(id) = self.replay.as_deref_mut().and_then(ReplayBuffer::ack_due) {
                         self.transmit
                             .push_back(encode_own(protocol, Message::Ack(id)));
                     }
@@ -424,10 +427,10 @@ impl ConnectionMachine {
             return true;
         }
         self.phase = Phase::Ended;
-        self.ending.get_or_insert(Ending {
+        self.ending.get_or_insert(Box::new(Ending {
             close: None,
             error: error.to_owned(),
-        });
+        }));
         false
     }
 
@@ -458,10 +461,10 @@ impl ConnectionMachine {
     pub(crate) fn close(&mut self, close: Close, error: Option<String>) {
         self.phase = Phase::Ended;
         let close = self.protocol.is_some().then_some(close);
-        self.ending.get_or_insert(Ending {
+        self.ending.get_or_insert(Box::new(Ending {
             close,
             error: error.unwrap_or_default(),
-        });
+        }));
     }
 
     /// Whether Close messages and error Completions may carry details.
@@ -484,7 +487,7 @@ impl ConnectionMachine {
 
     /// Why the connection ended, once it has.
     pub(crate) fn ending(&self) -> Option<&Ending> {
-        self.ending.as_ref()
+        self.ending.as_deref()
     }
 
     pub(crate) fn is_ended(&self) -> bool {
@@ -518,12 +521,12 @@ mod tests {
     const SECOND: Duration = Duration::from_secs(1);
     const PING: &[u8] = b"{\"type\":6}\x1e";
 
-    fn config(transport: TransportKind) -> Config {
+    fn config(transport: TransportKind) -> Arc<Config> {
         let options = HubOptions {
             enable_detailed_errors: true,
             ..HubOptions::default()
         };
-        Config::new(&options, transport)
+        Arc::new(Config::new(&options, transport))
     }
 
     /// A JSON connection whose handshake completed at `t0`, its response already taken.

@@ -32,7 +32,8 @@ use crate::error::{Error, Kind};
 use crate::options::HubOptions;
 use crate::protocol::{Close, InboundMessage, Message, NoValue, Payload, Protocol};
 use crate::transport::{TransportKind, TransportSink};
-use machine::{Config, ConnectionMachine, Event};
+pub(crate) use machine::Config;
+use machine::{ConnectionMachine, Event};
 
 pub(crate) use machine::error_close;
 
@@ -303,6 +304,8 @@ pub(crate) trait ConnectionHost: Send + Sync + 'static {
     type Dispatcher: Dispatch;
 
     fn options(&self) -> &HubOptions;
+    /// The state machine's settings for a transport (one shared value per transport).
+    fn connection_config(&self, transport: TransportKind) -> Arc<Config>;
     /// Picks the protocol for a handshake, or the refusal text.
     fn select_protocol(&self, name: &str, version: u32) -> Result<Protocol, String>;
     /// The user id `Clients::user` reaches this identity by.
@@ -376,7 +379,7 @@ pub(crate) async fn run<H, I, S>(
     // Fused: the close sequence may poll again after the transport reported its end.
     let mut inbound = inbound.fuse();
     let options = host.options();
-    let mut machine = ConnectionMachine::new(Config::new(options, params.transport), now());
+    let mut machine = ConnectionMachine::new(host.connection_config(params.transport), now());
 
     // Large or one-off awaits are boxed throughout: a task's future is as big as its largest
     // state, and every idle connection keeps its tasks resident.

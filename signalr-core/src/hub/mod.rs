@@ -32,7 +32,9 @@ pub use handler::{
 pub use streams::{Cancellation, UploadStream};
 
 use crate::auth::{Authenticator, Identity, Policy};
-use crate::connection::{ConnectionHost, ConnectionShared, CLOSED_WITH_ERROR};
+use crate::connection::{
+    Config as ConnectionConfig, ConnectionHost, ConnectionShared, CLOSED_WITH_ERROR,
+};
 use crate::http::connections::HttpConnections;
 use crate::http::HubService;
 use crate::lifetime::backplane::{Backplane, ConnectionInfo, LocalHub};
@@ -450,6 +452,8 @@ impl HubBuilder {
         }
         let hub = Hub {
             shared: Arc::new(HubShared {
+                connection_configs: TransportKind::ALL
+                    .map(|transport| Arc::new(ConnectionConfig::new(&self.options, transport))),
                 options: self.options,
                 methods: Methods { exact, folded },
                 on_connected: self.on_connected,
@@ -489,6 +493,8 @@ impl Methods {
 /// Everything the HTTP layer, connections and handles share about one hub.
 pub(crate) struct HubShared {
     pub(crate) options: HubOptions,
+    /// The connection state machine's settings, one per transport, derived from `options`.
+    connection_configs: [Arc<ConnectionConfig>; 3],
     pub(crate) methods: Methods,
     on_connected: Option<Hook>,
     on_disconnected: Option<Hook>,
@@ -547,6 +553,10 @@ impl ConnectionHost for HubShared {
 
     fn options(&self) -> &HubOptions {
         &self.options
+    }
+
+    fn connection_config(&self, transport: TransportKind) -> Arc<ConnectionConfig> {
+        self.connection_configs[transport.index()].clone()
     }
 
     /// Makes a connection reachable: locally at once, and through the backplane once it has

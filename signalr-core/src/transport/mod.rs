@@ -32,6 +32,15 @@ impl TransportKind {
         TransportKind::LongPolling,
     ];
 
+    /// The position in [`ALL`](Self::ALL), for tables indexed by transport.
+    pub(crate) fn index(self) -> usize {
+        match self {
+            TransportKind::WebSockets => 0,
+            TransportKind::ServerSentEvents => 1,
+            TransportKind::LongPolling => 2,
+        }
+    }
+
     /// The name used in negotiate responses.
     pub fn as_str(self) -> &'static str {
         match self {
