@@ -11,8 +11,15 @@ const WORKDIR = process.env.CHAT_WORKDIR;
 if (!BIN || !DATABASE_URL) throw new Error("CHAT_APP_BIN and CHAT_DATABASE_URL must be set");
 export const run = Math.random().toString(36).slice(2, 8);
 
+// The suites register and chat from one address far faster than people do: generous limits,
+// unless a test sets its own.
+const TEST_RATES = {
+  LOGIN_RATE_PER_ADDRESS: "10000/60", LOGIN_RATE_PER_NAME: "1000/60", REGISTER_RATE_PER_ADDRESS: "10000/60",
+  SEND_MESSAGE_RATE: "1000/10", TYPING_RATE: "1000/10", JOIN_RATE: "1000/60",
+};
+
 export async function startApp(extraEnv = {}) {
-  const env = { ...process.env, LISTEN_ADDR: "127.0.0.1:0", DATABASE_URL, RUST_LOG: "warn", MAX_MESSAGE_CHARS: "200", ...extraEnv };
+  const env = { ...process.env, LISTEN_ADDR: "127.0.0.1:0", DATABASE_URL, RUST_LOG: "warn", MAX_MESSAGE_CHARS: "200", ...TEST_RATES, ...extraEnv };
   if (DATABASE_URL === "default") delete env.DATABASE_URL;
   // Single process: a REDIS_URL from the surrounding CI environment must not reach it.
   if (!("REDIS_URL" in extraEnv)) delete env.REDIS_URL;
@@ -28,7 +35,7 @@ export async function startApp(extraEnv = {}) {
     });
     child.on("exit", (code) => reject(new Error(`chat-app exited (${code}): ${stderr}`)));
   });
-  return { base, child, exited, async stop() { child.kill("SIGTERM"); return exited; } };
+  return { base, child, exited, stderr: () => stderr, async stop() { child.kill("SIGTERM"); return exited; } };
 }
 
 export async function api(app, method, path, { token, body, raw } = {}) {
