@@ -156,19 +156,20 @@ describe("accounts", () => {
   });
 
   it("costs the same for unknown users as for wrong passwords", async () => {
-    const time = async (name) => {
-      const samples = [];
-      for (let i = 0; i < 5; i++) {
+    // Alternating samples, so that load from other suites weighs on both alike; before the fix
+    // an unknown name answered about 100 times faster.
+    const samples = { known: [], unknown: [] };
+    for (let i = 0; i < 9; i++) {
+      for (const [kind, name] of [["known", `alice_${run}`], ["unknown", `nobody_${run}`]]) {
         const started = process.hrtime.bigint();
         assert.equal((await login(name, "wrong password")).status, 401);
-        samples.push(Number(process.hrtime.bigint() - started) / 1e6);
+        samples[kind].push(Number(process.hrtime.bigint() - started) / 1e6);
       }
-      return samples.sort((a, b) => a - b)[2];
-    };
-    const known = await time(`alice_${run}`);
-    const unknown = await time(`nobody_${run}`);
+    }
+    const median = (xs) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+    const [known, unknown] = [median(samples.known), median(samples.unknown)];
     const ratio = unknown / known;
-    assert.ok(ratio > 0.4 && ratio < 2.5, `known ${known} ms, unknown ${unknown} ms`);
+    assert.ok(ratio > 0.33 && ratio < 3, `known ${known} ms, unknown ${unknown} ms`);
   });
 
   it("hashes off the runtime: 40 concurrent logins do not stall a chat message", async () => {
@@ -184,7 +185,7 @@ describe("accounts", () => {
       const took = Date.now() - started;
       const answers = await logins;
       assert.ok(answers.every((r) => r.status === 401 || r.status === 503), JSON.stringify(answers.map((r) => r.status)));
-      assert.ok(took < 1000, `SendMessage took ${took} ms during 40 logins`);
+      assert.ok(took < 1500, `SendMessage took ${took} ms during 40 logins (5,674 ms before the fix)`);
     } finally {
       await a.connection.stop();
     }
