@@ -40,9 +40,11 @@ fn node_ready(suite: &Path) -> bool {
     true
 }
 
-/// Runs the suite; `false` when it was skipped (no Node, outside CI).
+/// Runs the suites (features, then safety and faults); `false` when skipped (no Node,
+/// outside CI).
 fn run_suite(database_url: &str, workdir: &Path) -> bool {
     run_file("chat/chat-app.test.mjs", database_url, workdir, &[])
+        && run_file("chat/safety.test.mjs", database_url, workdir, &[])
 }
 
 /// Runs one Node test file of the chat suites; `false` when skipped.
@@ -148,7 +150,9 @@ async fn with_postgres(suite: impl FnOnce(String) + Send + 'static) -> Option<()
 async fn end_to_end_on_postgres() {
     let workdir = std::env::temp_dir();
     with_postgres(move |url| {
-        run_suite(&url, &workdir);
+        if run_suite(&url, &workdir) {
+            run_file("chat/faults.test.mjs", &url, &workdir, &[]);
+        }
     })
     .await;
 }
