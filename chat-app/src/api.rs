@@ -141,7 +141,10 @@ pub async fn login(
 }
 
 pub async fn rooms(State(state): State<AppState>, user: CurrentUser) -> ApiResult<Json<Value>> {
-    Ok(Json(json!(state.store.visible_rooms(user.id).await?)))
+    let rooms = state.store.visible_rooms(user.id).await?;
+    Ok(Json(json!(
+        crate::messaging::listed_rooms(&state, user.id, rooms).await?
+    )))
 }
 
 #[derive(Deserialize)]
@@ -174,11 +177,16 @@ pub async fn create_room(
             .add(&connection, &room_group(created.id))
             .await;
     }
+    crate::messaging::announce_room(&state, &created).await;
     Ok((StatusCode::CREATED, Json(json!(created))))
 }
 
 /// Loads a room the caller may read: 404 when unknown, 403 when private and not a member.
-async fn readable_room(state: &AppState, room_id: i64, user: &CurrentUser) -> ApiResult<()> {
+pub(crate) async fn readable_room(
+    state: &AppState,
+    room_id: i64,
+    user: &CurrentUser,
+) -> ApiResult<()> {
     let room = state
         .store
         .room(room_id)
@@ -235,6 +243,7 @@ pub async fn add_participant(
     if !state.store.is_member(room_id, user.id).await? {
         return Err(ApiError::forbidden("Only members can add participants."));
     }
+    crate::messaging::refuse_if_direct(&state, room_id).await?;
     if !state.store.user_exists(participant.user_id).await? {
         return Err(ApiError::not_found("User"));
     }

@@ -14,7 +14,7 @@ use crate::ASSISTANT_NAME;
 use crate::store::Store;
 use crate::{room_group, AppState};
 
-fn caller(ctx: &Context) -> Result<(i64, String), HubError> {
+pub(crate) fn caller(ctx: &Context) -> Result<(i64, String), HubError> {
     let user = ctx.user().ok_or_else(|| HubError::new("Sign in first."))?;
     let id = user
         .user_id()
@@ -154,7 +154,7 @@ async fn post_as_assistant(state: &AppState, hub: &HubContext, room_id: i64, con
 static NEXT_REPLY: AtomicU64 = AtomicU64::new(1);
 
 /// Answers an `@gpt` mention in the room: chunks as they come, then the stored message.
-async fn reply_in_room(state: AppState, hub: HubContext, room_id: i64, user_id: i64) {
+pub(crate) async fn reply_in_room(state: AppState, hub: HubContext, room_id: i64, user_id: i64) {
     let Some(provider) = state.assistant.provider().cloned() else {
         let off =
             "The assistant is not available on this server (no OPENAI_API_KEY is configured).";
@@ -268,7 +268,15 @@ async fn online_members(
 ) -> Result<Vec<String>, HubError> {
     let (user_id, _) = caller(&ctx)?;
     require_member(&state.store, room_id, user_id).await?;
-    let presence = ctx.hub().presence();
+    online_user_ids(&ctx.hub(), room_id).await
+}
+
+/// The ids of the users with a connection in the room now.
+pub(crate) async fn online_user_ids(
+    hub: &HubContext,
+    room_id: i64,
+) -> Result<Vec<String>, HubError> {
+    let presence = hub.presence();
     let members = presence.group_members(&room_group(room_id)).await?;
     let mut online = Vec::new();
     for connection in &members {
@@ -326,7 +334,7 @@ pub fn build(state: &AppState, backplane: Option<signalr_redis::RedisBackplane>)
             .backplane(backplane)
             .portable_connection_tokens(state.tokens.connection_token_key());
     }
-    builder
+    builder = builder
         .authenticator(state.tokens.verifier())
         .require(Policy::authenticated())
         .on_connected(move |ctx: Context| on_connected(s1.clone(), ctx))
@@ -353,6 +361,6 @@ pub fn build(state: &AppState, backplane: Option<signalr_redis::RedisBackplane>)
             move |ctx: Context, room: i64, prompt: String| {
                 ask_assistant(s7.clone(), ctx, room, prompt)
             },
-        )
-        .build()
+        );
+    crate::messaging::hub_methods(builder, state).build()
 }

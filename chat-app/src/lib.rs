@@ -11,7 +11,9 @@ pub mod assistant;
 pub mod auth;
 pub mod config;
 pub mod hub;
+pub mod messaging;
 pub mod store;
+pub mod web;
 
 use std::sync::{Arc, OnceLock};
 
@@ -109,6 +111,8 @@ pub async fn build(config: &Config) -> Result<(Router, signalr_core::Hub), Strin
         .route("/health", get(api::health))
         .route("/health/live", get(api::live))
         .route("/health/ready", get(api::ready))
+        .merge(messaging::routes())
+        .merge(web::routes())
         .nest_service("/hubs/chat", hub.service())
         .fallback(api::not_found)
         .with_state(state);
