@@ -660,10 +660,12 @@ function wireForms() {
     event.preventDefault();
     const text = input.value.trim();
     if (!text) return;
+    input.value = "";
     try {
       await send(text);
-      input.value = "";
     } catch (error) {
+      // Not sent: the text comes back to be sent again, unless something new was typed.
+      if (!input.value) input.value = text;
       showAlert(errorText(error));
     }
     input.focus();

@@ -187,8 +187,32 @@ describe("the web UI in Chromium", () => {
     await seeText(bob.page, "#messages .content", "hello?");
   });
 
+  it("shows who is online, and pages back through long histories", async () => {
+    const { alice, bob } = people;
+    await roomButton(alice.page, `lobby ${run}`).click();
+    await alice.page.locator("#member-list li.online", { hasText: bob.name }).waitFor();
+    // A room with more history than one page (50).
+    await alice.page.getByLabel("New room").fill(`archive ${run}`);
+    await alice.page.getByRole("button", { name: "Create room" }).click();
+    await seeText(alice.page, "#room-title", `archive ${run}`);
+    for (let i = 1; i <= 60; i++) {
+      await send(alice.page, `old ${i}`);
+      await alice.page.locator("#messages .content", { hasText: new RegExp(`^old ${i}$`) }).waitFor();
+    }
+    await roomButton(alice.page, `lobby ${run}`).click();
+    await roomButton(alice.page, `archive ${run}`).click();
+    await seeText(alice.page, "#messages .content", "old 60");
+    assert.equal(await alice.page.locator("#messages .content", { hasText: /^old 1$/ }).count(), 0);
+    assert.equal(await alice.page.locator("#messages li.message").count(), 50);
+    await alice.page.getByRole("button", { name: "Load older messages" }).click();
+    await alice.page.locator("#messages li.message .content", { hasText: /^old 1$/ }).waitFor();
+    assert.equal(await alice.page.locator("#messages li.message").count(), 60);
+    assert.ok(await alice.page.getByRole("button", { name: "Load older messages" }).isHidden());
+  });
+
   it("exchanges a direct message, listed apart from rooms", async () => {
     const { alice, bob } = people;
+    await roomButton(alice.page, `lobby ${run}`).click();
     await alice.page.getByRole("button", { name: `Message ${bob.name}` }).click();
     await seeText(alice.page, "#room-title", `Direct message to ${bob.name}`);
     await send(alice.page, "psst, just you and me");
@@ -202,6 +226,21 @@ describe("the web UI in Chromium", () => {
     await send(bob.page, "got it");
     await seeText(alice.page, "#messages .content", "got it");
     await shot(alice.page, "04-direct-message");
+  });
+
+  it("creates a private room that others see only once a member adds them", async () => {
+    const { alice, bob } = people;
+    await alice.page.getByLabel("New room").fill(`secret ${run}`);
+    await alice.page.getByLabel(/Private/).check();
+    await alice.page.getByRole("button", { name: "Create room" }).click();
+    await seeText(alice.page, "#room-title", `secret ${run}`);
+    await sleep(300);
+    assert.equal(await roomButton(bob.page, `secret ${run}`).count(), 0, "not announced to others");
+    await alice.page.getByLabel("Add someone to this private room").fill(bob.name);
+    await alice.page.getByRole("button", { name: "Add", exact: true }).click();
+    await alice.page.locator("#member-list li", { hasText: bob.name }).waitFor();
+    await send(alice.page, "welcome to the secret room");
+    await badgeOf(roomButton(bob.page, `secret ${run}`)).filter({ hasText: "1" }).waitFor();
   });
 
   it("streams an @gpt reply into the room as it is written", async () => {

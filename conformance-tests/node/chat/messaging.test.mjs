@@ -156,6 +156,22 @@ describe(`messaging on ${DATABASE_URL === "default" ? "its default SQLite file" 
     assert.match(add.body.error, /exactly two members/);
   });
 
+  it("brings a person who left a direct conversation back with the next message", async () => {
+    const [gina, hank] = await Promise.all([user(app, "m_gina"), user(app, "m_hank")]);
+    const [g, h] = await Promise.all([connected(gina), connected(hank)]);
+    const first = await g.connection.invoke("SendDirectMessage", hank.userName, "one");
+    await until(() => ofType(h, "DirectConversationStarted").length === 1, "started at hank");
+    await h.connection.invoke("LeaveRoom", first.roomId);
+    assert.deepEqual((await api(app, "GET", "/api/v1/direct", { token: hank.token })).body, []);
+    await assert.rejects(h.connection.invoke("SendMessage", first.roomId, "still here?"), /Join the room first/);
+    const second = await g.connection.invoke("SendDirectMessage", hank.userName, "two");
+    assert.equal(second.roomId, first.roomId);
+    await until(() => ofType(h, "ReceiveMessage").some((m) => m.id === second.id), "the second message at hank, live");
+    assert.equal(ofType(h, "DirectConversationStarted").length, 2);
+    const listed = (await api(app, "GET", "/api/v1/direct", { token: hank.token })).body;
+    assert.deepEqual(listed.map((d) => [d.roomId, d.userName, d.unread]), [[first.roomId, gina.userName, 1]]);
+  });
+
   it("refuses direct messages to oneself, to unknown users, to the assistant, and oversized ones", async () => {
     await assert.rejects(a.connection.invoke("SendDirectMessage", alice.userName, "me, myself"), /someone else/);
     await assert.rejects(a.connection.invoke("SendDirectMessage", `nobody_${run}`, "hello?"), /No such user/);
