@@ -182,11 +182,7 @@ pub async fn create_room(
 }
 
 /// Loads a room the caller may read: 404 when unknown, 403 when private and not a member.
-pub(crate) async fn readable_room(
-    state: &AppState,
-    room_id: i64,
-    user: &CurrentUser,
-) -> ApiResult<()> {
+async fn readable_room(state: &AppState, room_id: i64, user: &CurrentUser) -> ApiResult<()> {
     let room = state
         .store
         .room(room_id)

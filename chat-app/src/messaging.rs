@@ -518,7 +518,14 @@ async fn members_route(
     room_id: Result<Path<i64>, PathRejection>,
 ) -> Result<Json<Vec<MemberPresence>>, ApiError> {
     let room_id = path_id(room_id)?;
-    crate::api::readable_room(&state, room_id, &user).await?;
+    let room = state
+        .store
+        .room(room_id)
+        .await?
+        .ok_or_else(|| Refusal::NotFound("Room not found.".into()))?;
+    if room.is_private {
+        require_member(&state, room_id, user.id).await?;
+    }
     let online = crate::hub::online_user_ids(&state.hub, room_id)
         .await
         .map_err(Refusal::from)?;

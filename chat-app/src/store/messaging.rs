@@ -1,4 +1,4 @@
-//! Direct conversations, edits and deletes, and read markers (migration `0003_messaging`).
+//! Direct conversations, edits and deletes, and read markers (migration `0004_messaging`).
 
 use std::collections::HashMap;
 
