@@ -29,11 +29,11 @@ impl ApiError {
     /// 429 with `Retry-After`.
     fn throttled(limited: crate::limits::Limited) -> Self {
         let secs = limited.retry_after_secs();
-        ApiError(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("Too many attempts; try again in {secs} s."),
-            Some(secs),
-        )
+        ApiError::too_many(format!("Too many attempts; try again in {secs} s."), secs)
+    }
+    /// 429 with `Retry-After: secs`.
+    pub fn too_many(message: impl Into<String>, secs: u64) -> Self {
+        ApiError(StatusCode::TOO_MANY_REQUESTS, message.into(), Some(secs))
     }
     pub fn unauthorized(message: &str) -> Self {
         ApiError::new(StatusCode::UNAUTHORIZED, message)
@@ -235,7 +235,10 @@ pub async fn login(
 }
 
 pub async fn rooms(State(state): State<AppState>, user: CurrentUser) -> ApiResult<Json<Value>> {
-    Ok(Json(json!(state.store.visible_rooms(user.id).await?)))
+    let rooms = state.store.visible_rooms(user.id).await?;
+    Ok(Json(json!(
+        crate::messaging::listed_rooms(&state, user.id, rooms).await?
+    )))
 }
 
 #[derive(Deserialize)]
@@ -273,6 +276,7 @@ pub async fn create_room(
             .add(&connection, &room_group(created.id))
             .await;
     }
+    crate::messaging::announce_room(&state, &created).await;
     Ok((StatusCode::CREATED, Json(json!(created))))
 }
 
@@ -352,6 +356,8 @@ pub async fn add_participant(
     let Path(room_id) = room_id?;
     let Json(participant) = body?;
     let (room, role) = visible_room(&state, room_id, &user).await?;
+    // A direct conversation has no owner: it stays its two people, whoever asks.
+    crate::messaging::refuse_if_direct(&state, room_id).await?;
     if role.as_deref() != Some(OWNER) {
         return Err(ApiError::forbidden(
             "Only the room's owner can add participants.",
@@ -384,6 +390,11 @@ pub async fn remove_participant(
 ) -> ApiResult<StatusCode> {
     let Path((room_id, member)) = ids?;
     let (_, role) = visible_room(&state, room_id, &user).await?;
+    if member != user.id && state.store.is_direct(room_id).await? {
+        return Err(ApiError::forbidden(
+            "Nobody is removed from a direct conversation; each person may leave it.",
+        ));
+    }
     if member != user.id && role.as_deref() != Some(OWNER) {
         return Err(ApiError::forbidden(
             "Only the room's owner can remove participants.",

@@ -320,6 +320,7 @@ mod tests {
             user_name: user_name.into(),
             content: content.into(),
             created_at: String::new(),
+            edited_at: None,
         };
         // Newest first, as the store returns them; the budget keeps the newest that fit.
         let history = [

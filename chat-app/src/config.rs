@@ -26,7 +26,7 @@
 //! | `stateful_reconnect` | `STATEFUL_RECONNECT` | `true` | offer stateful reconnect: a client that reconnects within the disconnect timeout misses nothing |
 //! | `disconnect_timeout_secs` | `DISCONNECT_TIMEOUT_SECS` | `15` | how long a dropped connection waits for its client to come back |
 //! | `password_hash_concurrency` | `PASSWORD_HASH_CONCURRENCY` | CPU cores − 1 (at least 1) | password hashes computed at once; 64 more may wait, then 503 |
-//! | `send_message_rate` | `SEND_MESSAGE_RATE` | `30/10` | `SendMessage` calls per user: COUNT/SECONDS |
+//! | `send_message_rate` | `SEND_MESSAGE_RATE` | `30/10` | `SendMessage` and `SendDirectMessage` calls per user (together), and `EditMessage` and `DeleteMessage` calls (together, apart from sending): COUNT/SECONDS |
 //! | `typing_rate` | `TYPING_RATE` | `10/10` | `Typing` calls per user |
 //! | `join_rate` | `JOIN_RATE` | `30/60` | `JoinRoom` and `LeaveRoom` calls per user |
 //! | `login_rate_per_address` | `LOGIN_RATE_PER_ADDRESS` | `30/60` | login attempts per client address |

@@ -123,7 +123,8 @@ pub(crate) async fn member_left(
     }
 }
 
-fn caller(ctx: &Context) -> Result<(i64, String), HubError> {
+/// Who is calling: the account id and its name (from the database, by the authenticator).
+pub(crate) fn caller(ctx: &Context) -> Result<(i64, String), HubError> {
     let user = ctx.user().ok_or_else(|| HubError::new("Sign in first."))?;
     let id = user
         .user_id()
@@ -217,22 +218,8 @@ async fn send_message(
     content: String,
 ) -> Result<crate::store::ChatMessage, HubError> {
     let (user_id, user_name) = caller(&ctx)?;
-    let content = crate::normalize_newlines(content.trim());
+    let content = crate::messaging::checked_content(&state, &content)?;
     let content = content.as_str();
-    if content.is_empty() {
-        return Err(HubError::new("Empty messages are not sent."));
-    }
-    if crate::has_control_characters(content) {
-        return Err(HubError::new(
-            "Messages cannot contain control characters (other than tabs and line breaks).",
-        ));
-    }
-    if content.chars().count() > state.max_message_chars {
-        return Err(HubError::new(format!(
-            "Messages are limited to {} characters.",
-            state.max_message_chars
-        )));
-    }
     require_member(&state.store, room_id, user_id).await?;
     rate_limit(
         &state,
@@ -315,7 +302,7 @@ async fn post_as_assistant(state: &AppState, hub: &HubContext, room_id: i64, con
 static NEXT_REPLY: AtomicU64 = AtomicU64::new(1);
 
 /// Answers an `@gpt` mention in the room: chunks as they come, then the stored message.
-async fn reply_in_room(state: AppState, hub: HubContext, room_id: i64, user_id: i64) {
+pub(crate) async fn reply_in_room(state: AppState, hub: HubContext, room_id: i64, user_id: i64) {
     let Some(provider) = state.assistant.provider().cloned() else {
         let off =
             "The assistant is not available on this server (no OPENAI_API_KEY is configured).";
@@ -468,7 +455,15 @@ async fn online_members(
 ) -> Result<Vec<String>, HubError> {
     let (user_id, _) = caller(&ctx)?;
     require_member(&state.store, room_id, user_id).await?;
-    let presence = ctx.hub().presence();
+    online_user_ids(&ctx.hub(), room_id).await
+}
+
+/// The ids of the users with a connection in the room now.
+pub(crate) async fn online_user_ids(
+    hub: &HubContext,
+    room_id: i64,
+) -> Result<Vec<String>, HubError> {
+    let presence = hub.presence();
     let members = presence.group_members(&room_group(room_id)).await?;
     let mut online = Vec::new();
     for connection in &members {
@@ -527,7 +522,7 @@ pub fn build(state: &AppState, backplane: Option<signalr_redis::RedisBackplane>)
             .backplane(backplane)
             .portable_connection_tokens(state.tokens.connection_token_key());
     }
-    builder
+    builder = builder
         .authenticator(crate::auth::HubAuthenticator {
             tokens: state.tokens.clone(),
             store: state.store.clone(),
@@ -564,6 +559,6 @@ pub fn build(state: &AppState, backplane: Option<signalr_redis::RedisBackplane>)
         .method(
             "GetMessagesAfter",
             move |ctx: Context, room: i64, after: i64| messages_after(s8.clone(), ctx, room, after),
-        )
-        .build()
+        );
+    crate::messaging::hub_methods(builder, state).build()
 }

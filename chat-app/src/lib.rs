@@ -13,8 +13,10 @@ pub mod auth;
 pub mod config;
 pub mod hub;
 pub mod limits;
+pub mod messaging;
 pub mod secrets;
 pub mod store;
+pub mod web;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -217,6 +219,8 @@ pub async fn build(config: &config::Config) -> Result<(Router, signalr_core::Hub
         .route("/health", get(api::health))
         .route("/health/live", get(api::live))
         .route("/health/ready", get(api::ready))
+        .merge(messaging::routes())
+        .merge(web::routes())
         .nest_service("/hubs/chat", hub.service())
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)

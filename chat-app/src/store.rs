@@ -8,6 +8,9 @@ use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+mod messaging;
+pub use messaging::{DirectConversation, Member, ReadState, StoredMessage};
+
 /// The store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -25,6 +28,8 @@ pub struct ChatMessage {
     pub content: String,
     /// RFC 3339, UTC.
     pub created_at: String,
+    /// When the author last edited it (RFC 3339, UTC); `null` when never edited.
+    pub edited_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -113,6 +118,7 @@ fn message(row: &AnyRow) -> Result<ChatMessage> {
         user_name: row.try_get("user_name")?,
         content: row.try_get("content")?,
         created_at: rfc3339(row.try_get("created_at")?),
+        edited_at: row.try_get::<Option<i64>, _>("edited_at")?.map(rfc3339),
     })
 }
 
@@ -193,6 +199,12 @@ impl Store {
             })
         })
         .transpose()
+    }
+
+    /// The account a name typed by a person means (`Alice` finds `alice`), as at login.
+    pub async fn user_by_name(&self, typed: &str) -> Result<Option<User>> {
+        self.user_for_login(&crate::accounts::name_key(typed), typed)
+            .await
     }
 
     /// The id of a built-in account that cannot log in (the assistant), creating it if needed.
@@ -403,9 +415,9 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<ChatMessage>> {
         let rows = sqlx::query(
-            "SELECT m.id, m.room_id, m.user_id, u.user_name, m.content, m.created_at \
+            "SELECT m.id, m.room_id, m.user_id, u.user_name, m.content, m.created_at, m.edited_at \
              FROM messages m JOIN users u ON u.id = m.user_id \
-             WHERE m.room_id = $1 AND m.id > $2 ORDER BY m.id LIMIT $3",
+             WHERE m.room_id = $1 AND m.id > $2 AND m.deleted_at IS NULL ORDER BY m.id LIMIT $3",
         )
         .bind(room_id)
         .bind(after)
@@ -449,6 +461,7 @@ impl Store {
             user_name: user_name.to_owned(),
             content: content.to_owned(),
             created_at: rfc3339(created_at),
+            edited_at: None,
         })
     }
 
@@ -460,9 +473,10 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<ChatMessage>> {
         let rows = sqlx::query(
-            "SELECT m.id, m.room_id, m.user_id, u.user_name, m.content, m.created_at \
+            "SELECT m.id, m.room_id, m.user_id, u.user_name, m.content, m.created_at, m.edited_at \
              FROM messages m JOIN users u ON u.id = m.user_id \
-             WHERE m.room_id = $1 AND m.id < $2 ORDER BY m.id DESC LIMIT $3",
+             WHERE m.room_id = $1 AND m.id < $2 AND m.deleted_at IS NULL \
+             ORDER BY m.id DESC LIMIT $3",
         )
         .bind(room_id)
         .bind(before.unwrap_or(i64::MAX))

@@ -157,6 +157,31 @@ async fn end_to_end_on_postgres() {
     .await;
 }
 
+/// Direct messages, edits and deletes, read markers and the web UI's files, on SQLite.
+#[test]
+fn messaging_on_sqlite() {
+    let workdir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let file = workdir.join(format!("chat-messaging-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    run_file(
+        "chat/messaging.test.mjs",
+        &format!("sqlite://{}?mode=rwc", file.display()),
+        workdir,
+        &[],
+    );
+    let _ = std::fs::remove_file(&file);
+}
+
+/// The same on PostgreSQL (concurrent first direct messages race for real there).
+#[tokio::test(flavor = "multi_thread")]
+async fn messaging_on_postgres() {
+    let workdir = std::env::temp_dir();
+    with_postgres(move |url| {
+        run_file("chat/messaging.test.mjs", &url, &workdir, &[]);
+    })
+    .await;
+}
+
 /// Two chat-app processes on one PostgreSQL database and one Redis act as one service.
 #[tokio::test(flavor = "multi_thread")]
 async fn two_processes_on_one_redis() {

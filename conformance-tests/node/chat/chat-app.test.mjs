@@ -81,7 +81,7 @@ describe(`chat-app on ${DATABASE_URL === "default" ? "its default SQLite file" :
       await until(() => side.events.some((e) => e.name === "ReceiveMessage"), "ReceiveMessage");
       assert.deepEqual(side.events.find((e) => e.name === "ReceiveMessage").payload, sent);
     }
-    assert.deepEqual(Object.keys(sent).sort(), ["content", "createdAt", "id", "roomId", "userId", "userName"]);
+    assert.deepEqual(Object.keys(sent).sort(), ["content", "createdAt", "editedAt", "id", "roomId", "userId", "userName"]);
     assert.equal(sent.userId, alice.id);
 
     // Presence: both members are online in the room.

@@ -49,7 +49,7 @@ export async function api(app, method, path, { token, body, raw } = {}) {
   const text = await response.text();
   let json;
   try { json = text ? JSON.parse(text) : undefined; } catch { json = text; }
-  return { status: response.status, body: json };
+  return { status: response.status, headers: response.headers, body: json };
 }
 
 export async function connect(app, token, transport = "WebSockets", extraEvents = []) {

@@ -291,6 +291,8 @@ describe("rooms", () => {
       ["GET", `/api/v1/rooms/${secret.id}/participants`],
       ["POST", `/api/v1/rooms/${secret.id}/participants`, { userId: outsider.id }],
       ["DELETE", `/api/v1/rooms/${secret.id}/participants/${owner.id}`],
+      ["GET", `/api/v1/rooms/${secret.id}/members`],
+      ["POST", `/api/v1/rooms/${secret.id}/read`, { messageId: 1 }],
     ];
     for (const [method, path, body] of paths) {
       const hidden = await api(app, method, path.replace(String(secret.id), "999999999"), { token: outsider.token, body });
