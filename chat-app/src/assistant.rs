@@ -7,10 +7,9 @@
 //! timeout, a malformed chunk, a connection cut midway) ends the reply with an
 //! `AssistantError` notice in the room and leaves the service healthy.
 
-use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 use serde::Serialize;
@@ -180,13 +179,13 @@ pub struct Limits {
     pub system_prompt: String,
 }
 
-/// The assistant as the hub uses it: provider (if configured), limits, rate limiter.
+/// The assistant as the hub uses it: provider (if configured), limits, concurrency slots. The
+/// per-user rate goes through the service's shared limiter (see `hub`).
 #[derive(Clone)]
 pub struct Assistant {
     provider: Option<Arc<dyn Provider>>,
     pub limits: Limits,
     slots: Arc<Semaphore>,
-    recent: Arc<Mutex<HashMap<i64, VecDeque<Instant>>>>,
 }
 
 impl Assistant {
@@ -195,30 +194,11 @@ impl Assistant {
             provider,
             slots: Arc::new(Semaphore::new(limits.concurrency.max(1))),
             limits,
-            recent: Arc::default(),
         }
     }
 
     pub fn provider(&self) -> Option<&Arc<dyn Provider>> {
         self.provider.as_ref()
-    }
-
-    /// Whether `user_id` may ask now (a sliding one-minute window).
-    pub fn allow(&self, user_id: i64) -> bool {
-        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        let window = recent.entry(user_id).or_default();
-        let now = Instant::now();
-        while window
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
-        {
-            window.pop_front();
-        }
-        if window.len() >= self.limits.per_user_per_minute {
-            return false;
-        }
-        window.push_back(now);
-        true
     }
 
     /// Waits for one of the concurrent reply slots.
@@ -262,9 +242,25 @@ impl Assistant {
     }
 }
 
-/// Whether a message asks for the assistant.
+/// Whether a message asks for the assistant: `@gpt` as a word of its own, not inside an address
+/// (`bob@gpt.example.com`), a domain (`@gpt.example.com`) or a longer name (`@gpt4`).
 pub fn mentions_assistant(content: &str) -> bool {
-    content.to_lowercase().contains("@gpt")
+    let lower = content.to_lowercase();
+    let token = format!("@{}", crate::ASSISTANT_NAME);
+    let part_of_word = |c: char| c.is_alphanumeric() || c == '_';
+    lower.match_indices(&token).any(|(at, _)| {
+        let before = lower[..at].chars().next_back();
+        let mut after = lower[at + token.len()..].chars();
+        let starts_word = !before.is_some_and(|c| part_of_word(c) || ".-@".contains(c));
+        let ends_word = match after.next() {
+            None => true,
+            Some(c) if part_of_word(c) => false,
+            // `@gpt.example` or `@gpt-bot` go on; `@gpt.` or `@gpt-` end a sentence.
+            Some('.' | '-') => !after.next().is_some_and(part_of_word),
+            Some(_) => true,
+        };
+        starts_word && ends_word
+    })
 }
 
 #[cfg(test)]
@@ -306,7 +302,7 @@ mod tests {
     }
 
     #[test]
-    fn rate_limit_and_history_budget() {
+    fn history_budget() {
         let assistant = Assistant::new(
             None,
             Limits {
@@ -317,9 +313,6 @@ mod tests {
                 system_prompt: "be brief".into(),
             },
         );
-        assert!(assistant.allow(1) && assistant.allow(1));
-        assert!(!assistant.allow(1));
-        assert!(assistant.allow(2));
         let message = |id, user_id, user_name: &str, content: &str| crate::store::ChatMessage {
             id,
             room_id: 1,
@@ -327,6 +320,7 @@ mod tests {
             user_name: user_name.into(),
             content: content.into(),
             created_at: String::new(),
+            edited_at: None,
         };
         // Newest first, as the store returns them; the budget keeps the newest that fit.
         let history = [
@@ -352,7 +346,32 @@ mod tests {
                 },
             ]
         );
-        assert!(mentions_assistant("hey @GPT what's up"));
-        assert!(!mentions_assistant("gpt without the at"));
+    }
+
+    #[test]
+    fn only_a_mention_token_calls_the_assistant() {
+        for yes in [
+            "hey @GPT what's up",
+            "@gpt",
+            "@gpt, help",
+            "ask @gpt.",
+            "(@gpt)",
+            "@gpt: hi",
+            "line one\n@gpt line two",
+        ] {
+            assert!(mentions_assistant(yes), "{yes}");
+        }
+        for no in [
+            "gpt without the at",
+            "mail bob@gpt.example.com",
+            "see @gpt.example.com",
+            "@gpt4 is another bot",
+            "@gpt_fan",
+            "@gpt-bot",
+            "x@gpt",
+            "@@gpt",
+        ] {
+            assert!(!mentions_assistant(no), "{no}");
+        }
     }
 }

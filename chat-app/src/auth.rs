@@ -1,37 +1,18 @@
-//! Accounts: argon2 password hashes, and the service's own HS256 access tokens (checked by the
-//! same `JwtAuthenticator` that guards the hub).
+//! Sessions: the service's own HS256 access tokens, and who a request comes from. A token
+//! says which account (`sub`); the account's name always comes from the database, never from a
+//! claim, so a token cannot make its bearer look like someone else.
 
-use argon2::password_hash::{
-    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
-};
-use argon2::Argon2;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use chrono::{Duration, Utc};
 use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::json;
-use signalr_core::auth::JwtAuthenticator;
+use signalr_core::auth::{AuthFuture, JwtAuthenticator};
+use signalr_core::{AuthError, AuthRequest, Authenticator, Identity};
 
 use crate::api::ApiError;
+use crate::store::Store;
 use crate::AppState;
-
-pub fn hash_password(password: &str) -> Result<String, String> {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|hash| hash.to_string())
-        .map_err(|e| e.to_string())
-}
-
-pub fn verify_password(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash)
-        .map(|parsed| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
-        })
-        .unwrap_or(false)
-}
 
 /// Issues and checks the service's access tokens.
 #[derive(Clone)]
@@ -81,6 +62,64 @@ impl Tokens {
     }
 }
 
+/// Who a token belongs to: its account id (`sub`) and the account's name from the database.
+/// `Ok(None)` when the token is invalid, expired, or names no account a person may use.
+pub async fn resolve_token(
+    tokens: &Tokens,
+    store: &Store,
+    assistant_user: i64,
+    token: &str,
+) -> Result<Option<(Identity, i64, String)>, sqlx::Error> {
+    let Ok(verified) = tokens.verifier.verify(token.trim()) else {
+        return Ok(None);
+    };
+    let Some(id) = verified
+        .claim("sub")
+        .and_then(|sub| sub.parse::<i64>().ok())
+    else {
+        return Ok(None);
+    };
+    if id == assistant_user {
+        return Ok(None);
+    }
+    let Some(name) = store.user_name(id).await? else {
+        return Ok(None);
+    };
+    let mut identity = Identity::new(id.to_string()).with_name(name.clone());
+    if let Some(expires) = verified.expires_at() {
+        identity = identity.with_expiry(expires);
+    }
+    Ok(Some((identity, id, name)))
+}
+
+/// Authenticates hub requests: a valid token of an existing account, named from the database.
+/// Refusals say no more than that (no library error text).
+pub struct HubAuthenticator {
+    pub tokens: Tokens,
+    pub store: Store,
+    pub assistant_user: i64,
+}
+
+impl Authenticator for HubAuthenticator {
+    fn authenticate<'a>(&'a self, request: &'a AuthRequest<'a>) -> AuthFuture<'a> {
+        Box::pin(async move {
+            let Some(token) = request.bearer_token() else {
+                return Ok(None);
+            };
+            match resolve_token(&self.tokens, &self.store, self.assistant_user, token).await {
+                Ok(Some((identity, _, _))) => Ok(Some(identity)),
+                Ok(None) => Err(AuthError::new("Invalid or expired token.")),
+                Err(error) => {
+                    tracing::warn!(%error, "database unavailable while checking a token");
+                    Err(AuthError::new(
+                        "The service is unavailable; try again shortly.",
+                    ))
+                }
+            }
+        })
+    }
+}
+
 /// The authenticated caller of a REST endpoint (`Authorization: Bearer ...`).
 pub struct CurrentUser {
     pub id: i64,
@@ -97,18 +136,9 @@ impl FromRequestParts<AppState> for CurrentUser {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| ApiError::unauthorized("Missing bearer token."))?;
-        let identity = state
-            .tokens
-            .verifier
-            .verify(token.trim())
-            .map_err(|_| ApiError::unauthorized("Invalid or expired token."))?;
-        let id = identity
-            .user_id()
-            .and_then(|id| id.parse().ok())
-            .ok_or_else(|| ApiError::unauthorized("Invalid token subject."))?;
-        Ok(CurrentUser {
-            id,
-            name: identity.name().unwrap_or_default().to_owned(),
-        })
+        match resolve_token(&state.tokens, &state.store, state.assistant_user, token).await? {
+            Some((_, id, name)) => Ok(CurrentUser { id, name }),
+            None => Err(ApiError::unauthorized("Invalid or expired token.")),
+        }
     }
 }

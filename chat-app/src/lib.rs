@@ -6,25 +6,42 @@
 //! `REDIS_URL` set, several processes on one database serve as one service (the hub scales out
 //! over the Redis backplane of `signalr-redis`); `/health/ready` then reports Redis too.
 
+pub mod accounts;
 pub mod api;
 pub mod assistant;
 pub mod auth;
 pub mod config;
 pub mod hub;
+pub mod limits;
+pub mod messaging;
+pub mod secrets;
 pub mod store;
+pub mod web;
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use signalr_core::HubContext;
 
 use crate::auth::Tokens;
-use crate::config::Config;
 use crate::store::Store;
 
 /// The assistant's user name, as mentioned (`@gpt`) and as shown on its replies.
 pub const ASSISTANT_NAME: &str = "gpt";
+
+/// `\r\n` and lone `\r` as `\n`, so that line breaks are one character on every client.
+pub fn normalize_newlines(text: &str) -> String {
+    text.replace("\r\n", "\n").replace('\r', "\n")
+}
+
+/// Control characters other than tab and line feed (NUL included): refused in what users
+/// write, so every database stores the same things.
+pub fn has_control_characters(text: &str) -> bool {
+    text.chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+}
 
 /// The SignalR group of a room.
 pub fn room_group(room_id: i64) -> String {
@@ -42,6 +59,12 @@ pub struct AppState {
     pub assistant_user: i64,
     hub_context: Arc<OnceLock<HubContext>>,
     pub hub: HubHandle,
+    /// Every rate limit and throttle (shared through Redis with a backplane).
+    pub limiter: limits::Limiter,
+    pub rates: config::Rates,
+    pub hasher: accounts::Hasher,
+    pub stateful_reconnect: bool,
+    pub disconnect_timeout: Duration,
 }
 
 /// The hub context, available once the hub is built (the hub's methods need the state first).
@@ -57,42 +80,125 @@ impl std::ops::Deref for HubHandle {
     }
 }
 
+/// Runs `attempt` up to `attempts` times, 1 s apart and doubling up to 8 s, logging each
+/// failure with its reason; the last failure is returned.
+pub async fn with_retries<T, E, F, Fut>(
+    what: &str,
+    attempts: u32,
+    describe: impl Fn(&E) -> String,
+    mut attempt: F,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut delay = Duration::from_secs(1);
+    let mut tried = 0;
+    loop {
+        tried += 1;
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(error) if tried >= attempts => return Err(error),
+            Err(error) => {
+                tracing::warn!(
+                    "{what}: {} (attempt {tried} of {attempts}); retrying in {} s",
+                    describe(&error),
+                    delay.as_secs()
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(8));
+            }
+        }
+    }
+}
+
 /// Builds the whole service: connects the store (applying migrations) and wires the routes.
-pub async fn build(config: &Config) -> Result<(Router, signalr_core::Hub), String> {
-    let store = Store::connect(&config.database_url)
-        .await
-        .map_err(|e| format!("cannot open the database {}: {e}", config.database_url))?;
-    let assistant_user = store
-        .system_user(ASSISTANT_NAME)
-        .await
-        .map_err(|e| format!("cannot create the assistant's account: {e}"))?;
+/// Errors are one line without secrets.
+pub async fn build(config: &config::Config) -> Result<(Router, signalr_core::Hub), String> {
+    let jwt_secret = config
+        .jwt_secret
+        .as_ref()
+        .ok_or("no JWT secret (Config::load provides one)")?;
+    let database = secrets::redact_url(&config.database_url);
+    let store = with_retries(
+        &format!("cannot reach the database at {database}"),
+        config.database_connect_attempts,
+        store::describe,
+        || Store::connect(&config.database_url, config.database_acquire_timeout),
+    )
+    .await
+    .map_err(|e| {
+        format!(
+            "cannot open the database at {database}: {} (tried {} times; DATABASE_CONNECT_ATTEMPTS sets how often)",
+            store::describe(&e),
+            config.database_connect_attempts
+        )
+    })?;
+    let assistant_user = store.system_user(ASSISTANT_NAME).await.map_err(|e| {
+        format!(
+            "cannot create the assistant's account: {}",
+            store::describe(&e)
+        )
+    })?;
     let provider = config.openai.as_ref().map(|openai| {
         Arc::new(assistant::OpenAiProvider::new(
             &openai.base_url,
-            &openai.api_key,
+            openai.api_key.expose(),
             &openai.model,
             config.assistant_timeout,
         )) as Arc<dyn assistant::Provider>
     });
+    let limiter = match &config.redis {
+        Some(redis) => limits::Limiter::redis(&redis.url, &redis.channel_prefix)?,
+        None => limits::Limiter::local(),
+    };
+    let hasher = accounts::Hasher::new(config.password_hash_concurrency, 64)
+        .await
+        .map_err(|_| "cannot initialise password hashing".to_owned())?;
     let slot = Arc::new(OnceLock::new());
     let state = AppState {
         store,
-        tokens: Tokens::new(&config.jwt_secret, config.token_lifetime_minutes),
+        tokens: Tokens::new(jwt_secret.expose(), config.token_lifetime_minutes),
         max_message_chars: config.max_message_chars,
         assistant: assistant::Assistant::new(provider, config.assistant.clone()),
         assistant_user,
         hub_context: slot.clone(),
         hub: HubHandle(slot.clone()),
+        limiter,
+        rates: config.rates,
+        hasher,
+        stateful_reconnect: config.stateful_reconnect,
+        disconnect_timeout: config.disconnect_timeout,
     };
     let backplane = match &config.redis {
-        Some(redis) => Some(
-            signalr_redis::RedisBackplane::connect(
-                redis.url.as_str(),
-                redis.channel_prefix.as_str(),
+        Some(redis) => {
+            let shown = secrets::redact_url(&redis.url);
+            let password = secrets::url_password(&redis.url).unwrap_or_default();
+            let scrubbed = |e: &String| secrets::scrub(e, &[&password]);
+            let connected = with_retries(
+                &format!("cannot reach Redis at {shown}"),
+                config.database_connect_attempts,
+                scrubbed,
+                || async {
+                    let connecting = signalr_redis::RedisBackplane::connect(
+                        redis.url.as_str(),
+                        redis.channel_prefix.as_str(),
+                    );
+                    match tokio::time::timeout(Duration::from_secs(5), connecting).await {
+                        Ok(result) => result.map_err(|e| e.to_string()),
+                        Err(_) => Err("no answer within 5 s".to_owned()),
+                    }
+                },
             )
             .await
-            .map_err(|e| format!("cannot start the Redis backplane at {}: {e}", redis.url))?,
-        ),
+            .map_err(|e| {
+                format!(
+                    "cannot start the Redis backplane at {shown}: {}",
+                    scrubbed(&e)
+                )
+            })?;
+            Some(connected)
+        }
         None => None,
     };
     let hub = hub::build(&state, backplane);
@@ -104,13 +210,77 @@ pub async fn build(config: &Config) -> Result<(Router, signalr_core::Hub), Strin
         .route("/api/v1/rooms/{id}/messages", get(api::messages))
         .route(
             "/api/v1/rooms/{id}/participants",
-            post(api::add_participant),
+            get(api::participants).post(api::add_participant),
+        )
+        .route(
+            "/api/v1/rooms/{id}/participants/{user_id}",
+            delete(api::remove_participant),
         )
         .route("/health", get(api::health))
         .route("/health/live", get(api::live))
         .route("/health/ready", get(api::ready))
+        .merge(messaging::routes())
+        .merge(web::routes())
         .nest_service("/hubs/chat", hub.service())
         .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
         .with_state(state);
     Ok((app, hub))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn start_up_retries_back_off_then_give_up_with_the_last_error() {
+        let started = tokio::time::Instant::now();
+        let mut calls = 0;
+        let result: Result<(), String> = with_retries(
+            "the database",
+            5,
+            |e: &String| e.clone(),
+            || {
+                calls += 1;
+                let call = calls;
+                async move { Err(format!("refused #{call}")) }
+            },
+        )
+        .await;
+        assert_eq!(result, Err("refused #5".to_owned()));
+        assert_eq!(calls, 5);
+        // 1 + 2 + 4 + 8 s between the five attempts.
+        assert_eq!(started.elapsed(), Duration::from_secs(15));
+
+        let started = tokio::time::Instant::now();
+        let mut calls = 0;
+        let result = with_retries(
+            "the database",
+            5,
+            |e: &String| e.clone(),
+            || {
+                calls += 1;
+                let call = calls;
+                async move {
+                    if call < 3 {
+                        Err("not yet".to_owned())
+                    } else {
+                        Ok(call)
+                    }
+                }
+            },
+        )
+        .await;
+        assert_eq!(result, Ok(3));
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn control_characters_are_refused_except_tabs_and_line_breaks() {
+        assert!(has_control_characters("nul\0byte"));
+        assert!(has_control_characters("bell\u{7}"));
+        assert!(has_control_characters("c1\u{85}"));
+        assert!(!has_control_characters("tab\tand\nnewline"));
+        assert_eq!(normalize_newlines("a\r\nb\rc"), "a\nb\nc");
+    }
 }

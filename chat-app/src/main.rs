@@ -1,10 +1,15 @@
 //! `cargo run --release -p chat-app`: the chat service on its configured address.
 
+use std::net::SocketAddr;
+
 use chat_app::config::Config;
+use chat_app::secrets::redact_url;
 
 #[tokio::main]
 async fn main() {
+    // Logs go to stderr; stdout carries the one "listening on" line scripts read.
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
@@ -17,6 +22,17 @@ async fn main() {
 
 async fn run() -> Result<(), String> {
     let config = Config::load()?;
+    match &config.jwt_secret_file {
+        Some((path, true)) => tracing::warn!(
+            "JWT_SECRET is not set: generated a development secret and keeps it in {} (set JWT_SECRET and APP_ENV=production for production)",
+            path.display()
+        ),
+        Some((path, false)) => tracing::warn!(
+            "JWT_SECRET is not set: using the development secret kept in {} (set JWT_SECRET and APP_ENV=production for production)",
+            path.display()
+        ),
+        None => {}
+    }
     let (app, hub) = chat_app::build(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
@@ -24,12 +40,20 @@ async fn run() -> Result<(), String> {
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     // Scripts read this line to find the port (LISTEN_ADDR may say port 0).
     println!("chat-app listening on http://{address}");
-    tracing::info!(database = %config.database_url, "chat-app started");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            signalr_core::shutdown_signal().await;
-            hub.shutdown().await;
-        })
-        .await
-        .map_err(|e| e.to_string())
+    tracing::info!(
+        database = %redact_url(&config.database_url),
+        production = config.production,
+        "chat-app started"
+    );
+    // The peer address feeds the per-address login and registration throttles.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        signalr_core::shutdown_signal().await;
+        hub.shutdown().await;
+    })
+    .await
+    .map_err(|e| e.to_string())
 }

@@ -40,9 +40,11 @@ fn node_ready(suite: &Path) -> bool {
     true
 }
 
-/// Runs the suite; `false` when it was skipped (no Node, outside CI).
+/// Runs the suites (features, then safety and faults); `false` when skipped (no Node,
+/// outside CI).
 fn run_suite(database_url: &str, workdir: &Path) -> bool {
     run_file("chat/chat-app.test.mjs", database_url, workdir, &[])
+        && run_file("chat/safety.test.mjs", database_url, workdir, &[])
 }
 
 /// Runs one Node test file of the chat suites; `false` when skipped.
@@ -148,7 +150,34 @@ async fn with_postgres(suite: impl FnOnce(String) + Send + 'static) -> Option<()
 async fn end_to_end_on_postgres() {
     let workdir = std::env::temp_dir();
     with_postgres(move |url| {
-        run_suite(&url, &workdir);
+        if run_suite(&url, &workdir) {
+            run_file("chat/faults.test.mjs", &url, &workdir, &[]);
+        }
+    })
+    .await;
+}
+
+/// Direct messages, edits and deletes, read markers and the web UI's files, on SQLite.
+#[test]
+fn messaging_on_sqlite() {
+    let workdir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let file = workdir.join(format!("chat-messaging-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    run_file(
+        "chat/messaging.test.mjs",
+        &format!("sqlite://{}?mode=rwc", file.display()),
+        workdir,
+        &[],
+    );
+    let _ = std::fs::remove_file(&file);
+}
+
+/// The same on PostgreSQL (concurrent first direct messages race for real there).
+#[tokio::test(flavor = "multi_thread")]
+async fn messaging_on_postgres() {
+    let workdir = std::env::temp_dir();
+    with_postgres(move |url| {
+        run_file("chat/messaging.test.mjs", &url, &workdir, &[]);
     })
     .await;
 }

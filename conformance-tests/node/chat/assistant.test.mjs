@@ -151,13 +151,18 @@ describe("the @gpt assistant", () => {
     assert.ok(Date.now() - started < 1200 + 800, `took ${Date.now() - started} ms`);
   });
 
-  it("limits how often one user can ask", async () => {
+  it("limits how often one user can ask, and tells only them", async () => {
     const eve = await user(app, "eve");
+    const flo = await user(app, "flo");
     const r = await room(eve, "flood");
     const e = await connected(eve);
+    const f = await connected(flo);
+    await f.connection.invoke("JoinRoom", r.id);
     for (let i = 0; i < 6; i++) await e.connection.invoke("SendMessage", r.id, `@gpt [http500] ${i}`);
     await until(() => ofType(e, "AssistantError").length === 6, "six notices", 8000);
-    assert.ok(ofType(e, "AssistantError").some((n) => /Too many/.test(n.error)), "the sixth is refused by the rate limit");
+    assert.ok(ofType(e, "AssistantError").some((n) => /Too many @gpt requests/.test(n.error)), "the sixth is refused by the rate limit");
+    await sleep(200);
+    assert.equal(ofType(f, "AssistantError").length, 0, "the room sees none of eve's notices");
   });
 
   it("streams AskAssistant to the caller only, and cancelling closes the upstream request", async () => {
@@ -190,21 +195,33 @@ describe("the @gpt assistant", () => {
 });
 
 describe("the assistant without a key", () => {
-  it("answers a mention with one clear message", async () => {
+  it("tells the requester alone, stores nothing, and ignores addresses", async () => {
     const app = await startApp({ OPENAI_API_KEY: "" });
     try {
       const hal = await user(app, "hal");
+      const ida = await user(app, "ida");
       const r = (await api(app, "POST", "/api/v1/rooms", { token: hal.token, body: { name: "nokey" } })).body;
       const h = await connect(app, hal.token, "WebSockets", EVENTS);
+      const i = await connect(app, ida.token, "WebSockets", EVENTS);
+      await i.connection.invoke("JoinRoom", r.id);
+      // An address is no mention: 15 of them, and not one notice or reply.
+      for (let n = 0; n < 15; n++) await h.connection.invoke("SendMessage", r.id, `mail bob@gpt.example.com #${n}`);
       await h.connection.invoke("SendMessage", r.id, "@gpt hello?");
-      await until(() => h.events.some((e) => e.name === "ReceiveMessage" && e.payload.userName === "gpt"), "the notice");
-      const notice = h.events.find((e) => e.name === "ReceiveMessage" && e.payload.userName === "gpt").payload;
-      assert.match(notice.content, /not available.*OPENAI_API_KEY/);
+      await until(() => h.events.some((e) => e.name === "AssistantError"), "the notice");
+      const notices = h.events.filter((e) => e.name === "AssistantError");
+      assert.equal(notices.length, 1, "one notice, for the mention only");
+      assert.match(notices[0].payload.error, /not available.*OPENAI_API_KEY/);
+      await sleep(200);
+      assert.equal(i.events.filter((e) => e.name === "AssistantError").length, 0, "the room does not see it");
+      const history = await api(app, "GET", `/api/v1/rooms/${r.id}/messages?limit=200`, { token: hal.token });
+      assert.equal(history.body.length, 16);
+      assert.ok(!history.body.some((m) => m.userName === "gpt"), "nothing stored for the assistant");
       const asked = new Promise((resolve, reject) => {
         h.connection.stream("AskAssistant", r.id, "hi").subscribe({ next: () => {}, complete: resolve, error: reject });
       });
       await assert.rejects(asked, /not available/);
       await h.connection.stop();
+      await i.connection.stop();
     } finally {
       await app.stop();
     }

@@ -81,7 +81,7 @@ describe(`chat-app on ${DATABASE_URL === "default" ? "its default SQLite file" :
       await until(() => side.events.some((e) => e.name === "ReceiveMessage"), "ReceiveMessage");
       assert.deepEqual(side.events.find((e) => e.name === "ReceiveMessage").payload, sent);
     }
-    assert.deepEqual(Object.keys(sent).sort(), ["content", "createdAt", "id", "roomId", "userId", "userName"]);
+    assert.deepEqual(Object.keys(sent).sort(), ["content", "createdAt", "editedAt", "id", "roomId", "userId", "userName"]);
     assert.equal(sent.userId, alice.id);
 
     // Presence: both members are online in the room.
@@ -118,11 +118,12 @@ describe(`chat-app on ${DATABASE_URL === "default" ? "its default SQLite file" :
   it("refuses private rooms to non-members until a member adds them", async () => {
     const b = await connect(app, bob.token);
     open.push(b.connection);
-    await assert.rejects(b.connection.invoke("JoinRoom", secret.id), /private/);
+    // To a non-member, a private room looks exactly like one that does not exist.
+    await assert.rejects(b.connection.invoke("JoinRoom", secret.id), /No such room/);
     await assert.rejects(b.connection.invoke("SendMessage", secret.id, "let me in"), /Join the room first/);
-    assert.equal((await api(app, "GET", `/api/v1/rooms/${secret.id}/messages`, { token: bob.token })).status, 403);
-    // Only members add participants; unknown users and rooms are 404.
-    assert.equal((await api(app, "POST", `/api/v1/rooms/${secret.id}/participants`, { token: bob.token, body: { userId: bob.id } })).status, 403);
+    assert.equal((await api(app, "GET", `/api/v1/rooms/${secret.id}/messages`, { token: bob.token })).status, 404);
+    // Only the owner adds participants; unknown users and rooms are 404.
+    assert.equal((await api(app, "POST", `/api/v1/rooms/${secret.id}/participants`, { token: bob.token, body: { userId: bob.id } })).status, 404);
     assert.equal((await api(app, "POST", `/api/v1/rooms/${secret.id}/participants`, { token: alice.token, body: { userId: 999999999 } })).status, 404);
     assert.equal((await api(app, "POST", `/api/v1/rooms/999999999/participants`, { token: alice.token, body: { userId: bob.id } })).status, 404);
     assert.equal((await api(app, "POST", `/api/v1/rooms/${secret.id}/participants`, { token: alice.token, body: { userId: "bob" } })).status, 422);

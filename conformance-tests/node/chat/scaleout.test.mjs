@@ -3,7 +3,7 @@
 // CHAT_REDIS_URL set.
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { api, connect, run, sleep, startApp, until, user } from "./helpers.mjs";
+import { api, connect, run, sleep, startApp, tcpProxy, until, user } from "./helpers.mjs";
 import { splitProxy } from "../test/proxy.mjs";
 
 const REDIS_URL = process.env.CHAT_REDIS_URL;
@@ -105,5 +105,102 @@ describe("two chat-app processes on one Redis", () => {
     }
     const history = await api(b, "GET", `/api/v1/rooms/${room.id}/messages`, { token: bob.token });
     assert.deepEqual(history.body.map((m) => m.content).sort(), ["hello from A", "hello from B", "to both of bob's devices", "welcome carol", "hi dan"].sort());
+  });
+});
+
+describe("a Redis outage on one process", () => {
+  let a, b, redisProxy;
+  const open = [];
+  before(async () => {
+    const redis = new URL(REDIS_URL);
+    redisProxy = await tcpProxy(Number(redis.port || 6379));
+    const env = {
+      REDIS_CHANNEL_PREFIX: `ChatApp.Outage.${run}`,
+      JWT_SECRET: `outage-secret-${run}-0123456789abcdef`,
+    };
+    a = await startApp({ ...env, REDIS_URL: `redis://127.0.0.1:${redisProxy.port}` });
+    b = await startApp({ ...env, REDIS_URL });
+  });
+  after(async () => {
+    await Promise.all(open.map((c) => c.stop().catch(() => {})));
+    await Promise.all([a?.stop(), b?.stop()]);
+    await redisProxy.close();
+  });
+  const backplane = async (app) => (await api(app, "GET", "/health")).body.backplane.status;
+
+  it("never reports a stored message as failed, and the other process catches up", async () => {
+    const alice = await user(a, "ali");
+    const carol = await user(a, "car");
+    const bob = await user(b, "bo");
+    const room = (await api(a, "POST", "/api/v1/rooms", { token: alice.token, body: { name: `outage ${run}` } })).body;
+    const aliceA = await connect(a, alice.token);
+    const carolA = await connect(a, carol.token);
+    const bobB = await connect(b, bob.token);
+    open.push(aliceA.connection, carolA.connection, bobB.connection);
+    await carolA.connection.invoke("JoinRoom", room.id);
+    await bobB.connection.invoke("JoinRoom", room.id);
+    const seen = await aliceA.connection.invoke("SendMessage", room.id, "before");
+    await until(() => bobB.events.some((e) => e.name === "ReceiveMessage" && e.payload.id === seen.id), "before, across processes");
+
+    redisProxy.set("refuse");
+    const deadline = Date.now() + 10000;
+    while ((await backplane(a)) !== "error") {
+      assert.ok(Date.now() < deadline, "A notices the outage");
+      await sleep(100);
+    }
+    // Stored, so acknowledged: the sender is not told to resend (which would duplicate it).
+    const during = await aliceA.connection.invoke("SendMessage", room.id, "during the outage");
+    assert.equal(during.content, "during the outage");
+    await until(() => carolA.events.some((e) => e.name === "ReceiveMessage" && e.payload.id === during.id), "members on the same process get it live");
+    await sleep(300);
+    assert.ok(!bobB.events.some((e) => e.name === "ReceiveMessage" && e.payload.id === during.id), "B could not be reached");
+
+    redisProxy.set("pass");
+    while ((await backplane(a)) !== "ok") {
+      assert.ok(Date.now() < deadline + 20000, "A recovers");
+      await sleep(100);
+    }
+    const missed = await bobB.connection.invoke("GetMessagesAfter", room.id, seen.id);
+    assert.deepEqual(missed.map((m) => m.content), ["during the outage"]);
+    const rest = await api(b, "GET", `/api/v1/rooms/${room.id}/messages?after=${seen.id}`, { token: bob.token });
+    assert.deepEqual(rest.body, missed);
+    const history = await api(b, "GET", `/api/v1/rooms/${room.id}/messages`, { token: bob.token });
+    assert.deepEqual(history.body.map((m) => m.content), ["during the outage", "before"], "stored once");
+  });
+});
+
+describe("limits shared by every process", () => {
+  let a, b;
+  before(async () => {
+    const env = {
+      REDIS_URL,
+      REDIS_CHANNEL_PREFIX: `ChatApp.Limits.${run}`,
+      JWT_SECRET: `limits-secret-${run}-0123456789abcdef`,
+      LOGIN_RATE_PER_NAME: "3/60",
+      SEND_MESSAGE_RATE: "3/60",
+    };
+    a = await startApp(env);
+    b = await startApp(env);
+  });
+  after(async () => { await Promise.all([a?.stop(), b?.stop()]); });
+
+  it("counts login guesses and messages across processes", async () => {
+    const target = await user(a, "target");
+    const guess = (app) => api(app, "POST", "/api/v1/auth/login", { body: { userName: target.userName, password: "wrong guess" } });
+    assert.deepEqual([(await guess(a)).status, (await guess(b)).status, (await guess(a)).status, (await guess(b)).status], [401, 401, 401, 429]);
+
+    const sender = await user(a, "sender");
+    const room = (await api(a, "POST", "/api/v1/rooms", { token: sender.token, body: { name: `limits ${run}` } })).body;
+    const onA = await connect(a, sender.token);
+    const onB = await connect(b, sender.token);
+    try {
+      await onA.connection.invoke("SendMessage", room.id, "1");
+      await onB.connection.invoke("SendMessage", room.id, "2");
+      await onA.connection.invoke("SendMessage", room.id, "3");
+      await assert.rejects(onB.connection.invoke("SendMessage", room.id, "4"), /Too many messages/);
+    } finally {
+      await onA.connection.stop();
+      await onB.connection.stop();
+    }
   });
 });
