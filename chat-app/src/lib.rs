@@ -85,11 +85,16 @@ pub async fn build(config: &Config) -> Result<(Router, signalr_core::Hub), Strin
         hub: HubHandle(slot.clone()),
     };
     let backplane = match &config.redis {
+        // On a Redis Cluster (REDIS_CLUSTER=true), sharded channels: each message goes to the
+        // shard that owns its channel instead of to every node.
         Some(redis) => Some(
-            signalr_redis::RedisBackplane::connect(
+            signalr_redis::RedisBackplane::builder(
                 redis.url.as_str(),
                 redis.channel_prefix.as_str(),
             )
+            .cluster(redis.cluster)
+            .sharded(redis.cluster)
+            .connect()
             .await
             .map_err(|e| format!("cannot start the Redis backplane at {}: {e}", redis.url))?,
         ),
