@@ -8,6 +8,7 @@
 #   deploy/smoke.sh          # needs a Docker engine, docker compose (or docker-compose),
 #                            # node and npm; takes the stack down afterwards
 #   KEEP=1 deploy/smoke.sh   # leaves it running (docker compose -p chat-app-smoke down -v)
+#   SKIP_BUILD=1 deploy/smoke.sh   # reuses the chat-app:latest image instead of rebuilding
 #
 # Secrets are generated for the run (a throwaway env file); nothing is published beyond
 # 127.0.0.1. Where the official base images are neither present nor pullable (no Docker Hub),
@@ -83,11 +84,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-log "building the image (docker build, the Dockerfile at the top)"
-started=$SECONDS
-docker build -q -t chat-app:latest --build-arg "RUST_IMAGE=${RUST_IMAGE:-rust:1.95-slim-bookworm}" \
-  --build-arg "RUNTIME_IMAGE=${RUNTIME_IMAGE:-debian:bookworm-slim}" . >/dev/null
-log "image built in $((SECONDS - started)) s: $(docker image inspect -f '{{.Size}}' chat-app:latest | awk '{printf "%.1f MB", $1/1e6}')"
+if [ -n "${SKIP_BUILD:-}" ]; then
+  log "using the chat-app:latest image already built (SKIP_BUILD)"
+else
+  log "building the image (docker build, the Dockerfile at the top)"
+  started=$SECONDS
+  docker build -q -t chat-app:latest --build-arg "RUST_IMAGE=${RUST_IMAGE:-rust:1.95-slim-bookworm}" \
+    --build-arg "RUNTIME_IMAGE=${RUNTIME_IMAGE:-debian:bookworm-slim}" . >/dev/null
+  log "image built in $((SECONDS - started)) s"
+fi
+log "image size: $(docker image inspect -f '{{.Size}}' chat-app:latest | awk '{printf "%.1f MB", $1/1e6}')"
 
 log "bringing the stack up"
 compose up -d --no-build >/dev/null 2>&1 || { compose up -d --no-build; exit 1; }

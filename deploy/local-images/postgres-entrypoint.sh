@@ -13,7 +13,7 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
   postgres -D "$PGDATA" -c listen_addresses='' &
   pid=$!
-  until pg_isready -q -h /run/postgresql; do sleep 0.2; done
+  until pg_isready -q -h /run/postgresql -U "$user" -d postgres; do sleep 0.2; done
   [ "$db" = postgres ] || psql -q -h /run/postgresql -U "$user" -d postgres -c "CREATE DATABASE \"$db\""
   kill -INT "$pid"
   wait "$pid" || true
