@@ -180,10 +180,15 @@ pub async fn build(config: &config::Config) -> Result<(Router, signalr_core::Hub
                 config.database_connect_attempts,
                 scrubbed,
                 || async {
-                    let connecting = signalr_redis::RedisBackplane::connect(
+                    // On a Redis Cluster (REDIS_CLUSTER=true), sharded channels: each message
+                    // goes to the shard that owns its channel instead of to every node.
+                    let connecting = signalr_redis::RedisBackplane::builder(
                         redis.url.as_str(),
                         redis.channel_prefix.as_str(),
-                    );
+                    )
+                    .cluster(redis.cluster)
+                    .sharded(redis.cluster)
+                    .connect();
                     match tokio::time::timeout(Duration::from_secs(5), connecting).await {
                         Ok(result) => result.map_err(|e| e.to_string()),
                         Err(_) => Err("no answer within 5 s".to_owned()),
