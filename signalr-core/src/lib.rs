@@ -62,6 +62,14 @@
 //! [`enable_detailed_errors`](HubBuilder::enable_detailed_errors) is on. A panicking method is
 //! reported like an internal error; the connection and the server keep running.
 //!
+//! Bytes and instants follow .NET's per-protocol conventions when typed as
+//! [`protocol::Binary`] (MessagePack `bin`, a base64 string in JSON, like `byte[]`) and
+//! [`protocol::DateTime`] (the MessagePack timestamp extension, an RFC 3339 string in JSON,
+//! like `DateTime`; the JS client's MessagePack protocol reads it as a `Date`). A
+//! [`protocol::Payload`] returned or sent on is copied byte for byte into its own protocol,
+//! so MessagePack extension values survive forwarding; into the other protocol it is
+//! converted (see its docs).
+//!
 //! # Reaching clients
 //! Inside a method, [`Clients`] offers `all()`, `all_except(ids)`, `caller()`, `others()`,
 //! `client(id)` and `clients(ids)`. Outside, [`Hub::context`] gives a cloneable [`HubContext`]

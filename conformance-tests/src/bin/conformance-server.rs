@@ -32,6 +32,12 @@
 //! the caller for a client result and returns it (or its error); `POST /admin/ask
 //! {"connectionId", "method", "args"}` does the same from outside the hub and answers
 //! `{"result": ...}` or `{"error": "..."}`.
+//!
+//! Per-protocol values: `Echo(value)` returns the received value untouched (a `Payload`);
+//! `EchoBinary(bytes)` and `EchoDate(instant)` bind and return a `Binary` / `DateTime`;
+//! `BinaryOf(text)` returns the UTF-8 bytes of `text` as a `Binary`, `BinaryHex(bytes)` the
+//! hex of what it bound; `DateOf(millis)` returns the instant `millis` after the Unix epoch,
+//! `DateMillis(instant)` the milliseconds of what it bound.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,7 +46,7 @@ use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
-use signalr_core::protocol::Payload;
+use signalr_core::protocol::{Binary, DateTime, Payload};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use futures_util::{Stream, StreamExt};
@@ -54,6 +60,30 @@ use tokio::sync::Notify;
 
 async fn echo(value: Payload) -> Payload {
     value
+}
+
+async fn echo_binary(value: Binary) -> Binary {
+    value
+}
+
+async fn echo_date(value: DateTime) -> DateTime {
+    value
+}
+
+async fn binary_of(text: String) -> Binary {
+    Binary::from(text.into_bytes())
+}
+
+async fn binary_hex(value: Binary) -> String {
+    value.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn date_of(millis: i64) -> Result<DateTime, HubError> {
+    DateTime::from_unix_millis(millis).map_err(|e| HubError::new(e.to_string()))
+}
+
+async fn date_millis(value: DateTime) -> i64 {
+    value.unix_millis()
 }
 
 async fn add(a: i64, b: i64) -> i64 {
@@ -587,6 +617,12 @@ async fn main() -> std::io::Result<()> {
             }
         })
         .method("Echo", echo)
+        .method("EchoBinary", echo_binary)
+        .method("EchoDate", echo_date)
+        .method("BinaryOf", binary_of)
+        .method("BinaryHex", binary_hex)
+        .method("DateOf", date_of)
+        .method("DateMillis", date_millis)
         .method("Add", add)
         .method("Describe", describe)
         .method("Void", void)

@@ -11,12 +11,18 @@
 //!   lazily into whatever Rust type the hub method asks for;
 //! - outbound values are anything that implements [`serde::Serialize`].
 //!
+//! Bytes and instants are written differently by each protocol, as .NET's serializers do:
+//! [`Binary`] is MessagePack `bin` and a base64 string in JSON, [`DateTime`] the MessagePack
+//! timestamp extension and an RFC 3339 string in JSON.
+//!
 //! [`Message`] is therefore generic over the argument list `A` and the single value `V`.
 
 mod handshake;
 pub mod json;
 pub mod msgpack;
+mod msgpack_ser;
 mod payload;
+mod values;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -30,6 +36,7 @@ pub use handshake::{
 pub use json::JsonProtocol;
 pub use msgpack::MessagePackProtocol;
 pub use payload::{Arguments, Payload, PayloadError};
+pub use values::{Binary, DateTime, DateTimeError};
 
 /// Message headers (`headers` in JSON, a string map in MessagePack). Sorted, so output is
 /// deterministic.

@@ -3,10 +3,17 @@
 //!
 //! The reader is hand-written over byte slices (no recursion, every read bounds-checked) so that
 //! hostile input can only ever produce an error; argument values are sliced out zero-copy and
-//! bound later with `rmp-serde`.
+//! bound later with `rmp-serde`. Values are written by our own serializer
+//! (`msgpack_ser`), which copies a received MessagePack [`Payload`] verbatim.
+
+use std::cell::Cell;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use serde::ser::{Error as _, SerializeMap, SerializeSeq, Serializer};
 use serde::Serialize;
+
+use super::msgpack_ser::write_value;
+use super::values::{DateTime, TIMESTAMP_EXT};
 
 use super::{
     Arguments, CancelInvocation, Close, Completion, CompletionResult, Headers, HubProtocol,
@@ -117,11 +124,6 @@ pub(crate) fn split_array(value: &Bytes) -> Result<Vec<Bytes>, ProtocolError> {
 
 fn serialize_err(e: impl std::fmt::Display) -> ProtocolError {
     ProtocolError::Serialize(e.to_string())
-}
-
-fn write_value<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), ProtocolError> {
-    // Structs become maps keyed by field name: what .NET and JS peers read and write.
-    rmp_serde::encode::write_named(out, value).map_err(serialize_err)
 }
 
 fn write_str(out: &mut Vec<u8>, s: &str) -> Result<(), ProtocolError> {
@@ -364,6 +366,121 @@ fn parse_body(body: Bytes) -> Result<Option<InboundMessage>, ProtocolError> {
     Ok(Some(message))
 }
 
+/// How deeply a MessagePack value may nest when it is converted to another format (the JSON
+/// protocol reads no deeper either).
+const TRANSCODE_DEPTH: usize = 128;
+
+/// Writes one encoded MessagePack value through another serializer (a MessagePack payload
+/// sent to a JSON client). Timestamps (extension type -1) become what [`DateTime`] writes
+/// (an RFC 3339 string in JSON); other extension types have no meaning outside MessagePack
+/// and are an error, as are values nested deeper than 128 levels.
+pub(crate) fn transcode<S: Serializer>(value: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+    let position = Cell::new(0);
+    Transcoded {
+        buf: value,
+        position: &position,
+        depth: TRANSCODE_DEPTH,
+    }
+    .serialize(serializer)
+}
+
+/// The value starting at `position` in `buf`; serializing it moves `position` past it, so
+/// the elements of an array or map are read in one pass.
+struct Transcoded<'a> {
+    buf: &'a [u8],
+    position: &'a Cell<usize>,
+    depth: usize,
+}
+
+impl Transcoded<'_> {
+    fn child(&self) -> Self {
+        Transcoded {
+            buf: self.buf,
+            position: self.position,
+            depth: self.depth - 1,
+        }
+    }
+}
+
+impl Serialize for Transcoded<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut rd = Reader {
+            buf: self.buf,
+            pos: self.position.get(),
+        };
+        let err = |e: ProtocolError| S::Error::custom(e);
+        let marker = rd.byte().map_err(err)?;
+        enum Container {
+            Array(usize),
+            Map(usize),
+        }
+        let container = match marker {
+            0x90..=0x9f => Container::Array(usize::from(marker & 0x0f)),
+            0xdc => Container::Array(rd.be(2).map_err(err)? as usize),
+            0xdd => Container::Array(rd.be(4).map_err(err)? as usize),
+            0x80..=0x8f => Container::Map(usize::from(marker & 0x0f)),
+            0xde => Container::Map(rd.be(2).map_err(err)? as usize),
+            0xdf => Container::Map(rd.be(4).map_err(err)? as usize),
+            _ => {
+                let scalar = rd.scalar(marker).map_err(err)?;
+                self.position.set(rd.pos);
+                return match scalar {
+                    Scalar::Nil => serializer.serialize_unit(),
+                    Scalar::Bool(v) => serializer.serialize_bool(v),
+                    Scalar::Uint(v) => serializer.serialize_u64(v),
+                    Scalar::Int(v) => serializer.serialize_i64(v),
+                    Scalar::F32(v) => serializer.serialize_f32(v),
+                    Scalar::F64(v) => serializer.serialize_f64(v),
+                    Scalar::Str(v) => serializer.serialize_str(v),
+                    Scalar::Bin(v) => serializer.serialize_bytes(v),
+                    Scalar::Ext(TIMESTAMP_EXT, data) => DateTime::from_timestamp_ext(data)
+                        .map_err(S::Error::custom)?
+                        .serialize(serializer),
+                    Scalar::Ext(tag, _) => Err(S::Error::custom(format_args!(
+                        "MessagePack extension type {tag} has no representation outside \
+                         MessagePack (only timestamps, type -1, are converted)"
+                    ))),
+                };
+            }
+        };
+        if self.depth == 0 {
+            return Err(S::Error::custom(
+                "a MessagePack value nested more than 128 levels deep",
+            ));
+        }
+        self.position.set(rd.pos);
+        match container {
+            Container::Array(len) => {
+                let mut seq = serializer.serialize_seq(Some(len))?;
+                for _ in 0..len {
+                    seq.serialize_element(&self.child())?;
+                }
+                seq.end()
+            }
+            Container::Map(len) => {
+                let mut map = serializer.serialize_map(Some(len))?;
+                for _ in 0..len {
+                    map.serialize_entry(&self.child(), &self.child())?;
+                }
+                map.end()
+            }
+        }
+    }
+}
+
+/// One MessagePack value that is not an array or a map.
+enum Scalar<'a> {
+    Nil,
+    Bool(bool),
+    Uint(u64),
+    Int(i64),
+    F32(f32),
+    F64(f64),
+    Str(&'a str),
+    Bin(&'a [u8]),
+    Ext(i8, &'a [u8]),
+}
+
 /// A bounds-checked MessagePack reader over one record body.
 struct Reader<'a> {
     buf: &'a [u8],
@@ -514,6 +631,65 @@ impl<'a> Reader<'a> {
         }
         let len = self.array_len()?;
         (0..len).map(|_| self.str().map(str::to_owned)).collect()
+    }
+
+    /// Reads the rest of a scalar value whose marker was just read.
+    fn scalar(&mut self, marker: u8) -> Result<Scalar<'a>, ProtocolError> {
+        if let Some(len) = self.str_len(marker)? {
+            return std::str::from_utf8(self.take(len)?)
+                .map(Scalar::Str)
+                .map_err(|_| ProtocolError::invalid("Invalid UTF-8 in a MessagePack string."));
+        }
+        let ext = |rd: &mut Self, len: usize| -> Result<Scalar<'a>, ProtocolError> {
+            let tag = rd.byte()? as i8;
+            Ok(Scalar::Ext(tag, rd.take(len)?))
+        };
+        Ok(match marker {
+            0xc0 => Scalar::Nil,
+            0xc2 => Scalar::Bool(false),
+            0xc3 => Scalar::Bool(true),
+            0x00..=0x7f => Scalar::Uint(u64::from(marker)),
+            0xcc => Scalar::Uint(self.be(1)?),
+            0xcd => Scalar::Uint(self.be(2)?),
+            0xce => Scalar::Uint(self.be(4)?),
+            0xcf => Scalar::Uint(self.be(8)?),
+            0xe0..=0xff | 0xd0..=0xd3 => {
+                self.pos -= 1;
+                Scalar::Int(self.int()?)
+            }
+            0xca => Scalar::F32(f32::from_bits(self.be(4)? as u32)),
+            0xcb => Scalar::F64(f64::from_bits(self.be(8)?)),
+            0xc4 => {
+                let len = self.be(1)? as usize;
+                Scalar::Bin(self.take(len)?)
+            }
+            0xc5 => {
+                let len = self.be(2)? as usize;
+                Scalar::Bin(self.take(len)?)
+            }
+            0xc6 => {
+                let len = self.be(4)? as usize;
+                Scalar::Bin(self.take(len)?)
+            }
+            0xd4 => ext(self, 1)?,
+            0xd5 => ext(self, 2)?,
+            0xd6 => ext(self, 4)?,
+            0xd7 => ext(self, 8)?,
+            0xd8 => ext(self, 16)?,
+            0xc7 => {
+                let len = self.be(1)? as usize;
+                ext(self, len)?
+            }
+            0xc8 => {
+                let len = self.be(2)? as usize;
+                ext(self, len)?
+            }
+            0xc9 => {
+                let len = self.be(4)? as usize;
+                ext(self, len)?
+            }
+            _ => return Err(unexpected("a value", marker)),
+        })
     }
 
     /// Skips one complete value (iteratively, so nesting depth cannot exhaust the stack) and

@@ -4,15 +4,24 @@ use std::fmt;
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
-use serde::ser::{Error as _, SerializeSeq};
+use serde::ser::SerializeSeq;
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 
 /// One still-encoded value from a received message (an argument, a stream item, a result).
 ///
 /// Binding is lazy so that a method that takes `(String, i64)` deserializes straight from the
-/// received bytes, and so that an argument can be forwarded unchanged (a `Payload` serializes
-/// back to the same value, in either protocol).
+/// received bytes, and so that an argument can be forwarded unchanged: returned from a hub
+/// method, sent to other clients, or nested inside a value that is.
+///
+/// What a forwarded `Payload` becomes depends on the protocol it is written in:
+/// - in the protocol it arrived in, it is copied byte for byte (so MessagePack extension
+///   types, such as the timestamps the JS client writes for a `Date`, round-trip exactly);
+/// - a JSON value written to a MessagePack client is converted value by value;
+/// - a MessagePack value written to a JSON client is converted value by value, with `bin`
+///   as an array of numbers, a timestamp (extension type -1) as an RFC 3339 string (what
+///   [`DateTime`](super::DateTime) writes), and any other extension type as an encoding
+///   error (the invocation fails and the error is logged), since JSON has no counterpart.
 #[derive(Clone, PartialEq)]
 pub struct Payload(Repr);
 
@@ -133,9 +142,9 @@ impl Drop for JsonOutput {
 
 impl Serialize for Payload {
     /// Re-emits the value through any serializer (transcoding), so a received argument can be
-    /// echoed or forwarded to clients of either protocol. A JSON value written by the JSON
-    /// protocol is copied as it is: its text is already valid JSON, so parsing and re-emitting
-    /// it would only cost time (the echo path's largest avoidable cost).
+    /// echoed or forwarded to clients of either protocol. A value written by the protocol it
+    /// came from is copied as it is: re-encoding would cost time (the echo path's largest
+    /// avoidable cost) and, for MessagePack, lose extension types.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match &self.0 {
             Repr::Json(raw) if JSON_OUTPUT.with(std::cell::Cell::get) => raw.serialize(serializer),
@@ -143,10 +152,26 @@ impl Serialize for Payload {
                 let mut de = serde_json::Deserializer::from_str(raw.get());
                 serde_transcode::transcode(&mut de, serializer)
             }
-            Repr::MessagePack(bytes) => {
-                let mut de = rmp_serde::Deserializer::from_read_ref(&bytes[..]);
-                serde_transcode::transcode(&mut de, serializer).map_err(S::Error::custom)
+            // Our MessagePack serializer splices these bytes in; see `Verbatim`.
+            Repr::MessagePack(bytes) if super::msgpack_ser::output_active() => {
+                serializer.serialize_newtype_struct(super::msgpack_ser::VERBATIM, &Verbatim(bytes))
             }
+            Repr::MessagePack(bytes) => super::msgpack::transcode(bytes, serializer),
+        }
+    }
+}
+
+/// A MessagePack payload's bytes on their way into the MessagePack hub protocol's
+/// serializer, which recognises the newtype it arrives in. Any other serializer (one a user's
+/// `Serialize` impl called while a message was being written) gets the value converted.
+struct Verbatim<'a>(&'a Bytes);
+
+impl Serialize for Verbatim<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if super::msgpack_ser::take_capture() {
+            serializer.serialize_bytes(self.0)
+        } else {
+            super::msgpack::transcode(self.0, serializer)
         }
     }
 }
