@@ -10,7 +10,8 @@
 //!
 //! # Contents
 //! - [Writing a hub](#writing-a-hub): methods are plain async functions
-//! - [Reaching clients](#reaching-clients): `Clients`, `HubContext`
+//! - [State, the request and items](#state-the-request-and-items): `State<S>`, `HttpRequest`, `Context::item`
+//! - [Reaching clients](#reaching-clients): `Clients`, `HubContext`, typed clients
 //! - [Streaming and client results](#streaming-and-client-results)
 //! - [Stateful reconnect](#stateful-reconnect): no message lost across a dropped socket
 //! - [Groups, users and presence](#groups-users-and-presence)
@@ -70,6 +71,25 @@
 //! so MessagePack extension values survive forwarding; into the other protocol it is
 //! converted (see its docs).
 //!
+//! # State, the request and items
+//! - **Application state** is set once with [`HubBuilder::with_state`] and taken by any method
+//!   as a [`State<S>`] parameter (axum's shape): no closure capture, no clone per method.
+//!   Hooks read it with [`Context::state`], other code with [`HubContext::state`].
+//! - **The HTTP request** the connection was made with (the WebSocket upgrade, the Server-Sent
+//!   Events request or the first long poll: `Context.GetHttpContext()` in ASP.NET Core) is
+//!   [`Context::http_request`], or an [`HttpRequest`] parameter: method, URI and query string,
+//!   headers and cookies, the peer address, and the `http::Extensions` that tower or axum
+//!   layers attached (an authentication layer's verdict, a request id). An [`Authenticator`]
+//!   sees the same parts of every request through [`AuthRequest`]. [`serve`] records the peer
+//!   address as a [`RemoteAddr`] extension; under axum, copy `ConnectInfo<SocketAddr>` into
+//!   one with a middleware and serve with `into_make_service_with_connect_info`.
+//! - **Per-connection items** (`Context.Items`): [`Context::insert_item`] stores a value by
+//!   type for the rest of the connection; later calls read it with [`Context::item`] or take
+//!   it as an [`Item<T>`] (or `Option<Item<T>>`) parameter.
+//! - **Extractors can refuse**: a [`FromContext`] type names its `Rejection`; a rejection
+//!   becomes the invocation's error Completion (a [`HubError::new`] text reaches the caller)
+//!   and the method does not run.
+//!
 //! # Reaching clients
 //! Inside a method, [`Clients`] offers `all()`, `all_except(ids)`, `caller()`, `others()`,
 //! `client(id)` and `clients(ids)`. Outside, [`Hub::context`] gives a cloneable [`HubContext`]
@@ -77,6 +97,11 @@
 //! [`ClientProxy`] whose [`send`](ClientProxy::send) takes the method name and a tuple of
 //! arguments. A message is encoded once per protocol and the bytes are shared by every
 //! recipient.
+//!
+//! **Typed clients** (`Hub<T>`, `IHubContext<THub, T>`): declare what clients offer once with
+//! [`client_methods!`], one enum variant per client method with typed arguments, then send
+//! through [`TypedClients<C>`] (a method parameter) or [`HubContext::typed`]; a wrong argument
+//! is a compile error, not a client that silently ignores the call.
 //!
 //! # Streaming and client results
 //! A method that returns a `Stream` (of values, or of `Result`s) is a streaming method: the
@@ -354,6 +379,7 @@ mod hub;
 mod id;
 mod lifetime;
 mod options;
+mod request;
 mod serve;
 #[cfg(feature = "test-util")]
 pub mod test_util;
@@ -365,12 +391,20 @@ pub use auth::{AuthError, AuthRequest, Authenticator, Identity, Policy};
 pub use error::Error;
 pub use http::{BoxError, HubService, ResponseBody};
 pub use hub::{
-    filter_fn, BindError, BoxFuture, Cancellation, ClientProxy, Clients, ConnectNext, Context,
-    DisconnectNext, FromContext, FromInvocation, Groups, Handler, Hub, HubBuilder, HubClients,
-    HubContext, HubError, HubFilter, HubInvocation, IntoArguments, IntoCompletion, IntoHookResult,
-    InvocationOutcome, InvocationParts, InvokeNext, Next, ParameterKind, Presence, UploadStream,
+    filter_fn, BindError, BoxFuture, Cancellation, ClientMessage, ClientProxy, Clients,
+    ConnectNext, Context, DisconnectNext, FromContext, FromInvocation, Groups, Handler, Hub,
+    HubBuilder, HubClients, HubContext, HubError, HubFilter, HubInvocation, IntoArguments,
+    IntoCompletion, IntoHookResult, InvocationOutcome, InvocationParts, InvokeNext, Item, Next,
+    ParameterKind, Presence, State, TypedClientProxy, TypedClients, TypedHubContext, UploadStream,
     ViaArgument, ViaContext, ViaPayload, ViaResult, ViaStream, ViaTryStream, ViaTryStreamResult,
     ViaUpload, ViaValue,
 };
+pub use request::{HttpRequest, RemoteAddr};
 pub use serve::{serve, serve_with_shutdown, shutdown_signal};
 pub use transport::TransportKind;
+
+#[doc(hidden)]
+pub mod __private {
+    //! What the crate's macros expand to.
+    pub use serde;
+}

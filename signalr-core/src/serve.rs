@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tower_service::Service;
 
 use crate::http::text;
-use crate::Hub;
+use crate::{Hub, RemoteAddr};
 
 /// Serves `hub` at `path` (for example `"/hub"`) until Ctrl-C or SIGTERM, then shuts down
 /// gracefully (see [`Hub::shutdown`]).
@@ -35,7 +35,7 @@ pub async fn serve_with_shutdown(
     let graceful = GracefulShutdown::new();
     tokio::pin!(signal);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -50,7 +50,8 @@ pub async fn serve_with_shutdown(
         let _ = stream.set_nodelay(true);
         let base = base.clone();
         let service = service.clone();
-        let handler = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let handler = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(RemoteAddr(peer));
             let path = request.uri().path();
             let mounted = path == base
                 || path

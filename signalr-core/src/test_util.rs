@@ -44,6 +44,7 @@ use crate::protocol::{
     Arguments, Close, CompletionResult, Invocation, Message, NoValue, Payload, Protocol,
     TransferFormat,
 };
+use crate::request::HttpRequest;
 use crate::transport::{TransportKind, TransportSink};
 
 /// A message the server sent, as the kit decodes it.
@@ -60,6 +61,7 @@ pub struct TestClientBuilder {
     identity: Option<Identity>,
     handshake_version: Option<u32>,
     stateful: bool,
+    request: Option<HttpRequest>,
 }
 
 impl TestClientBuilder {
@@ -89,6 +91,13 @@ impl TestClientBuilder {
         self
     }
 
+    /// The HTTP request the connection was "made with", as `Context::http_request` shows it
+    /// (headers, cookies, query string, extensions; see [`HttpRequest::from_request`]).
+    pub fn request(mut self, request: HttpRequest) -> Self {
+        self.request = Some(request);
+        self
+    }
+
     /// Sends this protocol version in the handshake instead of the protocol's own.
     pub fn handshake_version(mut self, version: u32) -> Self {
         self.handshake_version = Some(version);
@@ -104,6 +113,7 @@ impl TestClientBuilder {
             connection_id: connection_id.clone(),
             transport: self.transport,
             identity: self.identity,
+            request: self.request.map(Arc::new),
         };
         let sink = MemorySink {
             records,
@@ -177,6 +187,7 @@ impl TestClient {
             identity: None,
             handshake_version: None,
             stateful: false,
+            request: None,
         }
     }
 

@@ -58,6 +58,17 @@ use signalr_core::{
 };
 use tokio::sync::Notify;
 
+/// What the hub saw of the transport request: `Context.GetHttpContext()`'s counterpart.
+async fn request_info(request: signalr_core::HttpRequest) -> serde_json::Value {
+    serde_json::json!({
+        "method": request.method().as_str(),
+        "path": request.uri().path(),
+        "room": request.query("room"),
+        "header": request.headers().get("x-app").and_then(|v| v.to_str().ok()),
+        "loopback": request.remote_addr().map(|addr| addr.ip().is_loopback()),
+    })
+}
+
 async fn echo(value: Payload) -> Payload {
     value
 }
@@ -617,6 +628,7 @@ async fn main() -> std::io::Result<()> {
             }
         })
         .method("Echo", echo)
+        .method("RequestInfo", request_info)
         .method("EchoBinary", echo_binary)
         .method("EchoDate", echo_date)
         .method("BinaryOf", binary_of)
@@ -770,20 +782,34 @@ async fn main() -> std::io::Result<()> {
             "/admin/disconnected",
             axum::routing::get(admin_disconnected),
         )
-        .with_state(state);
+        .with_state(state)
+        // The documented recipe for the peer address under axum: ConnectInfo -> RemoteAddr.
+        .layer(axum::middleware::from_fn(
+            |axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+             mut request: axum::extract::Request,
+             next: axum::middleware::Next| async move {
+                request
+                    .extensions_mut()
+                    .insert(signalr_core::RemoteAddr(peer));
+                next.run(request).await
+            },
+        ));
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("LISTENING {}", listener.local_addr()?.port());
 
     let hub_for_shutdown = hub.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                _ = shutdown.notified() => {},
-                _ = signalr_core::shutdown_signal() => {},
-            }
-            // Tell every client to go (with allowReconnect) before the HTTP server stops.
-            hub_for_shutdown.shutdown().await;
-        })
-        .await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        tokio::select! {
+            _ = shutdown.notified() => {},
+            _ = signalr_core::shutdown_signal() => {},
+        }
+        // Tell every client to go (with allowReconnect) before the HTTP server stops.
+        hub_for_shutdown.shutdown().await;
+    })
+    .await
 }

@@ -92,16 +92,58 @@ impl Identity {
     }
 }
 
-/// What an authenticator sees of a request.
+/// What an authenticator sees of a request: negotiate, and every transport request.
 pub struct AuthRequest<'a> {
+    pub(crate) method: &'a http::Method,
+    pub(crate) uri: &'a http::Uri,
     pub(crate) headers: &'a HeaderMap,
+    pub(crate) extensions: &'a http::Extensions,
     pub(crate) query_token: Option<&'a str>,
 }
 
-impl AuthRequest<'_> {
+impl<'a> AuthRequest<'a> {
+    /// A request as an authenticator sees it, for testing an [`Authenticator`] on its own.
+    pub fn new<B>(request: &'a http::Request<B>) -> Self {
+        AuthRequest {
+            method: request.method(),
+            uri: request.uri(),
+            headers: request.headers(),
+            extensions: request.extensions(),
+            query_token: None,
+        }
+    }
+
+    /// The request method.
+    pub fn method(&self) -> &http::Method {
+        self.method
+    }
+
+    /// The request URI, with its query string.
+    pub fn uri(&self) -> &http::Uri {
+        self.uri
+    }
+
     /// The request headers (cookies, custom headers).
     pub fn headers(&self) -> &HeaderMap {
         self.headers
+    }
+
+    /// What tower or axum layers in front of the hub attached to the request: an
+    /// authentication layer can leave its verdict here for an authenticator to hand on.
+    pub fn extensions(&self) -> &http::Extensions {
+        self.extensions
+    }
+
+    /// The value of a cookie.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        crate::request::cookie_value(self.headers, name)
+    }
+
+    /// The peer's address, when the server recorded it (see [`RemoteAddr`](crate::RemoteAddr)).
+    pub fn remote_addr(&self) -> Option<std::net::SocketAddr> {
+        self.extensions
+            .get::<crate::RemoteAddr>()
+            .map(|addr| addr.0)
     }
 
     /// The bearer token: from `Authorization: Bearer ...`, or else from the `access_token` query

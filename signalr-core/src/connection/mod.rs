@@ -31,6 +31,7 @@ use crate::auth::Identity;
 use crate::error::{Error, Kind};
 use crate::options::HubOptions;
 use crate::protocol::{Close, InboundMessage, Message, NoValue, Payload, Protocol};
+use crate::request::HttpRequest;
 use crate::transport::{TransportKind, TransportSink};
 pub(crate) use machine::Config;
 use machine::{ConnectionMachine, Event};
@@ -49,6 +50,10 @@ pub(crate) struct ConnectionShared {
     pub(crate) identity: Option<Arc<Identity>>,
     /// What `Clients::user` targets (from the identity, or the hub's user-id provider).
     pub(crate) user_id: Option<Arc<str>>,
+    /// The HTTP request the connection was made with, for `Context::http_request`.
+    pub(crate) request: Option<Arc<HttpRequest>>,
+    /// Per-connection values the application stores (`Context.Items`); allocated on first use.
+    items: Mutex<Option<Box<http::Extensions>>>,
     /// Group memberships; locked together with the registry's group index so that joining
     /// a group cannot race with disconnecting.
     membership: Mutex<Membership>,
@@ -82,6 +87,8 @@ impl ConnectionShared {
             transport: params.transport,
             identity: params.identity.map(Arc::new),
             user_id,
+            request: params.request,
+            items: Mutex::new(None),
             membership: Mutex::new(Membership::default()),
             uploads: Mutex::default(),
             invocations: Mutex::default(),
@@ -96,6 +103,11 @@ impl ConnectionShared {
 
     fn machine(&self) -> std::sync::MutexGuard<'_, ConnectionMachine> {
         lock(&self.machine)
+    }
+
+    /// The application's per-connection values.
+    pub(crate) fn items(&self) -> ItemsGuard<'_> {
+        ItemsGuard(lock(&self.items))
     }
 
     /// Queues a record without waiting. A full queue means the client reads slower than we
@@ -272,6 +284,23 @@ impl ConnectionShared {
     }
 }
 
+/// A connection's items, created on the first insert (most connections never store any).
+pub(crate) struct ItemsGuard<'a>(std::sync::MutexGuard<'a, Option<Box<http::Extensions>>>);
+
+impl ItemsGuard<'_> {
+    pub(crate) fn insert<T: Clone + Send + Sync + 'static>(&mut self, value: T) {
+        self.0.get_or_insert_with(Box::default).insert(value);
+    }
+
+    pub(crate) fn get<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.0.as_ref()?.get::<T>()
+    }
+
+    pub(crate) fn remove<T: Send + Sync + 'static>(&mut self) -> Option<T> {
+        self.0.as_mut()?.remove::<T>()
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -291,6 +320,7 @@ pub(crate) struct ConnectionParams {
     pub(crate) connection_id: Arc<str>,
     pub(crate) transport: TransportKind,
     pub(crate) identity: Option<Identity>,
+    pub(crate) request: Option<Arc<HttpRequest>>,
 }
 
 /// Handles the hub messages of one connection, in order. The read loop waits while it does:

@@ -21,6 +21,7 @@ use http_body_util::{BodyExt, Full};
 
 use crate::auth::{AuthRequest, Identity};
 use crate::hub::HubShared;
+use crate::request::HttpRequest;
 use crate::transport::TransportKind;
 
 /// Boxed error type of response bodies.
@@ -67,7 +68,15 @@ where
                 let token_in_query = websocket::is_upgrade(&request)
                     || (request.method() == Method::GET && accepts_event_stream(&request));
                 let query_token = query.access_token.as_deref().filter(|_| token_in_query);
-                authorize(&hub, request.headers(), query_token).await
+                // The parts one by one: a request (its body) need not be `Sync`.
+                let auth_request = AuthRequest {
+                    method: request.method(),
+                    uri: request.uri(),
+                    headers: request.headers(),
+                    extensions: request.extensions(),
+                    query_token,
+                };
+                authorize(&hub, auth_request).await
             };
             let mut response = match identity {
                 Ok(identity) => route(hub, request, query, identity).await,
@@ -82,42 +91,47 @@ where
 }
 
 /// Authenticates a request and applies the hub's policy: the caller's identity, or the 401/403
-/// answer.
+/// answer. Refusals are the reference's: an empty body, and for 401 a `WWW-Authenticate`
+/// challenge; why a credential was refused goes to the log only, never to the client.
 async fn authorize(
     hub: &HubShared,
-    headers: &http::HeaderMap,
-    query_token: Option<&str>,
+    auth_request: AuthRequest<'_>,
 ) -> Result<Option<Identity>, Response<ResponseBody>> {
     let identity = match &hub.authenticator {
         None => None,
-        Some(authenticator) => {
-            let request = AuthRequest {
-                headers,
-                query_token,
-            };
-            match authenticator.authenticate(&request).await {
-                Ok(identity) => identity,
-                Err(refusal) => {
-                    tracing::debug!(reason = %refusal, "authentication refused");
-                    return Err(unauthorized(refusal.reason()));
-                }
+        Some(authenticator) => match authenticator.authenticate(&auth_request).await {
+            Ok(identity) => identity,
+            Err(refusal) => {
+                tracing::debug!(reason = %refusal, "authentication refused");
+                return Err(unauthorized(Some("invalid_token")));
             }
-        }
+        },
     };
     match &hub.hub_policy {
         Some(policy) if !policy.allows(identity.as_ref()) => Err(match identity {
-            None => unauthorized("Authentication required."),
-            Some(_) => text(StatusCode::FORBIDDEN, "Forbidden."),
+            None => unauthorized(None),
+            Some(_) => empty(StatusCode::FORBIDDEN),
         }),
         _ => Ok(identity),
     }
 }
 
-fn unauthorized(reason: &str) -> Response<ResponseBody> {
-    let mut response = text(StatusCode::UNAUTHORIZED, reason);
+/// 401 with the bearer challenge (`error="invalid_token"` when a credential was refused).
+fn unauthorized(error: Option<&'static str>) -> Response<ResponseBody> {
+    let mut response = empty(StatusCode::UNAUTHORIZED);
+    let challenge = match error {
+        Some("invalid_token") => HeaderValue::from_static("Bearer error=\"invalid_token\""),
+        _ => HeaderValue::from_static("Bearer"),
+    };
     response
         .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        .insert(header::WWW_AUTHENTICATE, challenge);
+    response
+}
+
+fn empty(status: StatusCode) -> Response<ResponseBody> {
+    let mut response = Response::new(body(Bytes::new()));
+    *response.status_mut() = status;
     response
 }
 
@@ -168,11 +182,14 @@ where
             let Some(token) = query.id else {
                 return text(StatusCode::BAD_REQUEST, "Connection ID required");
             };
+            // Moved, not copied: the body of a transport GET is never read.
+            let (parts, _body) = request.into_parts();
+            let request = HttpRequest::from_parts(parts);
             match transport {
                 TransportKind::ServerSentEvents => {
-                    streaming::server_sent_events(hub, token, identity)
+                    streaming::server_sent_events(hub, token, identity, request)
                 }
-                _ => streaming::long_poll(hub, token, identity).await,
+                _ => streaming::long_poll(hub, token, identity, request).await,
             }
         }
         Method::POST => match query.id {

@@ -15,6 +15,7 @@ use super::{body, text, transport_disabled, BoxError, ResponseBody};
 use crate::auth::Identity;
 use crate::connection::{self, ConnectionParams};
 use crate::hub::HubShared;
+use crate::request::HttpRequest;
 use crate::transport::long_polling::{LongPollSink, PollOutcome, PollQueue};
 use crate::transport::sse::SseSink;
 use crate::transport::{TransportKind, TransportSink};
@@ -65,6 +66,7 @@ pub(super) fn server_sent_events(
     hub: Arc<HubShared>,
     token: String,
     identity: Option<Identity>,
+    request: HttpRequest,
 ) -> Response<ResponseBody> {
     let Some(connection) = hub.connections.get(&token) else {
         return unknown_connection();
@@ -83,6 +85,7 @@ pub(super) fn server_sent_events(
         connection_id: connection.connection_id.clone(),
         transport: TransportKind::ServerSentEvents,
         identity,
+        request: Some(Arc::new(request)),
     };
     spawn_connection(
         &hub,
@@ -150,13 +153,14 @@ pub(super) async fn long_poll(
     hub: Arc<HubShared>,
     token: String,
     identity: Option<Identity>,
+    request: HttpRequest,
 ) -> Response<ResponseBody> {
     let Some(connection) = hub.connections.get(&token) else {
         return unknown_connection();
     };
     let queue = match connection.binding() {
         Binding::LongPolling(queue) | Binding::Closed(Some(queue)) => queue,
-        Binding::Pending => return start_long_polling(hub, connection, token, identity),
+        Binding::Pending => return start_long_polling(hub, connection, token, identity, request),
         Binding::Closed(None) => return unknown_connection(),
         Binding::WebSockets | Binding::ServerSentEvents => {
             return refusal(BindRefusal::OtherTransport)
@@ -178,6 +182,7 @@ fn start_long_polling(
     connection: Arc<HttpConnection>,
     token: String,
     identity: Option<Identity>,
+    request: HttpRequest,
 ) -> Response<ResponseBody> {
     let queue = PollQueue::new(hub.options.long_poll_buffer);
     if let Err(refused) = hub
@@ -193,6 +198,7 @@ fn start_long_polling(
         connection_id: connection.connection_id.clone(),
         transport: TransportKind::LongPolling,
         identity,
+        request: Some(Arc::new(request)),
     };
 
     // A client that stops polling is let go after the disconnect timeout.

@@ -11,6 +11,7 @@ use crate::auth::Identity;
 use crate::connection::{self, ConnectionParams};
 use crate::hub::HubShared;
 use crate::id::new_id;
+use crate::request::HttpRequest;
 use crate::transport::{websocket, TransportKind};
 
 pub(super) fn is_upgrade<B>(request: &Request<B>) -> bool {
@@ -94,6 +95,8 @@ pub(super) fn upgrade<B>(
 
     let on_upgrade = hyper::upgrade::on(&mut request);
     let accept = derive_accept_key(key.as_bytes());
+    let (parts, _body) = request.into_parts();
+    let request = Arc::new(HttpRequest::from_parts(parts));
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
@@ -102,6 +105,7 @@ pub(super) fn upgrade<B>(
                     connection_id,
                     transport: TransportKind::WebSockets,
                     identity,
+                    request: Some(request),
                 };
                 connection::run(hub.clone(), params, stream, sink, reattach).await;
             }

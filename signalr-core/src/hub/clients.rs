@@ -27,6 +27,17 @@ impl HubContext {
         HubContext { hub }
     }
 
+    /// The same handle with typed client methods (`IHubContext<THub, T>`); see
+    /// [`client_methods!`](crate::client_methods).
+    pub fn typed<C: super::typed::ClientMessage>(&self) -> super::typed::TypedHubContext<C> {
+        super::typed::TypedHubContext::new(self.clone())
+    }
+
+    /// The hub's application state of type `S` (see [`HubBuilder::with_state`](crate::HubBuilder::with_state)).
+    pub fn state<S: Clone + Send + Sync + 'static>(&self) -> Option<S> {
+        self.hub.state.get::<S>().cloned()
+    }
+
     /// Proxies to reach clients.
     pub fn clients(&self) -> HubClients {
         HubClients {

@@ -103,9 +103,14 @@ pub type CallResult = Result<CallOutput, CallError>;
 
 /// A value that can be taken from an invocation: context or a positional argument.
 /// Implemented for you; write [`FromContext`] for your own context extractors.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a hub method parameter",
+    label = "neither an argument nor context",
+    note = "a parameter is either a positional argument (a `serde::Deserialize` type, `Payload`, `UploadStream<T>`, `Cancellation`) or context (a `FromContext` type: Context, Clients, State<S>, ...)"
+)]
 pub trait FromInvocation<M>: Sized {
     #[doc(hidden)]
-    fn from_invocation(parts: &mut InvocationParts) -> Result<Self, BindError>;
+    fn from_invocation(parts: &mut InvocationParts) -> Result<Self, CallError>;
 }
 
 /// Marker: the parameter is the next positional argument.
@@ -155,32 +160,43 @@ fn type_mismatch(e: impl std::fmt::Display) -> BindError {
 }
 
 impl<T: DeserializeOwned> FromInvocation<ViaArgument> for T {
-    fn from_invocation(parts: &mut InvocationParts) -> Result<Self, BindError> {
-        parts.next_argument()?.deserialize().map_err(type_mismatch)
+    fn from_invocation(parts: &mut InvocationParts) -> Result<Self, CallError> {
+        let argument = parts.next_argument().map_err(CallError::Bind)?;
+        argument
+            .deserialize()
+            .map_err(|e| CallError::Bind(type_mismatch(e)))
     }
 }
 
 /// An argument of any type, kept encoded (to forward or echo it unchanged).
 impl FromInvocation<ViaPayload> for Payload {
-    fn from_invocation(parts: &mut InvocationParts) -> Result<Self, BindError> {
-        parts.next_argument()
+    fn from_invocation(parts: &mut InvocationParts) -> Result<Self, CallError> {
+        parts.next_argument().map_err(CallError::Bind)
     }
 }
 
 /// An array argument whose elements are kept encoded.
 impl FromInvocation<ViaPayload> for Vec<Payload> {
-    fn from_invocation(parts: &mut InvocationParts) -> Result<Self, BindError> {
-        parts.next_argument()?.elements().map_err(type_mismatch)
+    fn from_invocation(parts: &mut InvocationParts) -> Result<Self, CallError> {
+        let argument = parts.next_argument().map_err(CallError::Bind)?;
+        argument
+            .elements()
+            .map_err(|e| CallError::Bind(type_mismatch(e)))
     }
 }
 
+/// A context extractor; its rejection fails the call as the method's own error would.
 impl<T: FromContext> FromInvocation<ViaContext> for T {
-    fn from_invocation(parts: &mut InvocationParts) -> Result<Self, BindError> {
-        Ok(T::from_context(&parts.context))
+    fn from_invocation(parts: &mut InvocationParts) -> Result<Self, CallError> {
+        T::from_context(&parts.context).map_err(|rejection| CallError::Method(rejection.into()))
     }
 }
 
 /// What a hub method may return: a value, a `Result`, or a stream.
+#[diagnostic::on_unimplemented(
+    message = "a hub method cannot return `{Self}`",
+    note = "return a `serde::Serialize` value, a `Result<T, E>` with `E: Into<HubError>`, or a `Stream` of values or of `Result`s"
+)]
 pub trait IntoCompletion<M>: Send {
     /// Whether the method streams its results (clients call it with `stream()`).
     #[doc(hidden)]
@@ -290,6 +306,11 @@ where
 
 /// An async function usable as a hub method. Implemented for functions of up to eight
 /// parameters; `T` is inferred and only tells the implementations apart.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a valid hub method",
+    label = "not a hub method",
+    note = "a hub method is an `async fn` (or a closure returning a future) of at most 8 parameters, each a positional argument (`serde::Deserialize`) or context (`FromContext`), returning a `Serialize` value, a `Result<T, E>` with `E: Into<HubError>`, or a `Stream`"
+)]
 pub trait Handler<T>: Clone + Send + Sync + 'static {
     #[doc(hidden)]
     fn call(self, parts: InvocationParts) -> BoxFuture<CallResult>;
@@ -350,7 +371,7 @@ macro_rules! impl_handler {
                 $(
                     let $ty = match <$ty as FromInvocation<$marker>>::from_invocation(&mut parts) {
                         Ok(value) => value,
-                        Err(error) => return Box::pin(std::future::ready(Err(CallError::Bind(error)))),
+                        Err(error) => return Box::pin(std::future::ready(Err(error))),
                     };
                 )*
                 let InvocationParts { context, invocation_id, .. } = parts;

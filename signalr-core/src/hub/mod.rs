@@ -7,6 +7,7 @@ mod error;
 mod filter;
 mod handler;
 pub(crate) mod streams;
+mod typed;
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -18,7 +19,7 @@ use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 pub use clients::{ClientProxy, Clients, Groups, HubClients, HubContext, IntoArguments, Presence};
-pub use context::{Context, FromContext};
+pub use context::{Context, FromContext, Item, State};
 pub use error::HubError;
 pub use filter::{
     filter_fn, BoxFuture, ConnectNext, DisconnectNext, HubFilter, HubInvocation, InvocationOutcome,
@@ -30,6 +31,7 @@ pub use handler::{
     ViaTryStreamResult, ViaUpload, ViaValue,
 };
 pub use streams::{Cancellation, UploadStream};
+pub use typed::{ClientMessage, TypedClientProxy, TypedClients, TypedHubContext};
 
 use crate::auth::{Authenticator, Identity, Policy};
 use crate::connection::{
@@ -135,6 +137,7 @@ pub struct HubBuilder {
     user_id_provider: Option<UserIdProvider>,
     filters: Vec<Arc<dyn HubFilter>>,
     backplane: Option<Arc<dyn Backplane>>,
+    state: http::Extensions,
 }
 
 type UserIdProvider = Arc<dyn Fn(&Identity) -> Option<String> + Send + Sync>;
@@ -191,6 +194,15 @@ impl HubBuilder {
             policy,
         };
         self.methods.push((name.to_owned(), method));
+        self
+    }
+
+    /// Sets application state (a database pool, configuration) that every method can take
+    /// as a [`State<S>`] parameter, and hooks and other code can read with
+    /// [`Context::state`] and [`HubContext::state`]. One value per type; several types may be
+    /// set. The value is cloned for each call that takes it, so wrap large state in an `Arc`.
+    pub fn with_state<S: Clone + Send + Sync + 'static>(mut self, state: S) -> Self {
+        self.state.insert(state);
         self
     }
 
@@ -467,6 +479,7 @@ impl HubBuilder {
                 connections: HttpConnections::default(),
                 shutting_down: CancellationToken::new(),
                 backplane: self.backplane,
+                state: self.state,
             }),
         };
         if let Some(backplane) = &hub.shared.backplane {
@@ -510,6 +523,8 @@ pub(crate) struct HubShared {
     pub(crate) shutting_down: CancellationToken,
     /// Other processes of the same hub, when scaled out.
     pub(crate) backplane: Option<Arc<dyn Backplane>>,
+    /// Application state, by type (`HubBuilder::with_state`).
+    pub(crate) state: http::Extensions,
 }
 
 impl HubShared {

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::error::HubError;
-use super::handler::{BindError, FromInvocation, InvocationParts, ViaContext, ViaUpload};
+use super::handler::{CallError, FromInvocation, InvocationParts, ViaContext, ViaUpload};
 
 /// One item of an upload stream as the read loop hands it over: a value, or the client's
 /// error ending the stream.
@@ -45,7 +45,7 @@ impl<T: DeserializeOwned> Stream for UploadStream<T> {
 }
 
 impl<T: DeserializeOwned + Send + 'static> FromInvocation<ViaUpload> for UploadStream<T> {
-    fn from_invocation(parts: &mut InvocationParts) -> Result<Self, BindError> {
+    fn from_invocation(parts: &mut InvocationParts) -> Result<Self, CallError> {
         let (_id, items) = parts
             .uploads
             .next()
@@ -78,7 +78,7 @@ impl Cancellation {
 }
 
 impl FromInvocation<ViaContext> for Cancellation {
-    fn from_invocation(parts: &mut InvocationParts) -> Result<Self, BindError> {
+    fn from_invocation(parts: &mut InvocationParts) -> Result<Self, CallError> {
         Ok(Cancellation(parts.cancellation.clone()))
     }
 }
