@@ -389,7 +389,7 @@ pub use lifetime::backplane;
 
 pub use auth::{AuthError, AuthRequest, Authenticator, Identity, Policy};
 pub use error::Error;
-pub use http::{BoxError, HubService, ResponseBody};
+pub use http::{BoxError, EndpointOptions, HubService, ResponseBody};
 pub use hub::{
     filter_fn, BindError, BoxFuture, Cancellation, ClientMessage, ClientProxy, Clients,
     ConnectNext, Context, DisconnectNext, FromContext, FromInvocation, Groups, Handler, Hub,

@@ -52,3 +52,35 @@ describe("refusals", () => {
     }
   });
 });
+
+describe("one hub at two paths", () => {
+  let server;
+  before(async () => { server = await startServer(); });
+  after(async () => { await server.stop(); });
+
+  it("serves each path's transports and shares one registry", async () => {
+    const other = `http://127.0.0.1:${server.port}/hub-nowebsockets`;
+    const build = (url, transport) => new signalR.HubConnectionBuilder()
+      .withUrl(url, { transport: signalR.HttpTransportType[transport] })
+      .configureLogging(signalR.LogLevel.None)
+      .build();
+    // WebSockets is not offered at the second path.
+    await assert.rejects(withTimeout(build(other, "WebSockets").start(), 5000, "start"));
+    const negotiated = await (await fetch(`${other}/negotiate?negotiateVersion=1`, { method: "POST" })).json();
+    assert.deepEqual(negotiated.availableTransports.map((t) => t.transport), ["ServerSentEvents", "LongPolling"]);
+
+    const here = build(server.url, "WebSockets");
+    const there = build(other, "LongPolling");
+    const received = [];
+    here.on("Hello", (from) => received.push(`here:${from}`));
+    there.on("Hello", (from) => received.push(`there:${from}`));
+    await withTimeout(Promise.all([here.start(), there.start()]), 5000, "start both");
+    // A send from either path reaches clients of both: one hub, one registry.
+    await there.invoke("SendToAll", "Hello", ["there"]);
+    await here.invoke("SendToAll", "Hello", ["here"]);
+    const deadline = Date.now() + 5000;
+    while (received.length < 4 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(received.sort(), ["here:here", "here:there", "there:here", "there:there"]);
+    await Promise.all([here.stop(), there.stop()]);
+  });
+});

@@ -774,6 +774,14 @@ async fn main() -> std::io::Result<()> {
     };
     let app = Router::new()
         .nest_service("/hub", hub.service())
+        // The same hub again, long polling and Server-Sent Events only (one registry).
+        .nest_service(
+            "/hub-nowebsockets",
+            hub.service_with(
+                signalr_core::EndpointOptions::new()
+                    .transports([TransportKind::ServerSentEvents, TransportKind::LongPolling]),
+            ),
+        )
         .route("/admin/broadcast", post(admin_broadcast))
         .route("/admin/shutdown", post(admin_shutdown))
         .route("/admin/ask", post(admin_ask))

@@ -30,15 +30,68 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type of every response the hub produces.
 pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 
-/// A hub as a `tower::Service<http::Request<B>>`; get one from [`Hub::service`](crate::Hub::service).
+/// A hub as a `tower::Service<http::Request<B>>`; get one from [`Hub::service`](crate::Hub::service),
+/// or from [`Hub::service_with`](crate::Hub::service_with) for one path of several.
 #[derive(Clone)]
 pub struct HubService {
     hub: Arc<HubShared>,
+    /// The transports this endpoint serves and offers in negotiate.
+    transports: Arc<[TransportKind]>,
 }
 
 impl HubService {
-    pub(crate) fn new(hub: Arc<HubShared>) -> Self {
-        HubService { hub }
+    pub(crate) fn new(hub: Arc<HubShared>, options: Option<EndpointOptions>) -> Self {
+        let transports = match options {
+            Some(options) => options.transports.into(),
+            None => hub.options.transports.clone().into(),
+        };
+        HubService { hub, transports }
+    }
+}
+
+/// Options of one endpoint when a hub is mounted at several paths (`MapHub<THub>(path,
+/// options)` in ASP.NET Core): every endpoint shares the hub's methods, registry, groups and
+/// [`HubContext`](crate::HubContext); each may serve its own transports.
+///
+/// ```
+/// use signalr_core::{EndpointOptions, Hub, TransportKind};
+///
+/// let hub = Hub::builder().build();
+/// let everything = hub.service();
+/// let without_websockets = hub.service_with(
+///     EndpointOptions::new().transports([TransportKind::ServerSentEvents, TransportKind::LongPolling]),
+/// );
+/// # let _ = (everything, without_websockets);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct EndpointOptions {
+    transports: Vec<TransportKind>,
+}
+
+impl Default for EndpointOptions {
+    fn default() -> Self {
+        EndpointOptions::new()
+    }
+}
+
+impl EndpointOptions {
+    /// Every transport.
+    pub fn new() -> Self {
+        EndpointOptions {
+            transports: TransportKind::ALL.to_vec(),
+        }
+    }
+
+    /// The transports this endpoint serves and offers in negotiate (the others answer 404,
+    /// as in the reference). Panics on an empty list: an endpoint needs one.
+    pub fn transports(mut self, transports: impl IntoIterator<Item = TransportKind>) -> Self {
+        self.transports = transports.into_iter().collect();
+        assert!(
+            !self.transports.is_empty(),
+            "an endpoint needs at least one transport"
+        );
+        self
     }
 }
 
@@ -57,6 +110,7 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let hub = self.hub.clone();
+        let transports = self.transports.clone();
         Box::pin(async move {
             let origin = cors::allowed_origin(&hub.options, &request);
             let query = Query::parse(request.uri().query());
@@ -79,7 +133,7 @@ where
                 authorize(&hub, auth_request).await
             };
             let mut response = match identity {
-                Ok(identity) => route(hub, request, query, identity).await,
+                Ok(identity) => route(hub, &transports, request, query, identity).await,
                 Err(refusal) => refusal,
             };
             if let Some(origin) = origin {
@@ -137,6 +191,7 @@ fn empty(status: StatusCode) -> Response<ResponseBody> {
 
 async fn route<B>(
     hub: Arc<HubShared>,
+    transports: &[TransportKind],
     request: Request<B>,
     query: Query,
     identity: Option<Identity>,
@@ -156,7 +211,7 @@ where
     }
     if is_negotiate {
         return match method {
-            Method::POST => negotiate::negotiate(&hub, &query),
+            Method::POST => negotiate::negotiate(&hub, &query, transports),
             _ => text(StatusCode::METHOD_NOT_ALLOWED, ""),
         };
     }
@@ -168,7 +223,7 @@ where
     }
     match method {
         Method::GET if websocket::is_upgrade(&request) => {
-            websocket::upgrade(hub, request, query, identity)
+            websocket::upgrade(hub, transports, request, query, identity)
         }
         Method::GET => {
             let transport = if event_stream {
@@ -176,7 +231,7 @@ where
             } else {
                 TransportKind::LongPolling
             };
-            if !hub.options.transports.contains(&transport) {
+            if !transports.contains(&transport) {
                 return transport_disabled(transport);
             }
             let Some(token) = query.id else {
@@ -197,7 +252,7 @@ where
             None => text(StatusCode::BAD_REQUEST, "Connection ID required"),
         },
         Method::DELETE => match query.id {
-            Some(token) => streaming::delete(&hub, &token).await,
+            Some(token) => streaming::delete(&hub, transports, &token).await,
             None => text(StatusCode::BAD_REQUEST, "Connection ID required"),
         },
         _ => text(StatusCode::METHOD_NOT_ALLOWED, ""),

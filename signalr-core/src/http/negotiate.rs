@@ -77,7 +77,11 @@ pub(super) async fn adopt_portable_token(hub: &Arc<HubShared>, token: &str) {
     );
 }
 
-pub(super) fn negotiate(hub: &Arc<HubShared>, query: &Query) -> Response<ResponseBody> {
+pub(super) fn negotiate(
+    hub: &Arc<HubShared>,
+    query: &Query,
+    served: &[TransportKind],
+) -> Response<ResponseBody> {
     if hub.shutting_down.is_cancelled() {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -130,7 +134,7 @@ pub(super) fn negotiate(hub: &Arc<HubShared>, query: &Query) -> Response<Respons
 
     let transports: Vec<_> = TransportKind::ALL
         .iter()
-        .filter(|t| hub.options.transports.contains(t))
+        .filter(|t| served.contains(t))
         .map(|t| {
             json!({
                 "transport": t.as_str(),

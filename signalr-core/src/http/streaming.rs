@@ -302,8 +302,12 @@ where
 }
 
 /// `DELETE {hub}?id=...`: the long-polling client is leaving.
-pub(super) async fn delete(hub: &HubShared, token: &str) -> Response<ResponseBody> {
-    if !hub.options.transports.contains(&TransportKind::LongPolling) {
+pub(super) async fn delete(
+    hub: &HubShared,
+    served: &[TransportKind],
+    token: &str,
+) -> Response<ResponseBody> {
+    if !served.contains(&TransportKind::LongPolling) {
         return transport_disabled(TransportKind::LongPolling);
     }
     let Some(connection) = hub.connections.get(token) else {

@@ -29,6 +29,7 @@ pub(super) fn is_upgrade<B>(request: &Request<B>) -> bool {
 
 pub(super) fn upgrade<B>(
     hub: Arc<HubShared>,
+    served: &[TransportKind],
     mut request: Request<B>,
     query: Query,
     identity: Option<Identity>,
@@ -55,7 +56,7 @@ pub(super) fn upgrade<B>(
         );
     }
 
-    if !hub.options.transports.contains(&TransportKind::WebSockets) {
+    if !served.contains(&TransportKind::WebSockets) {
         return transport_disabled(TransportKind::WebSockets);
     }
     let (connection_id, token, reattach) = match query.id {

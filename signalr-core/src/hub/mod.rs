@@ -88,7 +88,14 @@ impl Hub {
     /// The HTTP side of the hub as a `tower::Service`, to mount at any path of an axum
     /// `Router` (`nest_service`) or to serve with plain hyper.
     pub fn service(&self) -> HubService {
-        HubService::new(self.shared.clone())
+        HubService::new(self.shared.clone(), None)
+    }
+
+    /// The same hub as another endpoint with its own options (transports), for mounting it
+    /// at several paths: every endpoint shares one registry, its groups and one
+    /// [`HubContext`]; a client negotiated at one path uses that path's transports.
+    pub fn service_with(&self, options: crate::http::EndpointOptions) -> HubService {
+        HubService::new(self.shared.clone(), Some(options))
     }
 
     #[cfg(feature = "test-util")]
