@@ -379,6 +379,7 @@ mod hub;
 mod id;
 mod lifetime;
 mod options;
+pub use options::HubOptions;
 mod request;
 mod serve;
 #[cfg(feature = "test-util")]

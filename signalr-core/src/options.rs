@@ -6,15 +6,34 @@ use std::time::Duration;
 use crate::protocol::Protocol;
 use crate::transport::TransportKind;
 
-/// Everything configurable about a hub; set through [`HubBuilder`](crate::HubBuilder).
-#[derive(Debug, Clone)]
-pub(crate) struct HubOptions {
+/// Everything configurable about a hub, with its defaults: the one place they are
+/// documented. Set fields one by one on [`HubBuilder`](crate::HubBuilder), or all at once with
+/// [`HubBuilder::options`](crate::HubBuilder::options); read them back with
+/// [`Hub::options`](crate::Hub::options). New options may be added in any release, so the
+/// struct is built from `HubOptions::default()`:
+///
+/// ```
+/// use std::time::Duration;
+/// use signalr_core::{Hub, HubOptions};
+///
+/// let mut options = HubOptions::default();
+/// options.keep_alive_interval = Duration::from_secs(10);
+/// options.client_timeout = Duration::from_secs(20);
+/// let hub = Hub::builder().options(options).build();
+/// assert_eq!(hub.options().client_timeout, Duration::from_secs(20));
+/// ```
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct HubOptions {
     /// Time a client has to send its handshake after the transport opens. Default 15 s.
     pub handshake_timeout: Duration,
-    /// Interval of server Pings on an otherwise idle connection. Default 15 s.
+    /// A Ping is sent when nothing was written to a connection for this long (not on long
+    /// polling, where each poll is its own keep-alive). Default 15 s.
     pub keep_alive_interval: Duration,
-    /// Close a connection when nothing arrives for this long, counted from the handshake (the
-    /// reference waits for the first Ping). Default 30 s.
+    /// Close a connection when no complete message arrives for this long, counted from the
+    /// handshake and then from the last complete message (the reference waits for the first
+    /// Ping). Not on long polling: a client that stops polling is let go after the
+    /// disconnect timeout instead. Default 30 s.
     pub client_timeout: Duration,
     /// Largest record a client may send, in bytes; larger ones close the connection.
     /// Default 32 KiB.
@@ -65,8 +84,57 @@ pub(crate) struct HubOptions {
     /// Bytes buffered before a WebSocket write is pushed to the socket. Default 8 KiB.
     pub websocket_write_buffer_size: usize,
     /// Signs connection tokens so that every process holding the key accepts them. Default
-    /// none (random tokens, valid on the negotiating process only, as in the reference).
-    pub portable_token_key: Option<std::sync::Arc<[u8]>>,
+    /// none (random tokens, valid on the negotiating process only, as in the reference). Set
+    /// with [`HubBuilder::portable_connection_tokens`](crate::HubBuilder::portable_connection_tokens);
+    /// never printed.
+    pub(crate) portable_token_key: Option<std::sync::Arc<[u8]>>,
+}
+
+/// Every option but the token key, which is a secret.
+impl std::fmt::Debug for HubOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubOptions")
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("keep_alive_interval", &self.keep_alive_interval)
+            .field("client_timeout", &self.client_timeout)
+            .field("max_receive_message_size", &self.max_receive_message_size)
+            .field("enable_detailed_errors", &self.enable_detailed_errors)
+            .field("max_parallel_invocations", &self.max_parallel_invocations)
+            .field("outbound_queue_capacity", &self.outbound_queue_capacity)
+            .field("send_timeout", &self.send_timeout)
+            .field("disconnect_timeout", &self.disconnect_timeout)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("protocols", &self.protocols)
+            .field("transports", &self.transports)
+            .field("long_poll_timeout", &self.long_poll_timeout)
+            .field("long_poll_buffer", &self.long_poll_buffer)
+            .field("cors_origins", &self.cors_origins)
+            .field("max_pending_negotiations", &self.max_pending_negotiations)
+            .field("stream_buffer_capacity", &self.stream_buffer_capacity)
+            .field("client_result_timeout", &self.client_result_timeout)
+            .field("allow_stateful_reconnect", &self.allow_stateful_reconnect)
+            .field(
+                "stateful_reconnect_buffer_size",
+                &self.stateful_reconnect_buffer_size,
+            )
+            .field(
+                "close_on_authentication_expiration",
+                &self.close_on_authentication_expiration,
+            )
+            .field(
+                "websocket_read_buffer_size",
+                &self.websocket_read_buffer_size,
+            )
+            .field(
+                "websocket_write_buffer_size",
+                &self.websocket_write_buffer_size,
+            )
+            .field(
+                "portable_token_key",
+                &self.portable_token_key.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 impl Default for HubOptions {

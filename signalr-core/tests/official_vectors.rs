@@ -102,6 +102,7 @@ fn message_json(message: &InboundMessage) -> Value {
             out.insert("sequenceId".into(), json!(id));
         }
         Message::Ping => {}
+        other => panic!("a message kind this test does not know: {other:?}"),
     }
     Value::Object(out)
 }

@@ -854,6 +854,11 @@ impl Backplane for RedisBackplane {
                 }
                 Audience::User(user) => (inner.channels.user(user), &[], true),
                 Audience::Connection(id) => (inner.channels.connection(id), &[], false),
+                _ => {
+                    return Err(signalr_core::Error::backplane(
+                        "an audience this backplane does not know",
+                    ))
+                }
             };
             let payload = Inner::invocation_payload(excluded, message, None);
             inner.publish_raw(&channel, payload, echo).await.map(drop)

@@ -108,6 +108,11 @@ impl Hub {
         HubContext::new(self.shared.clone())
     }
 
+    /// The hub's options, as built.
+    pub fn options(&self) -> &HubOptions {
+        &self.shared.options
+    }
+
     /// How many connections are open right now (on this process).
     pub fn connection_count(&self) -> usize {
         self.shared.registry.len()
@@ -204,6 +209,22 @@ impl HubBuilder {
         self
     }
 
+    /// Sets every option at once (see [`HubOptions`] for each one and its default). A key set
+    /// with [`portable_connection_tokens`](Self::portable_connection_tokens) is kept.
+    pub fn options(mut self, mut options: HubOptions) -> Self {
+        options.portable_token_key = self.options.portable_token_key.take();
+        assert!(
+            !options.protocols.is_empty(),
+            "a hub needs at least one protocol"
+        );
+        assert!(
+            !options.transports.is_empty(),
+            "a hub needs at least one transport"
+        );
+        self.options = options;
+        self
+    }
+
     /// Sets application state (a database pool, configuration) that every method can take
     /// as a [`State<S>`] parameter, and hooks and other code can read with
     /// [`Context::state`] and [`HubContext::state`]. One value per type; several types may be
@@ -221,14 +242,15 @@ impl HubBuilder {
     }
 
     /// Items buffered per upload stream; past it the server stops reading from that client until
-    /// the method consumes (`StreamBufferCapacity`). Default 10.
+    /// the method consumes (`StreamBufferCapacity`). The default is documented on
+    /// [`HubOptions::stream_buffer_capacity`].
     pub fn stream_buffer_capacity(mut self, items: usize) -> Self {
         self.options.stream_buffer_capacity = items.max(1);
         self
     }
 
-    /// How long [`ClientProxy::invoke`] waits for a client's result before failing with a
-    /// timeout. Default 30 s.
+    /// How long [`ClientProxy::invoke`] waits for a client's result before failing with a timeout.
+    /// The default is documented on [`HubOptions::client_result_timeout`].
     pub fn client_result_timeout(mut self, timeout: Duration) -> Self {
         self.options.client_result_timeout = timeout;
         self
@@ -236,17 +258,18 @@ impl HubBuilder {
 
     /// Offer stateful reconnect to clients that ask for it (`withStatefulReconnect()`), over
     /// WebSockets: when a client's socket drops, its connection (id, groups, user, running
-    /// invocations and streams) waits for it for the disconnect timeout, and on its return
-    /// every message it missed is replayed, with nothing lost or duplicated in either
-    /// direction. Default off, like `AllowStatefulReconnects`.
+    /// invocations and streams) waits for it for the disconnect timeout, and on its return every
+    /// message it missed is replayed, with nothing lost or duplicated in either direction. The
+    /// default is documented on [`HubOptions::allow_stateful_reconnect`].
     pub fn allow_stateful_reconnect(mut self, allowed: bool) -> Self {
         self.options.allow_stateful_reconnect = allowed;
         self
     }
 
     /// Bytes of sent messages kept until the client acknowledges them, for replay after a
-    /// reconnect. Past it, sends to that client wait for its acknowledgements (the queue then
-    /// fills and slow-client handling applies). Default 100,000, like the reference.
+    /// reconnect. Past it, sends to that client wait for its acknowledgements (the queue then fills
+    /// and slow-client handling applies). The default is documented on
+    /// [`HubOptions::stateful_reconnect_buffer_size`].
     pub fn stateful_reconnect_buffer_size(mut self, bytes: usize) -> Self {
         self.options.stateful_reconnect_buffer_size = bytes.max(1);
         self
@@ -277,9 +300,9 @@ impl HubBuilder {
         self
     }
 
-    /// Close a connection when its identity's credentials expire ([`Identity::expires_at`]),
-    /// with a Close carrying the reason and allowing reconnection (so the client returns with
-    /// a fresh token). Default off, like `CloseOnAuthenticationExpiration`.
+    /// Close a connection when its identity's credentials expire ([`Identity::expires_at`]), with a
+    /// Close carrying the reason and allowing reconnection (so the client returns with a fresh
+    /// token). The default is documented on [`HubOptions::close_on_authentication_expiration`].
     pub fn close_on_authentication_expiration(mut self, enabled: bool) -> Self {
         self.options.close_on_authentication_expiration = enabled;
         self
@@ -315,71 +338,80 @@ impl HubBuilder {
         self
     }
 
-    /// Time a client has to complete the handshake. Default 15 s.
+    /// Time a client has to complete the handshake. The default is documented on
+    /// [`HubOptions::handshake_timeout`].
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.options.handshake_timeout = timeout;
         self
     }
 
-    /// Interval of server pings on an idle connection. Default 15 s.
+    /// Interval of server pings on an idle connection. The default is documented on
+    /// [`HubOptions::keep_alive_interval`].
     pub fn keep_alive_interval(mut self, interval: Duration) -> Self {
         self.options.keep_alive_interval = interval;
         self
     }
 
-    /// Close a client that sends nothing (not even a ping) for this long. Default 30 s.
+    /// Close a client that sends nothing (not even a ping) for this long. The default is documented
+    /// on [`HubOptions::client_timeout`].
     pub fn client_timeout(mut self, timeout: Duration) -> Self {
         self.options.client_timeout = timeout;
         self
     }
 
-    /// Largest message a client may send, in bytes; past it the connection is closed with an
-    /// error. Default 32 KiB.
+    /// Largest message a client may send, in bytes; past it the connection is closed with an error.
+    /// The default is documented on [`HubOptions::max_receive_message_size`].
     pub fn max_receive_message_size(mut self, bytes: usize) -> Self {
         self.options.max_receive_message_size = bytes;
         self
     }
 
-    /// Show error details (error types and messages) to clients. Default off.
+    /// Show error details (error types and messages) to clients. The default is documented on
+    /// [`HubOptions::enable_detailed_errors`].
     pub fn enable_detailed_errors(mut self, enabled: bool) -> Self {
         self.options.enable_detailed_errors = enabled;
         self
     }
 
-    /// Non-streaming invocations one client may have running at once; while all are busy the
-    /// server stops reading from that client. Default 1.
+    /// Non-streaming invocations one client may have running at once; while all are busy the server
+    /// stops reading from that client. The default is documented on
+    /// [`HubOptions::max_parallel_invocations`].
     pub fn max_parallel_invocations(mut self, limit: usize) -> Self {
         self.options.max_parallel_invocations = limit.max(1);
         self
     }
 
-    /// Records that may wait in one connection's outbound queue; a client whose queue is full
-    /// when a multi-client send arrives is closed as too slow. Default 1,024.
+    /// Records that may wait in one connection's outbound queue; a client whose queue is full when
+    /// a multi-client send arrives is closed as too slow. The default is documented on
+    /// [`HubOptions::outbound_queue_capacity`].
     pub fn outbound_queue_capacity(mut self, records: usize) -> Self {
         self.options.outbound_queue_capacity = records.max(1);
         self
     }
 
-    /// How long a send to a single client waits for queue space before that client is closed
-    /// as too slow. Default 10 s.
+    /// How long a send to a single client waits for queue space before that client is closed as too
+    /// slow. The default is documented on [`HubOptions::send_timeout`].
     pub fn send_timeout(mut self, timeout: Duration) -> Self {
         self.options.send_timeout = timeout;
         self
     }
 
-    /// How long a negotiated connection may wait for its transport. Default 15 s.
+    /// How long a negotiated connection may wait for its transport. The default is documented on
+    /// [`HubOptions::disconnect_timeout`].
     pub fn disconnect_timeout(mut self, timeout: Duration) -> Self {
         self.options.disconnect_timeout = timeout;
         self
     }
 
-    /// How long [`Hub::shutdown`] waits for clients to leave. Default 5 s.
+    /// How long [`Hub::shutdown`] waits for clients to leave. The default is documented on
+    /// [`HubOptions::shutdown_timeout`].
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.options.shutdown_timeout = timeout;
         self
     }
 
-    /// The hub protocols offered to clients. Default: JSON and MessagePack.
+    /// The hub protocols offered to clients. The default is documented on
+    /// [`HubOptions::protocols`].
     ///
     /// # Panics
     /// When `protocols` is empty.
@@ -390,8 +422,8 @@ impl HubBuilder {
         self
     }
 
-    /// The transports offered and served. Default: WebSockets, Server-Sent Events and long
-    /// polling. A request for a transport left out gets 404, as in the reference.
+    /// The transports offered and served. A request for a transport left out gets 404, as in the
+    /// reference. The default is documented on [`HubOptions::transports`].
     ///
     /// # Panics
     /// When `transports` is empty.
@@ -402,15 +434,16 @@ impl HubBuilder {
         self
     }
 
-    /// How long a long poll waits for data before answering empty (the client then polls
-    /// again). Default 90 s.
+    /// How long a long poll waits for data before answering empty (the client then polls again).
+    /// The default is documented on [`HubOptions::long_poll_timeout`].
     pub fn long_poll_timeout(mut self, timeout: Duration) -> Self {
         self.options.long_poll_timeout = timeout;
         self
     }
 
-    /// Origins allowed to connect from browsers on other sites (CORS with credentials, as the
-    /// JS client sends them). `"*"` allows any origin. Default: none.
+    /// Origins allowed to connect from browsers on other sites (CORS with credentials, as the JS
+    /// client sends them). `"*"` allows any origin. The default is documented on
+    /// [`HubOptions::cors_origins`].
     pub fn cors_allowed_origins<I, S>(mut self, origins: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -420,8 +453,9 @@ impl HubBuilder {
         self
     }
 
-    /// Negotiated connections that may wait for their transport at once; past it negotiate
-    /// answers 503 (a flood of negotiations cannot grow memory without bound). Default 100,000.
+    /// Negotiated connections that may wait for their transport at once; past it negotiate answers
+    /// 503 (a flood of negotiations cannot grow memory without bound). The default is documented on
+    /// [`HubOptions::max_pending_negotiations`].
     pub fn max_pending_negotiations(mut self, limit: usize) -> Self {
         self.options.max_pending_negotiations = limit;
         self

@@ -63,6 +63,7 @@ impl SerializedMessage {
 
 /// Who a publication is for, on the other processes.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub enum Audience<'a> {
     /// Every connection but the excluded ones.
     All {
@@ -107,6 +108,7 @@ impl ConnectionInfo {
 
 /// A question about who is connected, across every process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PresenceQuery<'a> {
     /// User ids with at least one connection.
     OnlineUsers,

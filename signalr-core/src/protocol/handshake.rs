@@ -17,6 +17,7 @@ pub struct HandshakeRequest {
 
 /// Why a handshake could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum HandshakeError {
     /// More than the size limit arrived without a record separator.
     #[error("Handshake was canceled.")]

@@ -48,6 +48,7 @@ pub type InboundMessage = Message<Arguments, Payload>;
 /// One hub message. `A` is the argument list (serialized as an array), `V` a single value
 /// (a stream item or a completion result).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Message<A, V> {
     /// Type 1: call a method on the other side.
     Invocation(Invocation<A>),
@@ -179,6 +180,7 @@ impl TransferFormat {
 /// A failure to decode or encode hub messages. Any decode error is fatal to the connection
 /// (the reference closes it too); the message says what was wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProtocolError {
     /// A record exceeded the configured maximum size.
     #[error("The maximum message size of {limit}B was exceeded.")]
@@ -232,6 +234,7 @@ pub trait HubProtocol {
 
 /// The protocols this crate implements, for choosing one at run time (from the handshake).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Protocol {
     /// The JSON hub protocol (`json`).
     Json,

@@ -15,6 +15,7 @@ use crate::protocol::TransferFormat;
 
 /// The transports a hub can serve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum TransportKind {
     /// Full-duplex WebSockets.
     WebSockets,
