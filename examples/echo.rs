@@ -35,15 +35,8 @@ async fn broadcast(context: Context, clients: Clients, text: String) -> Result<(
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> std::io::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-
-    let hub = Hub::builder()
+fn hub() -> Hub {
+    Hub::builder()
         .method("Echo", echo)
         .method("Broadcast", broadcast)
         .on_connected(|context: Context| async move {
@@ -52,7 +45,18 @@ async fn main() -> std::io::Result<()> {
         .on_disconnected(|context: Context, error: Option<String>| async move {
             tracing::info!(connection = context.connection_id(), ?error, "disconnected");
         })
-        .build();
+        .build()
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+
+    let hub = hub();
 
     // Pushing from outside the hub: a timer with a HubContext handle.
     let context = hub.context();
@@ -72,4 +76,35 @@ async fn main() -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     tracing::info!("echo hub listening on http://{addr}/echo (Ctrl-C to stop)");
     signalr_core::serve(listener, "/echo", hub).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use signalr_core::test_util::TestClient;
+
+    #[tokio::test(start_paused = true)]
+    async fn echo_answers_the_caller_and_broadcast_reaches_everyone() {
+        let hub = hub();
+        let mut alice = TestClient::connect(&hub).await.unwrap();
+        let mut bob = TestClient::connect(&hub).await.unwrap();
+        let echoed: String = alice.invoke("Echo", ("hello",)).await.unwrap();
+        assert_eq!(echoed, "hello");
+        alice.invoke::<()>("Broadcast", ("hi all",)).await.unwrap();
+        for client in [&mut alice, &mut bob] {
+            let (target, args) = client.recv_invocation().await.unwrap();
+            assert_eq!(target, "Broadcast");
+            assert_eq!(args.0[1].deserialize::<String>().unwrap(), "hi all");
+        }
+        assert_eq!(
+            bob.invoke::<()>("Broadcast", ("  ",)).await,
+            Err("An unexpected error occurred invoking 'Broadcast' on the server. HubException: Empty messages are not broadcast.".to_owned())
+        );
+    }
+
+    #[tokio::test]
+    async fn the_served_example_answers_negotiate() {
+        let addr = signalr_examples::serve_on_free_port("/echo", hub()).await;
+        signalr_examples::assert_negotiates(addr, "/echo").await;
+    }
 }
