@@ -176,13 +176,8 @@ fn hub(timing: Timing, rate_limit: RateLimit) -> Hub {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    signalr_examples::init_logging();
-    let addr = signalr_examples::listen_addr(5000);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    println!("filters example: http://{addr}{HUB_PATH} (Ctrl-C to stop)");
     let hub = hub(Timing::default(), RateLimit::default());
-    signalr_core::serve_with_shutdown(listener, HUB_PATH, hub, signalr_core::shutdown_signal())
-        .await
+    signalr_examples::serve_example("filters", HUB_PATH, hub).await
 }
 
 #[cfg(test)]

@@ -25,6 +25,16 @@ pub fn init_logging() {
         .init();
 }
 
+/// What every example's `main` does: logging, then `hub` at `path` on [`listen_addr`] (port
+/// 5000 unless `PORT` says otherwise) until Ctrl-C or SIGTERM.
+pub async fn serve_example(name: &str, path: &str, hub: Hub) -> std::io::Result<()> {
+    init_logging();
+    let addr = listen_addr(5000);
+    let listener = TcpListener::bind(addr).await?;
+    println!("{name} example: http://{addr}{path} (Ctrl-C to stop)");
+    signalr_core::serve_with_shutdown(listener, path, hub, signalr_core::shutdown_signal()).await
+}
+
 /// Sends one HTTP/1.1 request with no body over a fresh socket (as a client's negotiate does)
 /// and returns the status code and body. The examples' tests use it to prove that the served
 /// example answers.

@@ -75,11 +75,7 @@ fn hub(notes: Notes) -> Hub {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    signalr_examples::init_logging();
-    let addr = signalr_examples::listen_addr(5000);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    println!("notes hub on http://{addr}/notes (Ctrl-C to stop)");
-    signalr_core::serve(listener, "/notes", hub(Notes::default())).await
+    signalr_examples::serve_example("notes", "/notes", hub(Notes::default())).await
 }
 
 #[cfg(test)]

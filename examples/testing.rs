@@ -52,12 +52,7 @@ fn hub() -> Hub {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    signalr_examples::init_logging();
-    let addr = signalr_examples::listen_addr(5000);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    println!("testing example: http://{addr}{HUB_PATH} (Ctrl-C to stop)");
-    signalr_core::serve_with_shutdown(listener, HUB_PATH, hub(), signalr_core::shutdown_signal())
-        .await
+    signalr_examples::serve_example("testing", HUB_PATH, hub()).await
 }
 
 #[cfg(test)]

@@ -50,7 +50,6 @@ fn hub() -> Hub {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    signalr_examples::init_logging();
     let hub = hub();
     // From outside a method: the same declarations through a typed hub context.
     let room = hub.context().typed::<RoomClient>();
@@ -61,10 +60,7 @@ async fn main() -> std::io::Result<()> {
             let _ = room.all().send(RoomClient::Tick { count }).await;
         }
     });
-    let addr = signalr_examples::listen_addr(5000);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    println!("room hub on http://{addr}/room (Ctrl-C to stop)");
-    signalr_core::serve(listener, "/room", hub).await
+    signalr_examples::serve_example("typed clients", "/room", hub).await
 }
 
 #[cfg(test)]

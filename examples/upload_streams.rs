@@ -80,12 +80,7 @@ fn hub() -> Hub {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    signalr_examples::init_logging();
-    let addr = signalr_examples::listen_addr(5000);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    println!("upload streams example: http://{addr}{HUB_PATH} (Ctrl-C to stop)");
-    signalr_core::serve_with_shutdown(listener, HUB_PATH, hub(), signalr_core::shutdown_signal())
-        .await
+    signalr_examples::serve_example("upload streams", HUB_PATH, hub()).await
 }
 
 #[cfg(test)]
