@@ -142,11 +142,10 @@ impl ConnectionMachine {
         self.replay.is_some()
     }
 
-    /// Bytes from the transport, in any chunking.
+    /// Bytes from the transport, in any chunking. Taken even after the end, so that
+    /// [`client_close_in_input`](Self::client_close_in_input) can find a Close that arrived
+    /// just before the transport went (the driver stops reading at the end).
     pub(crate) fn handle_bytes(&mut self, chunk: Bytes) {
-        if self.phase == Phase::Ended {
-            return;
-        }
         if self.input.is_empty() {
             // Usually the chunk is uniquely owned: take it without a copy.
             self.input = chunk
@@ -756,6 +755,18 @@ mod tests {
         machine.handle_timeout(t0 + 35 * SECOND);
         assert!(machine.is_ended());
         assert!(machine.ending().unwrap().close.is_none());
+    }
+
+    #[test]
+    fn a_client_close_that_arrives_as_the_server_closes_is_still_found() {
+        let (mut machine, _t0) = open(TransportKind::ServerSentEvents, false);
+        // The SSE response went away first (the server closes), then the POSTed Close is read.
+        machine.close(Close::default(), None);
+        machine.handle_bytes(Bytes::from_static(b"{\"type\":7,\"error\":\"bye\"}\x1e"));
+        assert_eq!(
+            machine.client_close_in_input(),
+            Some(Some("bye".to_owned()))
+        );
     }
 
     #[test]
