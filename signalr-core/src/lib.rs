@@ -262,6 +262,10 @@
 //! plain hyper (WebSocket upgrades need hyper's `serve_connection_with_upgrades`).
 //! [`Hub::shutdown`] closes every connection with `allowReconnect: true` and waits for them.
 //!
+//! **Raw connections** ([`ConnectionHandler`], `MapConnectionHandler` in ASP.NET Core) use
+//! negotiate and the same three transports with no handshake and no hub protocol: a handler
+//! runs once per connection and reads and writes bytes ([`RawConnection`]), mounted like a hub.
+//!
 //! # Transports
 //! All three are served by default; [`HubBuilder::transports`] narrows the set (negotiate then
 //! offers only those, and requests for the others get 404 as in the reference). Whatever the
@@ -380,6 +384,7 @@ mod id;
 mod lifetime;
 mod options;
 pub use options::HubOptions;
+mod raw;
 mod request;
 mod serve;
 #[cfg(feature = "test-util")]
@@ -400,6 +405,7 @@ pub use hub::{
     ViaArgument, ViaContext, ViaPayload, ViaResult, ViaStream, ViaTryStream, ViaTryStreamResult,
     ViaUpload, ViaValue,
 };
+pub use raw::{ConnectionHandler, RawConnection, RawSender};
 pub use request::{HttpRequest, RemoteAddr};
 pub use serve::{serve, serve_with_shutdown, shutdown_signal};
 pub use transport::TransportKind;

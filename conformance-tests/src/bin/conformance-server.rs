@@ -774,6 +774,18 @@ async fn main() -> std::io::Result<()> {
     };
     let app = Router::new()
         .nest_service("/hub", hub.service())
+        // A raw connection endpoint: bytes back as they came, no hub protocol.
+        .nest_service(
+            "/echo",
+            signalr_core::ConnectionHandler::new(|mut connection| async move {
+                while let Some(data) = connection.recv().await {
+                    if connection.send(data).await.is_err() {
+                        break;
+                    }
+                }
+            })
+            .service(),
+        )
         // The same hub again, long polling and Server-Sent Events only (one registry).
         .nest_service(
             "/hub-nowebsockets",

@@ -236,7 +236,27 @@ fn spawn_connection<S: TransportSink>(
 ) {
     let hub = hub.clone();
     tokio::spawn(async move {
-        connection::run(hub.clone(), params, InboundStream(inbound), sink, None).await;
+        match &hub.raw {
+            Some(handler) => {
+                let ConnectionParams {
+                    connection_id,
+                    transport,
+                    request,
+                    ..
+                } = params;
+                crate::raw::run(
+                    handler.clone(),
+                    connection_id,
+                    transport,
+                    request,
+                    hub.options.send_timeout,
+                    InboundStream(inbound),
+                    sink,
+                )
+                .await
+            }
+            None => connection::run(hub.clone(), params, InboundStream(inbound), sink, None).await,
+        }
         if let Some(connection) = hub.connections.get(&token) {
             connection.mark_closed();
         }

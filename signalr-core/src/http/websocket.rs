@@ -108,7 +108,27 @@ pub(super) fn upgrade<B>(
                     identity,
                     request: Some(request),
                 };
-                connection::run(hub.clone(), params, stream, sink, reattach).await;
+                match &hub.raw {
+                    Some(handler) => {
+                        let ConnectionParams {
+                            connection_id,
+                            transport,
+                            request,
+                            ..
+                        } = params;
+                        crate::raw::run(
+                            handler.clone(),
+                            connection_id,
+                            transport,
+                            request,
+                            hub.options.send_timeout,
+                            stream,
+                            sink,
+                        )
+                        .await
+                    }
+                    None => connection::run(hub.clone(), params, stream, sink, reattach).await,
+                }
             }
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
         }

@@ -150,6 +150,7 @@ pub struct HubBuilder {
     filters: Vec<Arc<dyn HubFilter>>,
     backplane: Option<Arc<dyn Backplane>>,
     state: http::Extensions,
+    raw: Option<crate::raw::RawHandler>,
 }
 
 type UserIdProvider = Arc<dyn Fn(&Identity) -> Option<String> + Send + Sync>;
@@ -206,6 +207,12 @@ impl HubBuilder {
             policy,
         };
         self.methods.push((name.to_owned(), method));
+        self
+    }
+
+    /// Makes this a raw connection endpoint ([`ConnectionHandler`](crate::ConnectionHandler)).
+    pub(crate) fn raw_handler(mut self, handler: crate::raw::RawHandler) -> Self {
+        self.raw = Some(handler);
         self
     }
 
@@ -521,6 +528,7 @@ impl HubBuilder {
                 shutting_down: CancellationToken::new(),
                 backplane: self.backplane,
                 state: self.state,
+                raw: self.raw,
             }),
         };
         if let Some(backplane) = &hub.shared.backplane {
@@ -566,6 +574,8 @@ pub(crate) struct HubShared {
     pub(crate) backplane: Option<Arc<dyn Backplane>>,
     /// Application state, by type (`HubBuilder::with_state`).
     pub(crate) state: http::Extensions,
+    /// Set for a raw connection endpoint: its transports run this instead of the hub.
+    pub(crate) raw: Option<crate::raw::RawHandler>,
 }
 
 impl HubShared {
