@@ -9,7 +9,7 @@
 //!   `nameid=testuser`, valid 5 s); anonymous negotiates get the reference's bare 401.
 //! - `/echo`: a raw connection sending back what it receives, for clients that carry the
 //!   `testCookie` set by negotiate (others are dropped at once, as the reference does).
-//! - `/echoredirect/...` answers 302 to the same path under `/echo`; `/redirect/negotiate`
+//! - `/echoredirect/...` answers 307 (the method kept) to the same path under `/echo`; `/redirect/negotiate`
 //!   answers a redirect negotiate to `<baseUrl>/testHub?numRedirects=N` (N counts redirects).
 //! - Every negotiate sets `testCookie=testValue`, `testCookie2=testValue2` and an expired
 //!   `expiredCookie`; `/bad-negotiate/...` answers 400 `Some response from server`.
@@ -24,7 +24,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::Router;
 use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -334,15 +334,26 @@ async fn bad_negotiate() -> (StatusCode, &'static str) {
     (StatusCode::BAD_REQUEST, "Some response from server")
 }
 
-/// `/echoredirect/<rest>?<query>` -> 302 to `/echo/<rest>?<query>`.
+/// `/echoredirect/<rest>?<query>` -> 307 (a POST stays a POST) to `/echo/<rest>?<query>`.
 async fn echo_redirect(request: Request) -> Response {
-    let path = request.uri().path().replacen("/echoredirect", "/echo", 1);
-    let target = match request.uri().query() {
-        Some(query) => format!("{path}?{query}"),
-        None => path,
-    };
+    let mut target = request.uri().path().replacen("/echoredirect", "/echo", 1);
+    if let Some(query) = request.uri().query() {
+        target = format!("{target}?{query}");
+    }
+    // Absolute where the Host is known: Node's EventSource cannot resolve a relative Location.
+    if let Some(host) = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+    {
+        target = format!("http://{host}{target}");
+    }
     match HeaderValue::from_str(&target) {
-        Ok(location) => (StatusCode::FOUND, [(header::LOCATION, location)]).into_response(),
+        Ok(location) => (
+            StatusCode::TEMPORARY_REDIRECT,
+            [(header::LOCATION, location)],
+        )
+            .into_response(),
         Err(_) => StatusCode::BAD_REQUEST.into_response(),
     }
 }
@@ -404,10 +415,9 @@ async fn main() -> std::io::Result<()> {
         )
         .nest_service("/authorizedhub", authorized.service())
         .nest_service("/echo", echo_handler().service())
-        .route(
-            "/echoredirect/{*rest}",
-            get(echo_redirect).post(echo_redirect),
-        )
+        // The bare path too: the transport requests go to the URL the client was given.
+        .route("/echoredirect", any(echo_redirect))
+        .route("/echoredirect/{*rest}", any(echo_redirect))
         .route("/redirect/negotiate", get(redirect).post(redirect))
         .route(
             "/bad-negotiate/negotiate",
