@@ -15,6 +15,10 @@
 //!   `expiredCookie`; `/bad-negotiate/...` answers 400 `Some response from server`.
 //! - `GET /clientresult/{id}` asks that connection for a `Result` (an integer) and answers it,
 //!   or the error text; `GET /deployment` describes the build.
+//! - `/uncreatable`: a hub whose connections fail as they start (the reference's hub that cannot
+//!   be constructed), closing with that error.
+//! - Pages on `localhost` or `127.0.0.1` (any port) may call every route with credentials
+//!   (CORS), as the reference's test app allows its browser runner.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -228,6 +232,20 @@ fn authorized_hub(secret: &[u8]) -> Hub {
         .build()
 }
 
+/// A hub whose every connection fails as it starts: the counterpart of the reference's hub
+/// whose constructor needs a service that does not exist.
+fn uncreatable_hub() -> Hub {
+    Hub::builder()
+        .enable_detailed_errors(true)
+        .on_connected(|_: Context| async {
+            Err::<(), _>(InvalidOperationException(
+                "Unable to resolve service for type 'System.Object' while attempting to activate 'FunctionalTests.UncreatableHub'.".to_owned(),
+            ))
+        })
+        .method("Echo", echo)
+        .build()
+}
+
 /// Sends back whatever arrives, for connections whose negotiate cookie came back with them.
 fn echo_handler() -> ConnectionHandler {
     ConnectionHandler::new(|mut connection| async move {
@@ -376,6 +394,69 @@ async fn negotiate_cookies(request: Request, next: Next) -> Response {
     response
 }
 
+/// Whether `origin` is a page served from this machine (`http(s)://localhost:*`,
+/// `http(s)://127.0.0.1:*`), the only origins the reference's test app lets in.
+fn is_loopback_origin(origin: &str) -> bool {
+    ["http://", "https://"].iter().any(|scheme| {
+        origin.strip_prefix(scheme).is_some_and(|rest| {
+            ["localhost:", "127.0.0.1:"].iter().any(|host| {
+                rest.strip_prefix(host).is_some_and(|port| {
+                    !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+                })
+            })
+        })
+    })
+}
+
+/// CORS with credentials for loopback pages (a browser test runner serves its page on its own
+/// port), over every route; a preflight from such a page is answered here, 204.
+async fn loopback_cors(request: Request, next: Next) -> Response {
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .filter(|origin| origin.to_str().is_ok_and(is_loopback_origin))
+        .cloned();
+    let Some(origin) = origin else {
+        return next.run(request).await;
+    };
+    let mut response = if request.method() == axum::http::Method::OPTIONS {
+        let mut preflight = StatusCode::NO_CONTENT.into_response();
+        let headers = preflight.headers_mut();
+        for (asked, allowed) in [
+            (
+                header::ACCESS_CONTROL_REQUEST_METHOD,
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+            ),
+            (
+                header::ACCESS_CONTROL_REQUEST_HEADERS,
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+            ),
+        ] {
+            if let Some(value) = request.headers().get(&asked) {
+                headers.insert(allowed, value.clone());
+            }
+        }
+        preflight
+    } else {
+        next.run(request).await
+    };
+    let granted = [
+        (header::ACCESS_CONTROL_ALLOW_ORIGIN, origin),
+        (
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        ),
+    ];
+    for (name, value) in granted {
+        response.headers_mut().insert(name, value);
+    }
+    // The answer depends on the Origin: caches must not hand it to another page.
+    response
+        .headers_mut()
+        .append(header::VARY, HeaderValue::from_static("Origin"));
+    response
+}
+
 /// A signing key nobody else knows: drawn from the OS at every start.
 fn random_secret() -> std::io::Result<Vec<u8>> {
     use std::io::Read;
@@ -396,6 +477,7 @@ async fn main() -> std::io::Result<()> {
     let secret = random_secret()?;
     let hub = test_hub();
     let authorized = authorized_hub(&secret);
+    let uncreatable = uncreatable_hub();
     let state = AppState {
         test_hub: hub.context(),
         secret: Arc::new(secret),
@@ -414,6 +496,7 @@ async fn main() -> std::io::Result<()> {
             ),
         )
         .nest_service("/authorizedhub", authorized.service())
+        .nest_service("/uncreatable", uncreatable.service())
         .nest_service("/echo", echo_handler().service())
         // The bare path too: the transport requests go to the URL the client was given.
         .route("/echoredirect", any(echo_redirect))
@@ -427,7 +510,8 @@ async fn main() -> std::io::Result<()> {
         .route("/clientresult/{id}", get(client_result))
         .route("/deployment", get(deployment))
         .with_state(state)
-        .layer(axum::middleware::from_fn(negotiate_cookies));
+        .layer(axum::middleware::from_fn(negotiate_cookies))
+        .layer(axum::middleware::from_fn(loopback_cors));
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("LISTENING {}", listener.local_addr()?.port());
@@ -435,7 +519,11 @@ async fn main() -> std::io::Result<()> {
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             signalr_core::shutdown_signal().await;
-            tokio::join!(hub.shutdown(), authorized.shutdown());
+            tokio::join!(
+                hub.shutdown(),
+                authorized.shutdown(),
+                uncreatable.shutdown()
+            );
         })
         .await
 }
