@@ -200,7 +200,10 @@
 //! feature, [`auth::JwtAuthenticator`] checks HS256 or RS256 bearer tokens (`exp`, `nbf`,
 //! `iss`, `aud`), from the `Authorization` header or, for WebSockets and Server-Sent Events,
 //! the `access_token` query parameter browsers must use. A [`Policy`] guards the whole hub
-//! ([`HubBuilder::require`]: 401 for anonymous callers, 403 for others) or one method
+//! ([`HubBuilder::require`]: 401 for anonymous callers, 403 for others; both with an empty
+//! body as the reference sends them, 401 with `WWW-Authenticate: Bearer`, and
+//! `error="invalid_token"` when a credential was refused; why it was refused goes to the log
+//! only, never to the client) or one method
 //! ([`HubBuilder::authorized_method`]: the reference's `Failed to invoke 'X' because user is
 //! unauthorized` Completion). [`HubBuilder::close_on_authentication_expiration`] closes a
 //! connection when its token expires, with `allowReconnect` so the client returns with a fresh
