@@ -277,8 +277,10 @@
 //! polling. Long polling needs no pings (each poll is its keep-alive); a client that stops
 //! polling is let go after the disconnect timeout. Browsers on other origins need
 //! [`HubBuilder::cors_allowed_origins`]: allowed origins are echoed with credentials, as the JS
-//! client sends cookies by default. [`Context::transport`] tells a method which one a caller
-//! uses.
+//! client sends cookies by default, with the methods and headers SignalR clients use. CORS is
+//! tower-http's `CorsLayer`; [`HubBuilder::cors`] takes an application's own, so its REST
+//! routes and its hub share one policy. [`Context::transport`] tells a method which one a
+//! caller uses.
 //!
 //! # Limits
 //! | limit | default | past it |
