@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use signalr_core::protocol::{Headers, Invocation, Message, NoValue, Protocol};
+use signalr_core::protocol::{Headers, Invocation, Message, NoValue, Protocol, TransferFormat};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as Ws;
@@ -104,9 +104,11 @@ impl Wire {
                     stream_ids: Vec::new(),
                 });
                 let record = protocol.encode_to_bytes(&message).expect("encodes");
-                match protocol {
-                    Protocol::Json => Ws::text(String::from_utf8(record.to_vec()).expect("utf-8")),
-                    Protocol::MessagePack => Ws::binary(record),
+                match protocol.transfer_format() {
+                    TransferFormat::Text => {
+                        Ws::text(String::from_utf8(record.to_vec()).expect("utf-8"))
+                    }
+                    TransferFormat::Binary => Ws::binary(record),
                 }
             }
             Wire::SocketIo => {
