@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use crate::accounts::{check_password, check_user_name, name_key, HashError, MAX_PASSWORD_BYTES};
 use crate::auth::CurrentUser;
+use crate::clients::ChatHub;
 use crate::limits::Rate;
 use crate::store::{Room, OWNER};
 use crate::{room_group, AppState};
@@ -251,6 +252,7 @@ pub struct NewRoom {
 
 pub async fn create_room(
     State(state): State<AppState>,
+    State(hub): State<ChatHub>,
     user: CurrentUser,
     body: Result<Json<NewRoom>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
@@ -269,14 +271,10 @@ pub async fn create_room(
         .create_room(name, room.is_private, user.id)
         .await?;
     // The creator's open connections are in the room at once.
-    for connection in crate::hub::user_connections(&state.hub, user.id).await {
-        let _ = state
-            .hub
-            .groups()
-            .add(&connection, &room_group(created.id))
-            .await;
+    for connection in crate::hub::user_connections(&hub, user.id).await {
+        let _ = hub.groups().add(&connection, &room_group(created.id)).await;
     }
-    crate::messaging::announce_room(&state, &created).await;
+    crate::messaging::announce_room(&hub, &created).await;
     Ok((StatusCode::CREATED, Json(json!(created))))
 }
 
@@ -349,6 +347,7 @@ pub struct NewParticipant {
 /// connections join at once.
 pub async fn add_participant(
     State(state): State<AppState>,
+    State(hub): State<ChatHub>,
     user: CurrentUser,
     room_id: Result<Path<i64>, PathRejection>,
     body: Result<Json<NewParticipant>, JsonRejection>,
@@ -369,7 +368,7 @@ pub async fn add_participant(
     };
     let added = state.store.add_member(room_id, participant.user_id).await?;
     if added {
-        crate::hub::member_joined(&state.hub, &room, participant.user_id, &name, true).await;
+        crate::hub::member_joined(&hub, &room, participant.user_id, &name, true).await;
     }
     let status = if added {
         StatusCode::CREATED
@@ -385,6 +384,7 @@ pub async fn add_participant(
 /// The owner removes a member, or a member removes themselves (leaves).
 pub async fn remove_participant(
     State(state): State<AppState>,
+    State(hub): State<ChatHub>,
     user: CurrentUser,
     ids: Result<Path<(i64, i64)>, PathRejection>,
 ) -> ApiResult<StatusCode> {
@@ -403,15 +403,8 @@ pub async fn remove_participant(
     let name = state.store.user_name(member).await?.unwrap_or_default();
     match state.store.remove_member(room_id, member).await? {
         Some(departure) => {
-            crate::hub::member_left(
-                &state.hub,
-                room_id,
-                member,
-                &name,
-                departure,
-                member != user.id,
-            )
-            .await;
+            crate::hub::member_left(&hub, room_id, member, &name, departure, member != user.id)
+                .await;
             Ok(StatusCode::NO_CONTENT)
         }
         None => Err(ApiError::new(
@@ -437,12 +430,15 @@ async fn database_health(state: &AppState) -> Result<(), String> {
     }
 }
 
-pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+pub async fn health(
+    State(state): State<AppState>,
+    State(hub): State<ChatHub>,
+) -> (StatusCode, Json<Value>) {
     let database = match database_health(&state).await {
         Ok(()) => json!({"status": "ok"}),
         Err(reason) => json!({"status": "error", "error": reason}),
     };
-    let backplane = match state.hub.backplane_healthy() {
+    let backplane = match hub.backplane_healthy() {
         None => json!({"status": "off"}),
         Some(true) => json!({"status": "ok"}),
         Some(false) => json!({"status": "error", "error": "Redis is unreachable"}),
@@ -459,7 +455,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
             "status": if healthy { "ok" } else { "degraded" },
             "database": database,
             "backplane": backplane,
-            "connections": state.hub.connection_count(),
+            "connections": hub.connection_count(),
         })),
     )
 }
@@ -470,9 +466,12 @@ pub async fn live() -> Json<Value> {
 
 /// Ready when the database answers and, when scaled out, the Redis backplane is connected
 /// (without it, messages would not reach users on the other processes).
-pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+pub async fn ready(
+    State(state): State<AppState>,
+    State(hub): State<ChatHub>,
+) -> (StatusCode, Json<Value>) {
     let database = database_health(&state).await;
-    let backplane = state.hub.backplane_healthy().unwrap_or(true);
+    let backplane = hub.backplane_healthy().unwrap_or(true);
     if database.is_ok() && backplane {
         (StatusCode::OK, Json(json!({"status": "ready"})))
     } else {

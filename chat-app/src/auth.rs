@@ -8,11 +8,13 @@ use chrono::{Duration, Utc};
 use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::json;
 use signalr_core::auth::{AuthFuture, JwtAuthenticator};
-use signalr_core::{AuthError, AuthRequest, Authenticator, Identity};
+use signalr_core::{
+    AuthError, AuthRequest, Authenticator, Context, FromContext, HubError, Identity,
+};
 
 use crate::api::ApiError;
 use crate::store::Store;
-use crate::AppState;
+use crate::Service;
 
 /// Issues and checks the service's access tokens.
 #[derive(Clone)]
@@ -120,16 +122,19 @@ impl Authenticator for HubAuthenticator {
     }
 }
 
-/// The authenticated caller of a REST endpoint (`Authorization: Bearer ...`).
+/// Who is calling: a REST request's bearer token, or a hub connection's identity (both the
+/// account id and its name from the database).
+#[derive(Debug, Clone)]
 pub struct CurrentUser {
     pub id: i64,
     pub name: String,
 }
 
-impl FromRequestParts<AppState> for CurrentUser {
+impl FromRequestParts<Service> for CurrentUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, service: &Service) -> Result<Self, ApiError> {
+        let state = &service.state;
         let token = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -140,5 +145,26 @@ impl FromRequestParts<AppState> for CurrentUser {
             Some((_, id, name)) => Ok(CurrentUser { id, name }),
             None => Err(ApiError::unauthorized("Invalid or expired token.")),
         }
+    }
+}
+
+/// The caller of a hub method, from the identity [`HubAuthenticator`] gave the connection. The
+/// hub requires authentication, so a connection without one is a bug: the call is refused
+/// with an error Completion instead of running.
+impl FromContext for CurrentUser {
+    type Rejection = HubError;
+
+    fn from_context(context: &Context) -> Result<Self, HubError> {
+        let user = context
+            .user()
+            .ok_or_else(|| HubError::new("Sign in first."))?;
+        let id = user
+            .user_id()
+            .and_then(|id| id.parse().ok())
+            .ok_or_else(|| HubError::new("Sign in first."))?;
+        Ok(CurrentUser {
+            id,
+            name: user.name().unwrap_or_default().to_owned(),
+        })
     }
 }

@@ -1,19 +1,24 @@
 //! The chat hub at `/hubs/chat`: rooms are groups (`room:{id}`), membership is persisted, and a
 //! user's connections join all of their rooms when they connect (a second device or a
 //! reconnecting client needs no rejoin).
+//!
+//! Methods are plain async functions: the app state arrives as `State<AppState>` (set once
+//! with `with_state`), the caller as a [`CurrentUser`], and what clients are sent is
+//! [`ChatClient`], sent through `TypedClients<ChatClient>` or a [`ChatHub`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::StreamExt;
-use serde_json::json;
-use signalr_core::{Context, Hub, HubContext, HubError, Policy};
+use signalr_core::{Context, FromContext, Hub, HubError, Policy, State, TypedClients};
 
 use crate::assistant::{mentions_assistant, Turn};
+use crate::auth::CurrentUser;
+use crate::clients::{
+    AssistantNotice, ChatClient, ChatHub, NewOwner, ReplyChunk, RoomMember, RoomRef,
+};
 use crate::limits::Rate;
-use crate::ASSISTANT_NAME;
-
-use crate::store::{Departure, Room, Store};
-use crate::{room_group, AppState};
+use crate::store::{ChatMessage, Departure, Room, Store};
+use crate::{room_group, AppState, ASSISTANT_NAME};
 
 /// Counts one call of `scope` by the user; past `rate`, an error saying when to retry.
 async fn rate_limit(
@@ -40,7 +45,7 @@ async fn rate_limit(
 /// backplane is down) are logged: the membership is stored, and connections on other
 /// processes join their rooms when they reconnect.
 pub(crate) async fn member_joined(
-    hub: &HubContext,
+    hub: &ChatHub,
     room: &Room,
     user_id: i64,
     user_name: &str,
@@ -53,20 +58,19 @@ pub(crate) async fn member_joined(
             tracing::warn!(error = %e, "could not add a connection to its new room");
         }
     }
-    let joined = json!({"roomId": room.id, "userId": user_id, "userName": user_name});
+    let member = RoomMember::new(room.id, user_id, user_name);
     if let Err(e) = hub
-        .clients()
         .group_except(group, connections)
-        .send("UserJoined", (joined,))
+        .send(ChatClient::UserJoined { member })
         .await
     {
         tracing::warn!(error = %e, "UserJoined not delivered everywhere");
     }
     if added_by_other {
+        let room = room.clone();
         if let Err(e) = hub
-            .clients()
             .user(user_id.to_string())
-            .send("RoomAdded", (room,))
+            .send(ChatClient::RoomAdded { room })
             .await
         {
             tracing::warn!(error = %e, "RoomAdded not delivered everywhere");
@@ -78,7 +82,7 @@ pub(crate) async fn member_joined(
 /// ownership passed on), their connections leave the group, and (removed by the owner) they
 /// hear `RoomRemoved`.
 pub(crate) async fn member_left(
-    hub: &HubContext,
+    hub: &ChatHub,
     room_id: i64,
     user_id: i64,
     user_name: &str,
@@ -91,28 +95,28 @@ pub(crate) async fn member_left(
             tracing::warn!(error = %e, "could not remove a connection from its room");
         }
     }
-    let left = json!({"roomId": room_id, "userId": user_id, "userName": user_name});
+    let member = RoomMember::new(room_id, user_id, user_name);
     let mut sends = vec![
-        hub.clients()
-            .group(group.clone())
-            .send("UserLeft", (left,))
+        hub.group(group.clone())
+            .send(ChatClient::UserLeft { member })
             .await,
     ];
     if let Some(owner) = departure.new_owner {
-        let changed = json!({"roomId": room_id, "userId": owner});
+        let owner = NewOwner {
+            room_id,
+            user_id: owner,
+        };
         sends.push(
-            hub.clients()
-                .group(group)
-                .send("RoomOwnerChanged", (changed,))
+            hub.group(group)
+                .send(ChatClient::RoomOwnerChanged { owner })
                 .await,
         );
     }
     if removed_by_other {
-        let removed = json!({"roomId": room_id});
+        let room = RoomRef { room_id };
         sends.push(
-            hub.clients()
-                .user(user_id.to_string())
-                .send("RoomRemoved", (removed,))
+            hub.user(user_id.to_string())
+                .send(ChatClient::RoomRemoved { room })
                 .await,
         );
     }
@@ -121,16 +125,6 @@ pub(crate) async fn member_left(
             tracing::warn!(error = %e, "a membership event was not delivered everywhere");
         }
     }
-}
-
-/// Who is calling: the account id and its name (from the database, by the authenticator).
-pub(crate) fn caller(ctx: &Context) -> Result<(i64, String), HubError> {
-    let user = ctx.user().ok_or_else(|| HubError::new("Sign in first."))?;
-    let id = user
-        .user_id()
-        .and_then(|id| id.parse().ok())
-        .ok_or_else(|| HubError::new("Sign in first."))?;
-    Ok((id, user.name().unwrap_or_default().to_owned()))
 }
 
 fn storage(error: sqlx::Error) -> HubError {
@@ -148,21 +142,20 @@ async fn require_member(store: &Store, room_id: i64, user_id: i64) -> Result<(),
 
 /// Joins a public room (again, after leaving). Private rooms take their owner's invitation;
 /// to anyone else they do not exist. Only a real change is announced.
-async fn join_room(state: AppState, ctx: Context, room_id: i64) -> Result<(), HubError> {
-    let (user_id, user_name) = caller(&ctx)?;
-    rate_limit(
-        &state,
-        "join",
-        user_id,
-        state.rates.join,
-        "joins and leaves",
-    )
-    .await?;
+async fn join_room(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ctx: Context,
+    hub: ChatHub,
+    room_id: i64,
+) -> Result<(), HubError> {
+    let joins = state.rates.join;
+    rate_limit(&state, "join", user.id, joins, "joins and leaves").await?;
     let room = state.store.room(room_id).await.map_err(storage)?;
     let member = match &room {
         Some(_) => state
             .store
-            .is_member(room_id, user_id)
+            .is_member(room_id, user.id)
             .await
             .map_err(storage)?,
         None => false,
@@ -180,73 +173,62 @@ async fn join_room(state: AppState, ctx: Context, room_id: i64) -> Result<(), Hu
     }
     if state
         .store
-        .add_member(room_id, user_id)
+        .add_member(room_id, user.id)
         .await
         .map_err(storage)?
     {
-        member_joined(&ctx.hub(), &room, user_id, &user_name, false).await;
+        member_joined(&hub, &room, user.id, &user.name, false).await;
     }
     Ok(())
 }
 
 /// Leaves a room; leaving a room one is not in changes nothing and tells nobody.
-async fn leave_room(state: AppState, ctx: Context, room_id: i64) -> Result<(), HubError> {
-    let (user_id, user_name) = caller(&ctx)?;
-    rate_limit(
-        &state,
-        "join",
-        user_id,
-        state.rates.join,
-        "joins and leaves",
-    )
-    .await?;
+async fn leave_room(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    hub: ChatHub,
+    room_id: i64,
+) -> Result<(), HubError> {
+    let joins = state.rates.join;
+    rate_limit(&state, "join", user.id, joins, "joins and leaves").await?;
     if let Some(departure) = state
         .store
-        .remove_member(room_id, user_id)
+        .remove_member(room_id, user.id)
         .await
         .map_err(storage)?
     {
-        member_left(&ctx.hub(), room_id, user_id, &user_name, departure, false).await;
+        member_left(&hub, room_id, user.id, &user.name, departure, false).await;
     }
     Ok(())
 }
 
 async fn send_message(
-    state: AppState,
-    ctx: Context,
+    State(state): State<AppState>,
+    user: CurrentUser,
+    hub: ChatHub,
     room_id: i64,
     content: String,
-) -> Result<crate::store::ChatMessage, HubError> {
-    let (user_id, user_name) = caller(&ctx)?;
+) -> Result<ChatMessage, HubError> {
     let content = crate::messaging::checked_content(&state, &content)?;
-    let content = content.as_str();
-    require_member(&state.store, room_id, user_id).await?;
-    rate_limit(
-        &state,
-        "send",
-        user_id,
-        state.rates.send_message,
-        "messages",
-    )
-    .await?;
+    require_member(&state.store, room_id, user.id).await?;
+    let sends = state.rates.send_message;
+    rate_limit(&state, "send", user.id, sends, "messages").await?;
     // Stored first: a message is acknowledged (returned) only once it is saved.
     let message = state
         .store
-        .add_message(room_id, user_id, &user_name, content)
+        .add_message(room_id, user.id, &user.name, &content)
         .await
         .map_err(storage)?;
     // Stored is sent: a delivery that fails (the backplane is down) is not the sender's
     // failure. This process's members got it; the others catch up with GetMessagesAfter.
-    if let Err(e) = ctx
-        .clients()
-        .group(room_group(room_id))
-        .send("ReceiveMessage", (&message,))
-        .await
-    {
+    let received = ChatClient::ReceiveMessage {
+        message: message.clone(),
+    };
+    if let Err(e) = hub.group(room_group(room_id)).send(received).await {
         tracing::warn!(error = %e, message = message.id, "a stored message was not delivered to every process; clients catch up on reconnect");
     }
-    if mentions_assistant(content) {
-        tokio::spawn(reply_in_room(state, ctx.hub(), room_id, user_id));
+    if mentions_assistant(&content) {
+        tokio::spawn(reply_in_room(state, hub, room_id, user.id));
     }
     Ok(message)
 }
@@ -255,29 +237,30 @@ async fn send_message(
 /// that its reply failed; nothing is stored. A reply that failed after its first chunks
 /// reached the room also ends for the room, which saw it start.
 async fn assistant_error(
-    hub: &HubContext,
+    hub: &ChatHub,
     room_id: i64,
     requester: i64,
     message_id: Option<&str>,
     error: &str,
     streamed_to_room: bool,
 ) {
-    let notice = json!({"roomId": room_id, "messageId": message_id, "error": error});
-    let _ = if streamed_to_room {
-        hub.clients()
-            .group(room_group(room_id))
-            .send("AssistantError", (notice,))
-            .await
-    } else {
-        hub.clients()
-            .user(requester.to_string())
-            .send("AssistantError", (notice,))
-            .await
+    let notice = ChatClient::AssistantError {
+        notice: AssistantNotice {
+            room_id,
+            message_id: message_id.map(str::to_owned),
+            error: error.to_owned(),
+        },
     };
+    let recipients = if streamed_to_room {
+        hub.group(room_group(room_id))
+    } else {
+        hub.user(requester.to_string())
+    };
+    let _ = recipients.send(notice).await;
 }
 
 /// Stores a message from the assistant and sends it to the room.
-async fn post_as_assistant(state: &AppState, hub: &HubContext, room_id: i64, content: &str) {
+async fn post_as_assistant(state: &AppState, hub: &ChatHub, room_id: i64, content: &str) {
     // Providers may send anything: what is stored follows the same rules on every database.
     let content: String = crate::normalize_newlines(content)
         .chars()
@@ -290,9 +273,8 @@ async fn post_as_assistant(state: &AppState, hub: &HubContext, room_id: i64, con
     {
         Ok(message) => {
             let _ = hub
-                .clients()
                 .group(room_group(room_id))
-                .send("ReceiveMessage", (&message,))
+                .send(ChatClient::ReceiveMessage { message })
                 .await;
         }
         Err(error) => tracing::error!(%error, "could not store the assistant's reply"),
@@ -302,7 +284,7 @@ async fn post_as_assistant(state: &AppState, hub: &HubContext, room_id: i64, con
 static NEXT_REPLY: AtomicU64 = AtomicU64::new(1);
 
 /// Answers an `@gpt` mention in the room: chunks as they come, then the stored message.
-pub(crate) async fn reply_in_room(state: AppState, hub: HubContext, room_id: i64, user_id: i64) {
+pub(crate) async fn reply_in_room(state: AppState, hub: ChatHub, room_id: i64, user_id: i64) {
     let Some(provider) = state.assistant.provider().cloned() else {
         let off =
             "The assistant is not available on this server (no OPENAI_API_KEY is configured).";
@@ -333,11 +315,14 @@ pub(crate) async fn reply_in_room(state: AppState, hub: HubContext, room_id: i64
         match delta {
             Ok(delta) => {
                 content.push_str(&delta);
-                let chunk = json!({"messageId": message_id, "roomId": room_id, "delta": delta});
+                let chunk = ReplyChunk {
+                    message_id: message_id.clone(),
+                    room_id,
+                    delta,
+                };
                 let _ = hub
-                    .clients()
                     .group(room_group(room_id))
-                    .send("ReceiveMessageChunk", (chunk,))
+                    .send(ChatClient::ReceiveMessageChunk { chunk })
                     .await;
             }
             Err(error) => {
@@ -364,19 +349,18 @@ pub(crate) async fn reply_in_room(state: AppState, hub: HubContext, room_id: i64
 /// Streams the assistant's answer to the caller alone; cancelling the stream on the client
 /// drops the upstream request.
 async fn ask_assistant(
-    state: AppState,
-    ctx: Context,
+    State(state): State<AppState>,
+    user: CurrentUser,
     room_id: i64,
     prompt: String,
 ) -> Result<impl futures_util::Stream<Item = Result<String, HubError>>, HubError> {
-    let (user_id, user_name) = caller(&ctx)?;
-    require_member(&state.store, room_id, user_id).await?;
+    require_member(&state.store, room_id, user.id).await?;
     let provider = state
         .assistant
         .provider()
         .cloned()
         .ok_or_else(|| HubError::new("The assistant is not available on this server."))?;
-    assistant_allowed(&state, user_id).await?;
+    assistant_allowed(&state, user.id).await?;
     let history = state
         .store
         .messages(room_id, None, state.assistant.limits.history_messages)
@@ -385,9 +369,9 @@ async fn ask_assistant(
     let mut conversation = state.assistant.conversation(&history, state.assistant_user);
     conversation.push(Turn {
         role: "user",
-        content: format!("{user_name}: {prompt}"),
+        content: format!("{}: {prompt}", user.name),
     });
-    let assistant = state.assistant.clone();
+    let assistant = state.assistant;
     Ok(
         futures_util::stream::once(async move { assistant.slot().await }).flat_map(move |slot| {
             // The concurrency slot is held for as long as the reply streams.
@@ -411,21 +395,19 @@ async fn assistant_allowed(state: &AppState, user_id: i64) -> Result<(), HubErro
     rate_limit(state, "assistant", user_id, rate, "@gpt requests").await
 }
 
-async fn typing(state: AppState, ctx: Context, room_id: i64) -> Result<(), HubError> {
-    let (user_id, user_name) = caller(&ctx)?;
-    require_member(&state.store, room_id, user_id).await?;
-    rate_limit(
-        &state,
-        "typing",
-        user_id,
-        state.rates.typing,
-        "typing notices",
-    )
-    .await?;
-    let typing = json!({"roomId": room_id, "userId": user_id, "userName": user_name});
-    ctx.clients()
+async fn typing(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    clients: TypedClients<ChatClient>,
+    room_id: i64,
+) -> Result<(), HubError> {
+    require_member(&state.store, room_id, user.id).await?;
+    let notices = state.rates.typing;
+    rate_limit(&state, "typing", user.id, notices, "typing notices").await?;
+    let member = RoomMember::new(room_id, user.id, &user.name);
+    clients
         .others_in_group(room_group(room_id))
-        .send("UserTyping", (typing,))
+        .send(ChatClient::UserTyping { member })
         .await?;
     Ok(())
 }
@@ -433,13 +415,12 @@ async fn typing(state: AppState, ctx: Context, room_id: i64) -> Result<(), HubEr
 /// Messages of a room after `after_id`, oldest first, at most 200: a client that reconnected
 /// (or whose process lost the backplane for a while) asks for what it missed.
 async fn messages_after(
-    state: AppState,
-    ctx: Context,
+    State(state): State<AppState>,
+    user: CurrentUser,
     room_id: i64,
     after_id: i64,
-) -> Result<Vec<crate::store::ChatMessage>, HubError> {
-    let (user_id, _) = caller(&ctx)?;
-    require_member(&state.store, room_id, user_id).await?;
+) -> Result<Vec<ChatMessage>, HubError> {
+    require_member(&state.store, room_id, user.id).await?;
     state
         .store
         .messages_after(room_id, after_id, 200)
@@ -449,20 +430,17 @@ async fn messages_after(
 
 /// Who of a room's members is online now.
 async fn online_members(
-    state: AppState,
-    ctx: Context,
+    State(state): State<AppState>,
+    user: CurrentUser,
+    hub: ChatHub,
     room_id: i64,
 ) -> Result<Vec<String>, HubError> {
-    let (user_id, _) = caller(&ctx)?;
-    require_member(&state.store, room_id, user_id).await?;
-    online_user_ids(&ctx.hub(), room_id).await
+    require_member(&state.store, room_id, user.id).await?;
+    online_user_ids(&hub, room_id).await
 }
 
 /// The ids of the users with a connection in the room now.
-pub(crate) async fn online_user_ids(
-    hub: &HubContext,
-    room_id: i64,
-) -> Result<Vec<String>, HubError> {
+pub(crate) async fn online_user_ids(hub: &ChatHub, room_id: i64) -> Result<Vec<String>, HubError> {
     let presence = hub.presence();
     let members = presence.group_members(&room_group(room_id)).await?;
     let mut online = Vec::new();
@@ -478,7 +456,7 @@ pub(crate) async fn online_user_ids(
 
 /// Every open connection of a user, on any server process. While the backplane is down,
 /// the ones on this process (the others catch up when their user reconnects).
-pub(crate) async fn user_connections(hub: &HubContext, user_id: i64) -> Vec<String> {
+pub(crate) async fn user_connections(hub: &ChatHub, user_id: i64) -> Vec<String> {
     let presence = hub.presence();
     let user = user_id.to_string();
     match presence.user_connections(&user).await {
@@ -490,10 +468,12 @@ pub(crate) async fn user_connections(hub: &HubContext, user_id: i64) -> Vec<Stri
     }
 }
 
-/// Puts a new connection in the groups of every room its user belongs to.
-async fn on_connected(state: AppState, ctx: Context) -> Result<(), HubError> {
-    let (user_id, _) = caller(&ctx)?;
-    for room_id in state.store.rooms_of(user_id).await.map_err(storage)? {
+/// Puts a new connection in the groups of every room its user belongs to. Hooks take the
+/// context alone; the extractors that methods use read it here too.
+async fn on_connected(ctx: Context) -> Result<(), HubError> {
+    let State(state) = State::<AppState>::from_context(&ctx)?;
+    let user = CurrentUser::from_context(&ctx)?;
+    for room_id in state.store.rooms_of(user.id).await.map_err(storage)? {
         ctx.groups()
             .add(ctx.connection_id(), &room_group(room_id))
             .await?;
@@ -501,19 +481,9 @@ async fn on_connected(state: AppState, ctx: Context) -> Result<(), HubError> {
     Ok(())
 }
 
-/// The hub; `state.hub` is filled in by the caller once built. With a backplane, it spans
+/// The hub, with `state` as every method's `State<AppState>`. With a backplane, it spans
 /// every process sharing the Redis.
-pub fn build(state: &AppState, backplane: Option<signalr_redis::RedisBackplane>) -> Hub {
-    let (s1, s2, s3, s4, s5, s6, s7, s8) = (
-        state.clone(),
-        state.clone(),
-        state.clone(),
-        state.clone(),
-        state.clone(),
-        state.clone(),
-        state.clone(),
-        state.clone(),
-    );
+pub fn build(state: AppState, backplane: Option<signalr_redis::RedisBackplane>) -> Hub {
     let mut builder = Hub::builder();
     if let Some(backplane) = backplane {
         // Processes share the token secret, so a client may negotiate with one and connect to
@@ -531,34 +501,54 @@ pub fn build(state: &AppState, backplane: Option<signalr_redis::RedisBackplane>)
         .allow_stateful_reconnect(state.stateful_reconnect)
         .disconnect_timeout(state.disconnect_timeout)
         .require(Policy::authenticated())
-        .on_connected(move |ctx: Context| on_connected(s1.clone(), ctx))
-        .method("JoinRoom", move |ctx: Context, room: i64| {
-            join_room(s2.clone(), ctx, room)
-        })
-        .method("LeaveRoom", move |ctx: Context, room: i64| {
-            leave_room(s3.clone(), ctx, room)
-        })
-        .method(
-            "SendMessage",
-            move |ctx: Context, room: i64, content: String| {
-                send_message(s4.clone(), ctx, room, content)
-            },
-        )
-        .method("Typing", move |ctx: Context, room: i64| {
-            typing(s5.clone(), ctx, room)
-        })
-        .method("OnlineMembers", move |ctx: Context, room: i64| {
-            online_members(s6.clone(), ctx, room)
-        })
-        .method(
-            "AskAssistant",
-            move |ctx: Context, room: i64, prompt: String| {
-                ask_assistant(s7.clone(), ctx, room, prompt)
-            },
-        )
-        .method(
-            "GetMessagesAfter",
-            move |ctx: Context, room: i64, after: i64| messages_after(s8.clone(), ctx, room, after),
+        .on_connected(on_connected)
+        .method("JoinRoom", join_room)
+        .method("LeaveRoom", leave_room)
+        .method("SendMessage", send_message)
+        .method("Typing", typing)
+        .method("OnlineMembers", online_members)
+        .method("AskAssistant", ask_assistant)
+        .method("GetMessagesAfter", messages_after);
+    crate::messaging::hub_methods(builder)
+        .with_state(state)
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use signalr_core::test_util::TestClient;
+    use signalr_core::Identity;
+
+    use super::*;
+
+    async fn who(user: CurrentUser) -> (i64, String) {
+        (user.id, user.name)
+    }
+
+    /// Every method takes its caller from the connection's identity; a call without a usable
+    /// one is answered with an error Completion and the method does not run.
+    #[tokio::test]
+    async fn the_caller_comes_from_the_identity_or_the_call_is_refused() {
+        let hub = Hub::builder().method("Who", who).build();
+        let signed_in = Identity::new("7").with_name("ada");
+        let mut client = TestClient::builder()
+            .identity(signed_in)
+            .connect(&hub)
+            .await
+            .unwrap();
+        assert_eq!(
+            client.invoke::<(i64, String)>("Who", ()).await,
+            Ok((7, "ada".to_owned()))
         );
-    crate::messaging::hub_methods(builder, state).build()
+
+        for identity in [None, Some(Identity::new("not-a-number"))] {
+            let mut builder = TestClient::builder();
+            if let Some(identity) = identity {
+                builder = builder.identity(identity);
+            }
+            let mut client = builder.connect(&hub).await.unwrap();
+            let refused = client.invoke::<(i64, String)>("Who", ()).await.unwrap_err();
+            assert!(refused.ends_with("Sign in first."), "{refused}");
+        }
+    }
 }

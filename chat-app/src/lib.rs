@@ -10,6 +10,7 @@ pub mod accounts;
 pub mod api;
 pub mod assistant;
 pub mod auth;
+pub mod clients;
 pub mod config;
 pub mod hub;
 pub mod limits;
@@ -18,14 +19,15 @@ pub mod secrets;
 pub mod store;
 pub mod web;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::FromRef;
 use axum::routing::{delete, get, post};
 use axum::Router;
-use signalr_core::HubContext;
 
 use crate::auth::Tokens;
+use crate::clients::ChatHub;
 use crate::store::Store;
 
 /// The assistant's user name, as mentioned (`@gpt`) and as shown on its replies.
@@ -48,7 +50,7 @@ pub fn room_group(room_id: i64) -> String {
     format!("room:{room_id}")
 }
 
-/// What handlers share.
+/// What the hub's methods and the REST handlers share (the hub's `with_state`).
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
@@ -57,8 +59,6 @@ pub struct AppState {
     pub assistant: assistant::Assistant,
     /// The assistant's account (`gpt`), author of its replies.
     pub assistant_user: i64,
-    hub_context: Arc<OnceLock<HubContext>>,
-    pub hub: HubHandle,
     /// Every rate limit and throttle (shared through Redis with a backplane).
     pub limiter: limits::Limiter,
     pub rates: config::Rates,
@@ -67,16 +67,24 @@ pub struct AppState {
     pub disconnect_timeout: Duration,
 }
 
-/// The hub context, available once the hub is built (the hub's methods need the state first).
+/// The REST handlers' state: the app state and the hub they announce changes through. Made
+/// after the hub is built, so the hub is always there; handlers take `State<AppState>` and
+/// `State<ChatHub>`.
 #[derive(Clone)]
-pub struct HubHandle(Arc<OnceLock<HubContext>>);
+pub struct Service {
+    pub state: AppState,
+    pub hub: ChatHub,
+}
 
-impl std::ops::Deref for HubHandle {
-    type Target = HubContext;
-    fn deref(&self) -> &HubContext {
-        self.0
-            .get()
-            .expect("the hub is built before the app serves")
+impl FromRef<Service> for AppState {
+    fn from_ref(service: &Service) -> AppState {
+        service.state.clone()
+    }
+}
+
+impl FromRef<Service> for ChatHub {
+    fn from_ref(service: &Service) -> ChatHub {
+        service.hub.clone()
     }
 }
 
@@ -155,15 +163,12 @@ pub async fn build(config: &config::Config) -> Result<(Router, signalr_core::Hub
     let hasher = accounts::Hasher::new(config.password_hash_concurrency, 64)
         .await
         .map_err(|_| "cannot initialise password hashing".to_owned())?;
-    let slot = Arc::new(OnceLock::new());
     let state = AppState {
         store,
         tokens: Tokens::new(jwt_secret.expose(), config.token_lifetime_minutes),
         max_message_chars: config.max_message_chars,
         assistant: assistant::Assistant::new(provider, config.assistant.clone()),
         assistant_user,
-        hub_context: slot.clone(),
-        hub: HubHandle(slot.clone()),
         limiter,
         rates: config.rates,
         hasher,
@@ -206,8 +211,11 @@ pub async fn build(config: &config::Config) -> Result<(Router, signalr_core::Hub
         }
         None => None,
     };
-    let hub = hub::build(&state, backplane);
-    let _ = state.hub_context.set(hub.context());
+    let hub = hub::build(state.clone(), backplane);
+    let service = Service {
+        state,
+        hub: ChatHub::new(&hub.context()),
+    };
     let app = Router::new()
         .route("/api/v1/auth/register", post(api::register))
         .route("/api/v1/auth/login", post(api::login))
@@ -229,7 +237,7 @@ pub async fn build(config: &config::Config) -> Result<(Router, signalr_core::Hub
         .nest_service("/hubs/chat", hub.service())
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
-        .with_state(state);
+        .with_state(service);
     Ok((app, hub))
 }
 

@@ -14,14 +14,14 @@ use axum::http::StatusCode;
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
-use signalr_core::{Context, HubBuilder, HubError};
+use signalr_core::{HubBuilder, HubError, State as HubState};
 
 use crate::api::ApiError;
 use crate::assistant::mentions_assistant;
 use crate::auth::CurrentUser;
+use crate::clients::{ChatClient, ChatHub, DeletedMessage, RoomMember};
 use crate::store::{ChatMessage, DirectConversation, Member, Participant, ReadState, Room};
-use crate::{room_group, AppState, ASSISTANT_NAME};
+use crate::{room_group, AppState, Service, ASSISTANT_NAME};
 
 /// Why a request was refused; maps to an HTTP status or a hub error with the same text.
 #[derive(Debug)]
@@ -89,27 +89,6 @@ fn delivered(sent: Result<(), signalr_core::Error>, event: &str) {
     }
 }
 
-/// Who is asking: id and user name.
-#[derive(Clone)]
-pub struct Caller {
-    pub id: i64,
-    pub name: String,
-}
-
-impl From<CurrentUser> for Caller {
-    fn from(user: CurrentUser) -> Self {
-        Caller {
-            id: user.id,
-            name: user.name,
-        }
-    }
-}
-
-fn hub_caller(ctx: &Context) -> Result<Caller, HubError> {
-    let (id, name) = crate::hub::caller(ctx)?;
-    Ok(Caller { id, name })
-}
-
 /// The text of a message as it is stored (trimmed, line breaks as `\n`), or why it cannot be
 /// sent: the same rules for new messages, direct messages and edits, on every database.
 pub fn checked_content(state: &AppState, content: &str) -> Outcome<String> {
@@ -157,14 +136,16 @@ async fn require_member(state: &AppState, room_id: i64, user_id: i64) -> Outcome
     }
 }
 
-/// Sends a direct message to `to_name`, creating the conversation on the first one.
+/// Sends a direct message to `to_name`, creating the conversation on the first one. The hub
+/// method `SendDirectMessage`, also behind `POST /api/v1/direct`.
 pub async fn send_direct(
-    state: &AppState,
-    from: &Caller,
-    to_name: &str,
-    content: &str,
+    HubState(state): HubState<AppState>,
+    hub: ChatHub,
+    from: CurrentUser,
+    to_name: String,
+    content: String,
 ) -> Outcome<ChatMessage> {
-    let content = checked_content(state, content)?;
+    let content = checked_content(&state, &content)?;
     let to = state
         .store
         .user_by_name(to_name.trim())
@@ -180,7 +161,7 @@ pub async fn send_direct(
             "The assistant takes no direct messages; mention @gpt in a conversation.".into(),
         ));
     }
-    rate_limit(state, "send", from.id, "messages").await?;
+    rate_limit(&state, "send", from.id, "messages").await?;
     let (room_id, new_membership) = state
         .store
         .direct_room((from.id, &from.name), (to.id, &to.user_name))
@@ -192,16 +173,13 @@ pub async fn send_direct(
             (from.id, (to.id, &to.user_name)),
             (to.id, (from.id, &from.name)),
         ] {
-            for connection in crate::hub::user_connections(&state.hub, user).await {
-                let _ = state.hub.groups().add(&connection, &group).await;
+            for connection in crate::hub::user_connections(&hub, user).await {
+                let _ = hub.groups().add(&connection, &group).await;
             }
-            let started = json!({"roomId": room_id, "userId": other.0, "userName": other.1});
+            let member = RoomMember::new(room_id, other.0, other.1);
             delivered(
-                state
-                    .hub
-                    .clients()
-                    .user(user.to_string())
-                    .send("DirectConversationStarted", (started,))
+                hub.user(user.to_string())
+                    .send(ChatClient::DirectConversationStarted { member })
                     .await,
                 "DirectConversationStarted",
             );
@@ -211,22 +189,15 @@ pub async fn send_direct(
         .store
         .add_message(room_id, from.id, &from.name, &content)
         .await?;
+    let received = ChatClient::ReceiveMessage {
+        message: message.clone(),
+    };
     delivered(
-        state
-            .hub
-            .clients()
-            .group(room_group(room_id))
-            .send("ReceiveMessage", (&message,))
-            .await,
+        hub.group(room_group(room_id)).send(received).await,
         "ReceiveMessage",
     );
     if mentions_assistant(&content) {
-        tokio::spawn(crate::hub::reply_in_room(
-            state.clone(),
-            (*state.hub).clone(),
-            room_id,
-            from.id,
-        ));
+        tokio::spawn(crate::hub::reply_in_room(state, hub, room_id, from.id));
     }
     Ok(message)
 }
@@ -234,7 +205,7 @@ pub async fn send_direct(
 /// The caller's own message, still in the history, in a room they still belong to.
 async fn own_message(
     state: &AppState,
-    caller: &Caller,
+    caller: &CurrentUser,
     message_id: i64,
     verb: &str,
 ) -> Outcome<ChatMessage> {
@@ -253,47 +224,53 @@ async fn own_message(
     Ok(stored.message)
 }
 
-/// Replaces the text of the caller's message; the room receives `MessageEdited`.
+/// Replaces the text of the caller's message; the room receives `MessageEdited`. The hub
+/// method `EditMessage`, also behind `PATCH /api/v1/messages/{id}`.
 pub async fn edit(
-    state: &AppState,
-    caller: &Caller,
+    HubState(state): HubState<AppState>,
+    hub: ChatHub,
+    caller: CurrentUser,
     message_id: i64,
-    content: &str,
+    content: String,
 ) -> Outcome<ChatMessage> {
-    let content = checked_content(state, content)?;
-    own_message(state, caller, message_id, "edit").await?;
-    rate_limit(state, "edit", caller.id, "edits and deletes").await?;
+    let content = checked_content(&state, &content)?;
+    own_message(&state, &caller, message_id, "edit").await?;
+    rate_limit(&state, "edit", caller.id, "edits and deletes").await?;
     let edited = state
         .store
         .edit_message(message_id, caller.id, &content)
         .await?
         .ok_or_else(|| Refusal::NotFound("No such message.".into()))?;
+    let message = ChatClient::MessageEdited {
+        message: edited.clone(),
+    };
     delivered(
-        state
-            .hub
-            .clients()
-            .group(room_group(edited.room_id))
-            .send("MessageEdited", (&edited,))
-            .await,
+        hub.group(room_group(edited.room_id)).send(message).await,
         "MessageEdited",
     );
     Ok(edited)
 }
 
-/// Deletes the caller's message; the room receives `MessageDeleted`.
-pub async fn delete(state: &AppState, caller: &Caller, message_id: i64) -> Outcome<()> {
-    let message = own_message(state, caller, message_id, "delete").await?;
-    rate_limit(state, "edit", caller.id, "edits and deletes").await?;
+/// Deletes the caller's message; the room receives `MessageDeleted`. The hub method
+/// `DeleteMessage`, also behind `DELETE /api/v1/messages/{id}`.
+pub async fn delete(
+    HubState(state): HubState<AppState>,
+    hub: ChatHub,
+    caller: CurrentUser,
+    message_id: i64,
+) -> Outcome<()> {
+    let message = own_message(&state, &caller, message_id, "delete").await?;
+    rate_limit(&state, "edit", caller.id, "edits and deletes").await?;
     if !state.store.delete_message(message_id, caller.id).await? {
         return Err(Refusal::NotFound("No such message.".into()));
     }
-    let deleted = json!({"roomId": message.room_id, "messageId": message_id});
+    let deleted = DeletedMessage {
+        room_id: message.room_id,
+        message_id,
+    };
     delivered(
-        state
-            .hub
-            .clients()
-            .group(room_group(message.room_id))
-            .send("MessageDeleted", (deleted,))
+        hub.group(room_group(message.room_id))
+            .send(ChatClient::MessageDeleted { deleted })
             .await,
         "MessageDeleted",
     );
@@ -301,14 +278,16 @@ pub async fn delete(state: &AppState, caller: &Caller, message_id: i64) -> Outco
 }
 
 /// Marks the room read up to `message_id`; the caller's other connections (tabs, devices)
-/// receive `UnreadChanged`.
+/// receive `UnreadChanged`. The hub method `MarkRead`, also behind
+/// `POST /api/v1/rooms/{id}/read`.
 pub async fn mark_read(
-    state: &AppState,
-    caller: &Caller,
+    HubState(state): HubState<AppState>,
+    hub: ChatHub,
+    caller: CurrentUser,
     room_id: i64,
     message_id: i64,
 ) -> Outcome<ReadState> {
-    require_member(state, room_id, caller.id).await?;
+    require_member(&state, room_id, caller.id).await?;
     if !state.store.message_in_room(room_id, message_id).await? {
         return Err(Refusal::NotFound("No such message in this room.".into()));
     }
@@ -316,13 +295,9 @@ pub async fn mark_read(
         .store
         .mark_read(room_id, caller.id, message_id)
         .await?;
+    let unread = ChatClient::UnreadChanged { read: read.clone() };
     delivered(
-        state
-            .hub
-            .clients()
-            .user(caller.id.to_string())
-            .send("UnreadChanged", (&read,))
-            .await,
+        hub.user(caller.id.to_string()).send(unread).await,
         "UnreadChanged",
     );
     Ok(read)
@@ -360,11 +335,12 @@ pub async fn listed_rooms(
 }
 
 /// Tells everyone about a new public room (private ones stay with their members).
-pub async fn announce_room(state: &AppState, room: &Room) {
+pub async fn announce_room(hub: &ChatHub, room: &Room) {
     if room.is_private {
         return;
     }
-    if let Err(error) = state.hub.clients().all().send("RoomCreated", (room,)).await {
+    let created = ChatClient::RoomCreated { room: room.clone() };
+    if let Err(error) = hub.all().send(created).await {
         tracing::warn!(%error, "could not announce a new room");
     }
 }
@@ -390,51 +366,18 @@ pub struct MemberPresence {
     pub online: bool,
 }
 
-/// The hub methods of this module, added to the chat hub.
-pub fn hub_methods(builder: HubBuilder, state: &AppState) -> HubBuilder {
-    let (s1, s2, s3, s4) = (state.clone(), state.clone(), state.clone(), state.clone());
+/// The hub methods of this module, added to the chat hub: the same functions the REST
+/// routes call.
+pub fn hub_methods(builder: HubBuilder) -> HubBuilder {
     builder
-        .method(
-            "SendDirectMessage",
-            move |ctx: Context, user_name: String, content: String| {
-                let state = s1.clone();
-                async move {
-                    let caller = hub_caller(&ctx)?;
-                    Ok::<_, HubError>(send_direct(&state, &caller, &user_name, &content).await?)
-                }
-            },
-        )
-        .method(
-            "EditMessage",
-            move |ctx: Context, message_id: i64, content: String| {
-                let state = s2.clone();
-                async move {
-                    let caller = hub_caller(&ctx)?;
-                    Ok::<_, HubError>(edit(&state, &caller, message_id, &content).await?)
-                }
-            },
-        )
-        .method("DeleteMessage", move |ctx: Context, message_id: i64| {
-            let state = s3.clone();
-            async move {
-                let caller = hub_caller(&ctx)?;
-                Ok::<_, HubError>(delete(&state, &caller, message_id).await?)
-            }
-        })
-        .method(
-            "MarkRead",
-            move |ctx: Context, room_id: i64, message_id: i64| {
-                let state = s4.clone();
-                async move {
-                    let caller = hub_caller(&ctx)?;
-                    Ok::<_, HubError>(mark_read(&state, &caller, room_id, message_id).await?)
-                }
-            },
-        )
+        .method("SendDirectMessage", send_direct)
+        .method("EditMessage", edit)
+        .method("DeleteMessage", delete)
+        .method("MarkRead", mark_read)
 }
 
 /// The REST routes of this module.
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<Service> {
     Router::new()
         .route("/api/v1/direct", get(direct_list).post(direct_send))
         .route(
@@ -485,11 +428,12 @@ pub struct NewDirectMessage {
 
 async fn direct_send(
     State(state): State<AppState>,
+    State(hub): State<ChatHub>,
     user: CurrentUser,
     body: Result<Json<NewDirectMessage>, JsonRejection>,
 ) -> Result<(StatusCode, Json<ChatMessage>), ApiError> {
     let Json(body) = body?;
-    let message = send_direct(&state, &user.into(), &body.user_name, &body.content).await?;
+    let message = send_direct(HubState(state), hub, user, body.user_name, body.content).await?;
     Ok((StatusCode::CREATED, Json(message)))
 }
 
@@ -501,6 +445,7 @@ pub struct Edit {
 
 async fn edit_route(
     State(state): State<AppState>,
+    State(hub): State<ChatHub>,
     user: CurrentUser,
     message_id: Result<Path<i64>, PathRejection>,
     body: Result<Json<Edit>, JsonRejection>,
@@ -508,17 +453,18 @@ async fn edit_route(
     let Path(message_id) = message_id?;
     let Json(body) = body?;
     Ok(Json(
-        edit(&state, &user.into(), message_id, &body.content).await?,
+        edit(HubState(state), hub, user, message_id, body.content).await?,
     ))
 }
 
 async fn delete_route(
     State(state): State<AppState>,
+    State(hub): State<ChatHub>,
     user: CurrentUser,
     message_id: Result<Path<i64>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Path(message_id) = message_id?;
-    delete(&state, &user.into(), message_id).await?;
+    delete(HubState(state), hub, user, message_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -530,6 +476,7 @@ pub struct Read {
 
 async fn read_route(
     State(state): State<AppState>,
+    State(hub): State<ChatHub>,
     user: CurrentUser,
     room_id: Result<Path<i64>, PathRejection>,
     body: Result<Json<Read>, JsonRejection>,
@@ -537,7 +484,7 @@ async fn read_route(
     let Path(room_id) = room_id?;
     let Json(body) = body?;
     Ok(Json(
-        mark_read(&state, &user.into(), room_id, body.message_id).await?,
+        mark_read(HubState(state), hub, user, room_id, body.message_id).await?,
     ))
 }
 
@@ -545,6 +492,7 @@ async fn read_route(
 /// web UI).
 async fn members_route(
     State(state): State<AppState>,
+    State(hub): State<ChatHub>,
     user: CurrentUser,
     room_id: Result<Path<i64>, PathRejection>,
 ) -> Result<Json<Vec<MemberPresence>>, ApiError> {
@@ -557,7 +505,7 @@ async fn members_route(
     if room.is_private {
         require_member(&state, room_id, user.id).await?;
     }
-    let online = crate::hub::online_user_ids(&state.hub, room_id)
+    let online = crate::hub::online_user_ids(&hub, room_id)
         .await
         .map_err(Refusal::from)?;
     let mut members = state.store.participants(room_id).await?;

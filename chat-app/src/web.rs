@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::AppState;
+use crate::Service;
 
 /// Every file the UI serves: its name under `/static/`, media type and content.
 const ASSETS: &[(&str, &str, &str)] = &[
@@ -70,7 +70,7 @@ async fn asset(Path(name): Path<String>) -> Response {
 }
 
 /// `GET /` and `GET /static/{file}`.
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<Service> {
     Router::new()
         .route("/", get(index))
         .route("/static/{*file}", get(asset))

@@ -25,6 +25,7 @@
 //! - [Testing a hub](#testing-a-hub): the in-process test kit, in virtual time
 //! - [Where we differ from the reference](#where-we-differ-from-the-reference)
 //! - [Architecture](#architecture)
+//! - [Cargo features](#cargo-features)
 //!
 //! # Writing a hub
 //! A hub method is an async function. Each parameter is either a positional argument of the
@@ -200,7 +201,10 @@
 //! feature, [`auth::JwtAuthenticator`] checks HS256 or RS256 bearer tokens (`exp`, `nbf`,
 //! `iss`, `aud`), from the `Authorization` header or, for WebSockets and Server-Sent Events,
 //! the `access_token` query parameter browsers must use. A [`Policy`] guards the whole hub
-//! ([`HubBuilder::require`]: 401 for anonymous callers, 403 for others) or one method
+//! ([`HubBuilder::require`]: 401 for anonymous callers, 403 for others; both with an empty
+//! body as the reference sends them, 401 with `WWW-Authenticate: Bearer`, and
+//! `error="invalid_token"` when a credential was refused; why it was refused goes to the log
+//! only, never to the client) or one method
 //! ([`HubBuilder::authorized_method`]: the reference's `Failed to invoke 'X' because user is
 //! unauthorized` Completion). [`HubBuilder::close_on_authentication_expiration`] closes a
 //! connection when its token expires, with `allowReconnect` so the client returns with a fresh
@@ -274,8 +278,10 @@
 //! polling. Long polling needs no pings (each poll is its keep-alive); a client that stops
 //! polling is let go after the disconnect timeout. Browsers on other origins need
 //! [`HubBuilder::cors_allowed_origins`]: allowed origins are echoed with credentials, as the JS
-//! client sends cookies by default. [`Context::transport`] tells a method which one a caller
-//! uses.
+//! client sends cookies by default, with the methods and headers SignalR clients use. CORS is
+//! tower-http's `CorsLayer`; [`HubBuilder::cors`] takes an application's own, so its REST
+//! routes and its hub share one policy. [`Context::transport`] tells a method which one a
+//! caller uses.
 //!
 //! # Limits
 //! | limit | default | past it |
@@ -373,6 +379,19 @@
 //!   cache for fan-out, and [`backplane`], the trait other processes are reached through.
 //! - `http`: negotiate, routing, the HTTP connection manager and CORS, as a `tower::Service`.
 //! - [`test_util`] (feature `test-util`): the in-memory transport and `TestClient`.
+//!
+//! # Cargo features
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `msgpack` | on | the MessagePack hub protocol (`Protocol::MessagePack`, [`protocol::msgpack`]); without it only JSON is offered, and a client asking for `messagepack` gets the handshake error for an unknown protocol |
+//! | `server` | on | [`serve`], [`serve_with_shutdown`] and [`shutdown_signal`]: a standalone HTTP/1.1 and HTTP/2 server (hyper's server, TCP, OS signals); without it, mount [`Hub::service`] in axum or your own hyper server |
+//! | `jwt` | off | [`auth::JwtAuthenticator`]: HS256 and RS256 bearer tokens |
+//! | `test-util` | off | [`test_util`]: the in-memory transport and `TestClient`, and tokio's paused clock |
+//!
+//! With `default-features = false` the crate is the protocol, the connection core and the
+//! `tower::Service`, on tokio's `rt`, `sync`, `time` and `macros` alone. A backplane
+//! publishes each message in every protocol this build has, so processes sharing one should
+//! be built with the same protocols (as ASP.NET Core servers must register the same ones).
 pub mod auth;
 pub mod protocol;
 
@@ -386,6 +405,7 @@ mod options;
 pub use options::HubOptions;
 mod raw;
 mod request;
+#[cfg(feature = "server")]
 mod serve;
 #[cfg(feature = "test-util")]
 pub mod test_util;
@@ -407,6 +427,7 @@ pub use hub::{
 };
 pub use raw::{ConnectionHandler, RawConnection, RawSender};
 pub use request::{HttpRequest, RemoteAddr};
+#[cfg(feature = "server")]
 pub use serve::{serve, serve_with_shutdown, shutdown_signal};
 pub use transport::TransportKind;
 
@@ -415,3 +436,8 @@ pub mod __private {
     //! What the crate's macros expand to.
     pub use serde;
 }
+
+/// The README's examples, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

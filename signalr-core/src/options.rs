@@ -51,7 +51,8 @@ pub struct HubOptions {
     pub disconnect_timeout: Duration,
     /// How long graceful shutdown waits for clients to go. Default 5 s.
     pub shutdown_timeout: Duration,
-    /// Protocols offered to clients. Default: JSON and MessagePack.
+    /// Protocols offered to clients. Default: every one this build has ([`Protocol::ALL`]:
+    /// JSON, and MessagePack with the `msgpack` feature).
     pub protocols: Vec<Protocol>,
     /// Transports offered in negotiate and served. Default: all three.
     pub transports: Vec<TransportKind>,

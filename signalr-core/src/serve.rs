@@ -1,4 +1,4 @@
-//! Serving a hub on its own, without a web framework.
+//! Serving a hub on its own, without a web framework (the `server` feature, on by default).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,7 +17,7 @@ use crate::http::text;
 use crate::{Hub, RemoteAddr};
 
 /// Serves `hub` at `path` (for example `"/hub"`) until Ctrl-C or SIGTERM, then shuts down
-/// gracefully (see [`Hub::shutdown`]).
+/// gracefully (see [`Hub::shutdown`]). HTTP/1.1 and HTTP/2; needs the `server` feature.
 pub async fn serve(listener: TcpListener, path: &str, hub: Hub) -> io::Result<()> {
     serve_with_shutdown(listener, path, hub, shutdown_signal()).await
 }

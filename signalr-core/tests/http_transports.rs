@@ -519,18 +519,21 @@ async fn cors_with_credentials_for_allowed_origins_only() {
             b"",
         )
         .await;
-    assert_eq!(preflight.status(), StatusCode::NO_CONTENT);
+    // tower-http's CorsLayer answers the preflight (200, as it does for any application).
+    assert_eq!(preflight.status(), StatusCode::OK);
     let headers = preflight.headers();
     assert_eq!(
         headers["access-control-allow-origin"],
         "https://app.example"
     );
     assert_eq!(headers["access-control-allow-credentials"], "true");
-    assert_eq!(headers["access-control-allow-methods"], "GET, POST, DELETE");
+    assert_eq!(headers["access-control-allow-methods"], "GET,POST,DELETE");
+    // The headers SignalR clients send, not whatever a request asks for.
     assert_eq!(
         headers["access-control-allow-headers"],
-        "x-requested-with,x-signalr-user-agent,authorization"
+        "authorization,content-type,x-requested-with,x-signalr-user-agent"
     );
+    assert_eq!(headers["access-control-max-age"], "600");
 
     let negotiate = server
         .send(
@@ -558,6 +561,45 @@ async fn cors_with_credentials_for_allowed_origins_only() {
         )
         .await;
     assert!(other.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn an_application_cors_layer_guards_the_hub_as_it_guards_rest_routes() {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let policy = CorsLayer::new()
+        .allow_origin(AllowOrigin::list(["https://shared.example"
+            .parse()
+            .unwrap()]))
+        .allow_credentials(true)
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([http::header::AUTHORIZATION, http::header::CONTENT_TYPE]);
+    let server = Server::start(hub().cors(policy.clone())).await;
+    let allowed = server
+        .send(
+            Method::POST,
+            "/negotiate?negotiateVersion=1",
+            &[("Origin", "https://shared.example")],
+            b"",
+        )
+        .await;
+    assert_eq!(allowed.status(), StatusCode::OK);
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://shared.example"
+    );
+    // The origin `cors_allowed_origins` would have listed is not in this policy.
+    let refused = server
+        .send(
+            Method::POST,
+            "/negotiate?negotiateVersion=1",
+            &[("Origin", "https://app.example")],
+            b"",
+        )
+        .await;
+    assert!(refused
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
 }
 
 #[tokio::test]

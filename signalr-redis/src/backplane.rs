@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+#[cfg(feature = "cluster")]
 use redis::cluster_async::ClusterConnection;
 use redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
 use signalr_core::backplane::{
@@ -31,6 +32,7 @@ use crate::protocol::{
 #[derive(Clone)]
 pub(crate) enum Connection {
     Single(ConnectionManager),
+    #[cfg(feature = "cluster")]
     Cluster(ClusterConnection),
 }
 
@@ -38,6 +40,7 @@ impl redis::aio::ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
         match self {
             Connection::Single(c) => c.req_packed_command(cmd),
+            #[cfg(feature = "cluster")]
             Connection::Cluster(c) => c.req_packed_command(cmd),
         }
     }
@@ -50,6 +53,7 @@ impl redis::aio::ConnectionLike for Connection {
     ) -> redis::RedisFuture<'a, Vec<Value>> {
         match self {
             Connection::Single(c) => c.req_packed_commands(cmd, offset, count),
+            #[cfg(feature = "cluster")]
             Connection::Cluster(c) => c.req_packed_commands(cmd, offset, count),
         }
     }
@@ -57,6 +61,7 @@ impl redis::aio::ConnectionLike for Connection {
     fn get_db(&self) -> i64 {
         match self {
             Connection::Single(c) => c.get_db(),
+            #[cfg(feature = "cluster")]
             Connection::Cluster(c) => c.get_db(),
         }
     }
@@ -69,6 +74,7 @@ pub struct RedisBackplaneBuilder {
     prefix: String,
     server_name: Option<String>,
     sharded: bool,
+    #[cfg(feature = "cluster")]
     cluster: bool,
     connect_timeout: Duration,
     publish_timeout: Duration,
@@ -98,7 +104,8 @@ impl RedisBackplaneBuilder {
     /// Treat the URL as one node of a Redis Cluster: the client discovers the other nodes,
     /// follows slot moves, and routes every sharded channel to the shard that owns it. Use with
     /// [`sharded`](Self::sharded)`(true)`, so that each message goes to one shard instead of
-    /// every node. Default off (one Redis endpoint).
+    /// every node. Default off (one Redis endpoint). Needs the `cluster` feature.
+    #[cfg(feature = "cluster")]
     pub fn cluster(mut self, cluster: bool) -> Self {
         self.cluster = cluster;
         self
@@ -259,6 +266,7 @@ impl RedisBackplane {
             prefix: prefix.into(),
             server_name: None,
             sharded: false,
+            #[cfg(feature = "cluster")]
             cluster: false,
             connect_timeout: Duration::from_secs(5),
             publish_timeout: Duration::from_secs(5),
@@ -389,6 +397,7 @@ async fn open(
         .as_str()
         .into_connection_info()
         .map_err(Error::config)?;
+    #[cfg(feature = "cluster")]
     if settings.cluster {
         let client = redis::cluster::ClusterClientBuilder::new(vec![info])
             .use_protocol(ProtocolVersion::RESP3)
@@ -1024,6 +1033,7 @@ async fn subscriber(inner: Weak<Inner>, mut ops: mpsc::UnboundedReceiver<Subscri
 }
 
 async fn send_channels(inner: &Inner, command: &str, channels: Vec<String>) -> bool {
+    #[cfg(feature = "cluster")]
     if let Connection::Cluster(conn) = &inner.conn {
         return send_cluster_channels(inner, conn.clone(), command, channels).await;
     }
@@ -1048,6 +1058,7 @@ async fn send_channels(inner: &Inner, command: &str, channels: Vec<String>) -> b
     ok
 }
 
+#[cfg(feature = "cluster")]
 /// In a cluster, each channel goes to its own shard (one command per channel), through the
 /// client's own methods so that it re-subscribes them after topology changes.
 async fn send_cluster_channels(

@@ -18,6 +18,7 @@
 //! - [While Redis is down](#while-redis-is-down)
 //! - [Load balancers](#load-balancers)
 //! - [Limits](#limits)
+//! - [Cargo features](#cargo-features)
 //!
 //! # What crosses processes
 //! Every target of `Clients`/`HubContext`: `all`, `others`/`all_except`, `client(s)`,
@@ -40,8 +41,9 @@
 //! - Presence (who is online, group members) across processes, which the reference lacks; see
 //!   the `presence` keys below.
 //! - Optional sharded pub/sub ([`RedisBackplaneBuilder::sharded`]) and Redis Cluster
-//!   ([`RedisBackplaneBuilder::cluster`]): each channel lives on the shard that owns its slot, so
-//!   a message goes to one shard instead of being copied to every node.
+//!   (`RedisBackplaneBuilder::cluster`, with the `cluster` feature): each channel lives on
+//!   the shard that owns its slot, so a message goes to one shard instead of being copied to
+//!   every node.
 //! - A health signal ([`RedisBackplane::is_healthy`], `HubContext::backplane_healthy`) for
 //!   readiness probes, and counters ([`RedisBackplane::stats`]).
 //!
@@ -94,6 +96,13 @@
 //! | presence changes queued | 4,096 | presence is rewritten whole at the next heartbeat |
 //! | presence TTL | 15 s | a dead process's entries disappear |
 //! | health check | every 1 s | (an outage is noticed within one interval, at once on a dropped connection) |
+//!
+//! # Cargo features
+//! - `cluster` (off by default): Redis Cluster support, `RedisBackplaneBuilder::cluster`
+//!   (redis-rs's cluster client). A single endpoint, sharded or not, needs nothing extra.
+//!
+//! This crate turns on `signalr-core`'s `msgpack` feature: every publication carries both
+//! protocols' records (see [Wire compatibility](#wire-compatibility)).
 
 mod backplane;
 mod error;
@@ -103,3 +112,8 @@ pub mod protocol;
 pub use backplane::{BackplaneStats, RedisBackplane, RedisBackplaneBuilder};
 pub use error::Error;
 pub use protocol::RedisChannels;
+
+/// The README's examples, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -61,6 +61,9 @@ describe("no well-known secret", () => {
       const a = await connect(app, token);
       const b = await connect(app, bob.token);
       try {
+        // Calls are handled only after the connect hook (which puts bob in his rooms) ran: one
+        // round trip, or alice's join could reach the room before bob is in it.
+        await b.connection.invoke("OnlineMembers", room.id);
         await a.connection.invoke("JoinRoom", room.id);
         const sent = await a.connection.invoke("SendMessage", room.id, "who am i");
         assert.equal(sent.userName, alice.userName);

@@ -1,52 +1,43 @@
-//! CORS for browser clients on other origins. The JS client sends credentials by default, so
-//! an allowed origin is echoed (never `*`) with `Access-Control-Allow-Credentials: true`.
+//! CORS for browser clients on other origins, on tower-http's `CorsLayer`: an application can
+//! hand the hub the same policy its REST API uses ([`HubBuilder::cors`](crate::HubBuilder::cors)).
 
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use std::time::Duration;
 
-use super::{body, ResponseBody};
-use crate::options::HubOptions;
+use http::{header, HeaderName, HeaderValue, Method};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
-/// The request's `Origin`, when the hub allows it.
-pub(super) fn allowed_origin<B>(options: &HubOptions, request: &Request<B>) -> Option<HeaderValue> {
-    let origin = request.headers().get(header::ORIGIN)?;
-    let text = origin.to_str().ok()?;
-    options
-        .cors_origins
-        .iter()
-        .any(|allowed| allowed == "*" || allowed.eq_ignore_ascii_case(text))
-        .then(|| origin.clone())
-}
+/// The request headers SignalR clients send across origins (the JS client's `X-Requested-With`
+/// and `X-SignalR-User-Agent`, a bearer token, and the body's type).
+const CLIENT_HEADERS: [HeaderName; 4] = [
+    header::AUTHORIZATION,
+    header::CONTENT_TYPE,
+    HeaderName::from_static("x-requested-with"),
+    HeaderName::from_static("x-signalr-user-agent"),
+];
 
-pub(super) fn allow(response: &mut Response<ResponseBody>, origin: HeaderValue) {
-    let headers = response.headers_mut();
-    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-        HeaderValue::from_static("true"),
-    );
-    headers.append(header::VARY, HeaderValue::from_static("Origin"));
-}
-
-/// Answers a preflight. The allow-origin headers are added by the caller when the origin is
-/// allowed; without them the browser refuses the real request.
-pub(super) fn preflight<B>(request: &Request<B>) -> Response<ResponseBody> {
-    let mut response = Response::new(body(""));
-    *response.status_mut() = StatusCode::NO_CONTENT;
-    let headers = response.headers_mut();
-    // DELETE matters: without it the long-polling client's stop fails silently.
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, POST, DELETE"),
-    );
-    if let Some(requested) = request
-        .headers()
-        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
-    {
-        headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested.clone());
+/// The policy [`HubBuilder::cors_allowed_origins`](crate::HubBuilder::cors_allowed_origins)
+/// describes: the listed origins (`*`: any, echoed), with credentials (the JS client sends
+/// cookies by default, so `*` is never answered), the methods the transports use (`DELETE`:
+/// without it a long-polling client's stop fails silently), and the clients' headers.
+pub(crate) fn layer_for(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
     }
-    headers.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("600"),
-    );
-    response
+    let allow_origin = if origins.iter().any(|origin| origin == "*") {
+        AllowOrigin::mirror_request()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|origin| HeaderValue::from_str(origin).ok()),
+        )
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow_origin)
+            .allow_credentials(true)
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_headers(CLIENT_HEADERS)
+            .max_age(Duration::from_secs(600)),
+    )
 }

@@ -3,7 +3,7 @@
 //! service works at a router's root path or under `nest_service`.
 
 pub(crate) mod connections;
-mod cors;
+pub(crate) mod cors;
 pub(crate) mod negotiate;
 mod streaming;
 mod token;
@@ -34,6 +34,14 @@ pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 /// or from [`Hub::service_with`](crate::Hub::service_with) for one path of several.
 #[derive(Clone)]
 pub struct HubService {
+    routes: Routes,
+    /// The hub's CORS policy, in front of every route.
+    cors: Option<tower_http::cors::Cors<Routes>>,
+}
+
+/// Negotiate and the transports, behind the CORS policy.
+#[derive(Clone)]
+struct Routes {
     hub: Arc<HubShared>,
     /// The transports this endpoint serves and offers in negotiate.
     transports: Arc<[TransportKind]>,
@@ -45,7 +53,12 @@ impl HubService {
             Some(options) => options.transports.into(),
             None => hub.options.transports.clone().into(),
         };
-        HubService { hub, transports }
+        let cors = hub.cors.clone();
+        let routes = Routes { hub, transports };
+        HubService {
+            cors: cors.map(|layer| tower_layer::Layer::layer(&layer, routes.clone())),
+            routes,
+        }
     }
 }
 
@@ -109,10 +122,30 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        match &mut self.cors {
+            Some(cors) => Box::pin(cors.call(request)),
+            None => self.routes.call(request),
+        }
+    }
+}
+
+impl<B> tower_service::Service<Request<B>> for Routes
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
         let hub = self.hub.clone();
         let transports = self.transports.clone();
         Box::pin(async move {
-            let origin = cors::allowed_origin(&hub.options, &request);
             let query = Query::parse(request.uri().query());
             let identity = if request.method() == Method::OPTIONS {
                 Ok(None)
@@ -132,13 +165,10 @@ where
                 };
                 authorize(&hub, auth_request).await
             };
-            let mut response = match identity {
+            let response = match identity {
                 Ok(identity) => route(hub, &transports, request, query, identity).await,
                 Err(refusal) => refusal,
             };
-            if let Some(origin) = origin {
-                cors::allow(&mut response, origin);
-            }
             Ok(response)
         })
     }
@@ -207,7 +237,9 @@ where
     // Owned, so that no borrow of the (not necessarily Sync) request lives across an await.
     let method = request.method().clone();
     if method == Method::OPTIONS {
-        return cors::preflight(&request);
+        // A preflight the CORS policy allowed never gets here; anything else is answered
+        // empty, as there is nothing to describe.
+        return empty(StatusCode::NO_CONTENT);
     }
     if is_negotiate {
         return match method {

@@ -151,6 +151,7 @@ pub struct HubBuilder {
     backplane: Option<Arc<dyn Backplane>>,
     state: http::Extensions,
     raw: Option<crate::raw::RawHandler>,
+    cors: Option<tower_http::cors::CorsLayer>,
 }
 
 type UserIdProvider = Arc<dyn Fn(&Identity) -> Option<String> + Send + Sync>;
@@ -207,6 +208,17 @@ impl HubBuilder {
             policy,
         };
         self.methods.push((name.to_owned(), method));
+        self
+    }
+
+    /// A CORS policy of the application's own (tower-http's `CorsLayer`), instead of the one
+    /// [`cors_allowed_origins`](Self::cors_allowed_origins) builds: the same value can guard
+    /// the application's REST routes, so one policy covers both. Remember what SignalR
+    /// clients need across origins: credentials (the JS client sends cookies), `GET`, `POST`
+    /// and `DELETE`, and the `authorization`, `content-type`, `x-requested-with` and
+    /// `x-signalr-user-agent` headers.
+    pub fn cors(mut self, layer: tower_http::cors::CorsLayer) -> Self {
+        self.cors = Some(layer);
         self
     }
 
@@ -510,6 +522,9 @@ impl HubBuilder {
             folded.insert(name.to_lowercase(), handler.clone());
             exact.insert(name, handler);
         }
+        let cors = self
+            .cors
+            .or_else(|| crate::http::cors::layer_for(&self.options.cors_origins));
         let hub = Hub {
             shared: Arc::new(HubShared {
                 connection_configs: TransportKind::ALL
@@ -528,6 +543,7 @@ impl HubBuilder {
                 shutting_down: CancellationToken::new(),
                 backplane: self.backplane,
                 state: self.state,
+                cors,
                 raw: self.raw,
             }),
         };
@@ -576,6 +592,8 @@ pub(crate) struct HubShared {
     pub(crate) state: http::Extensions,
     /// Set for a raw connection endpoint: its transports run this instead of the hub.
     pub(crate) raw: Option<crate::raw::RawHandler>,
+    /// The CORS policy in front of every endpoint of the hub.
+    pub(crate) cors: Option<tower_http::cors::CorsLayer>,
 }
 
 impl HubShared {

@@ -266,6 +266,15 @@ impl<C> Clone for TypedHubContext<C> {
     }
 }
 
+/// A typed hub context as a method parameter, for handing on to other tasks.
+impl<C: ClientMessage> FromContext for TypedHubContext<C> {
+    type Rejection = std::convert::Infallible;
+
+    fn from_context(context: &Context) -> Result<Self, Self::Rejection> {
+        Ok(TypedHubContext::new(context.hub()))
+    }
+}
+
 impl<C: ClientMessage> TypedHubContext<C> {
     pub(crate) fn new(context: HubContext) -> Self {
         TypedHubContext {

@@ -1,5 +1,5 @@
 //! The hub protocols, sans-IO: message types, the handshake, and the JSON and MessagePack
-//! encodings.
+//! encodings (MessagePack with the `msgpack` feature, on by default).
 //!
 //! Nothing in this module touches a socket or a clock. Decoders take bytes the transport has
 //! received (in any chunking) and yield whole messages; encoders append framed records to a
@@ -19,7 +19,9 @@
 
 mod handshake;
 pub mod json;
+#[cfg(feature = "msgpack")]
 pub mod msgpack;
+#[cfg(feature = "msgpack")]
 mod msgpack_ser;
 mod payload;
 mod values;
@@ -34,6 +36,7 @@ pub use handshake::{
     decode_handshake_request, encode_handshake_response, HandshakeError, HandshakeRequest,
 };
 pub use json::JsonProtocol;
+#[cfg(feature = "msgpack")]
 pub use msgpack::MessagePackProtocol;
 pub use payload::{Arguments, Payload, PayloadError};
 pub use values::{Binary, DateTime, DateTimeError};
@@ -233,12 +236,18 @@ pub trait HubProtocol {
 }
 
 /// The protocols this crate implements, for choosing one at run time (from the handshake).
+///
+/// `MessagePack` exists only with the `msgpack` feature: without it a client asking for
+/// `messagepack` gets the handshake error for an unknown protocol and falls back (the JS
+/// client does) or fails, as with ASP.NET Core when the protocol is not registered. Match
+/// with a wildcard arm: another crate in the build may turn the feature on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Protocol {
     /// The JSON hub protocol (`json`).
     Json,
-    /// The MessagePack hub protocol (`messagepack`).
+    /// The MessagePack hub protocol (`messagepack`). Needs the `msgpack` feature.
+    #[cfg(feature = "msgpack")]
     MessagePack,
 }
 
@@ -247,12 +256,19 @@ const ENCODE_CAPACITY: usize = 128;
 
 impl Protocol {
     /// Every protocol, in the order they are offered.
+    #[cfg(feature = "msgpack")]
     pub const ALL: [Protocol; 2] = [Protocol::Json, Protocol::MessagePack];
+
+    /// Every protocol, in the order they are offered (JSON alone: the `msgpack` feature is
+    /// off).
+    #[cfg(not(feature = "msgpack"))]
+    pub const ALL: [Protocol; 1] = [Protocol::Json];
 
     /// Looks a protocol up by its handshake name.
     pub fn from_name(name: &str) -> Option<Protocol> {
         match name {
             JsonProtocol::NAME => Some(Protocol::Json),
+            #[cfg(feature = "msgpack")]
             MessagePackProtocol::NAME => Some(Protocol::MessagePack),
             _ => None,
         }
@@ -262,6 +278,7 @@ impl Protocol {
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Json => JsonProtocol::NAME,
+            #[cfg(feature = "msgpack")]
             Protocol::MessagePack => MessagePackProtocol::NAME,
         }
     }
@@ -270,6 +287,7 @@ impl Protocol {
     pub fn version(self) -> u32 {
         match self {
             Protocol::Json => JsonProtocol::VERSION,
+            #[cfg(feature = "msgpack")]
             Protocol::MessagePack => MessagePackProtocol::VERSION,
         }
     }
@@ -278,6 +296,7 @@ impl Protocol {
     pub fn transfer_format(self) -> TransferFormat {
         match self {
             Protocol::Json => JsonProtocol::TRANSFER_FORMAT,
+            #[cfg(feature = "msgpack")]
             Protocol::MessagePack => MessagePackProtocol::TRANSFER_FORMAT,
         }
     }
@@ -286,6 +305,7 @@ impl Protocol {
     pub(crate) fn index(self) -> usize {
         match self {
             Protocol::Json => 0,
+            #[cfg(feature = "msgpack")]
             Protocol::MessagePack => 1,
         }
     }
@@ -298,6 +318,7 @@ impl Protocol {
     ) -> Result<Option<InboundMessage>, ProtocolError> {
         match self {
             Protocol::Json => JsonProtocol::decode(buf, max_message_size),
+            #[cfg(feature = "msgpack")]
             Protocol::MessagePack => MessagePackProtocol::decode(buf, max_message_size),
         }
     }
@@ -310,6 +331,7 @@ impl Protocol {
     ) -> Result<(), ProtocolError> {
         match self {
             Protocol::Json => JsonProtocol::encode(message, out),
+            #[cfg(feature = "msgpack")]
             Protocol::MessagePack => MessagePackProtocol::encode(message, out),
         }
     }
@@ -330,6 +352,7 @@ impl Protocol {
     pub fn ping_record(self) -> Bytes {
         match self {
             Protocol::Json => Bytes::from_static(b"{\"type\":6}\x1e"),
+            #[cfg(feature = "msgpack")]
             Protocol::MessagePack => Bytes::from_static(&[0x02, 0x91, 0x06]),
         }
     }

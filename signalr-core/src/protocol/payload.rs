@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+#[cfg(feature = "msgpack")]
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::ser::SerializeSeq;
@@ -28,6 +29,7 @@ pub struct Payload(Repr);
 #[derive(Clone)]
 enum Repr {
     Json(Box<RawValue>),
+    #[cfg(feature = "msgpack")]
     MessagePack(Bytes),
 }
 
@@ -35,7 +37,9 @@ impl PartialEq for Repr {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
             (Repr::Json(a), Repr::Json(b)) => a.get() == b.get(),
+            #[cfg(feature = "msgpack")]
             (Repr::MessagePack(a), Repr::MessagePack(b)) => a == b,
+            #[cfg(feature = "msgpack")]
             _ => false,
         }
     }
@@ -51,6 +55,7 @@ impl Payload {
         Payload(Repr::Json(raw))
     }
 
+    #[cfg(feature = "msgpack")]
     pub(crate) fn msgpack(bytes: Bytes) -> Self {
         Payload(Repr::MessagePack(bytes))
     }
@@ -59,6 +64,7 @@ impl Payload {
     pub(crate) fn null(protocol: super::Protocol) -> Self {
         match protocol {
             super::Protocol::Json => Payload::json(Box::<RawValue>::default()),
+            #[cfg(feature = "msgpack")]
             super::Protocol::MessagePack => Payload::msgpack(Bytes::from_static(&[0xc0])),
         }
     }
@@ -73,6 +79,7 @@ impl Payload {
             Repr::Json(raw) => {
                 serde_json::from_str(raw.get()).map_err(|e| PayloadError(e.to_string()))
             }
+            #[cfg(feature = "msgpack")]
             Repr::MessagePack(bytes) => {
                 rmp_serde::from_slice(bytes).map_err(|e| PayloadError(e.to_string()))
             }
@@ -86,6 +93,7 @@ impl Payload {
             Repr::Json(raw) => serde_json::from_str::<Vec<Box<RawValue>>>(raw.get())
                 .map(|items| items.into_iter().map(Payload::json).collect())
                 .map_err(|e| PayloadError(e.to_string())),
+            #[cfg(feature = "msgpack")]
             Repr::MessagePack(bytes) => super::msgpack::split_array(bytes)
                 .map(|items| items.into_iter().map(Payload::msgpack).collect())
                 .map_err(|e| PayloadError(e.to_string())),
@@ -96,14 +104,17 @@ impl Payload {
     pub fn as_json(&self) -> Option<&str> {
         match &self.0 {
             Repr::Json(raw) => Some(raw.get()),
+            #[cfg(feature = "msgpack")]
             Repr::MessagePack(_) => None,
         }
     }
 
-    /// The MessagePack bytes of the value, when it came from the MessagePack protocol.
+    /// The MessagePack bytes of the value, when it came from the MessagePack protocol (always
+    /// `None` without the `msgpack` feature, so forwarding code need not depend on it).
     pub fn as_msgpack(&self) -> Option<&[u8]> {
         match &self.0 {
             Repr::Json(_) => None,
+            #[cfg(feature = "msgpack")]
             Repr::MessagePack(bytes) => Some(bytes),
         }
     }
@@ -113,6 +124,7 @@ impl fmt::Debug for Payload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
             Repr::Json(raw) => write!(f, "Payload::Json({})", raw.get()),
+            #[cfg(feature = "msgpack")]
             Repr::MessagePack(bytes) => write!(f, "Payload::MessagePack({bytes:02x?})"),
         }
     }
@@ -153,19 +165,23 @@ impl Serialize for Payload {
                 serde_transcode::transcode(&mut de, serializer)
             }
             // Our MessagePack serializer splices these bytes in; see `Verbatim`.
+            #[cfg(feature = "msgpack")]
             Repr::MessagePack(bytes) if super::msgpack_ser::output_active() => {
                 serializer.serialize_newtype_struct(super::msgpack_ser::VERBATIM, &Verbatim(bytes))
             }
+            #[cfg(feature = "msgpack")]
             Repr::MessagePack(bytes) => super::msgpack::transcode(bytes, serializer),
         }
     }
 }
 
+#[cfg(feature = "msgpack")]
 /// A MessagePack payload's bytes on their way into the MessagePack hub protocol's
 /// serializer, which recognises the newtype it arrives in. Any other serializer (one a user's
 /// `Serialize` impl called while a message was being written) gets the value converted.
 struct Verbatim<'a>(&'a Bytes);
 
+#[cfg(feature = "msgpack")]
 impl Serialize for Verbatim<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         if super::msgpack_ser::take_capture() {

@@ -152,6 +152,11 @@ const NANOS_PER_SECOND: u32 = 1_000_000_000;
 /// The MessagePack extension type of timestamps.
 pub(crate) const TIMESTAMP_EXT: i8 = -1;
 
+/// The newtype name under which rmp-serde (and so our MessagePack protocol) reads and writes
+/// an extension value. Spelled out rather than imported so that `DateTime` keeps one
+/// non-human-readable form whether or not the `msgpack` feature is on.
+const EXT_STRUCT_NAME: &str = "_ExtStruct";
+
 const OUT_OF_RANGE: DateTimeError =
     DateTimeError("the instant is outside 0000-01-01T00:00:00Z ..= 9999-12-31T23:59:59Z");
 const BAD_TEXT: DateTimeError =
@@ -444,7 +449,7 @@ impl FromStr for DateTime {
 }
 
 /// The `(type, data)` pair rmp-serde's extension convention expects inside
-/// `MSGPACK_EXT_STRUCT_NAME`.
+/// [`EXT_STRUCT_NAME`].
 struct ExtValue<'a>(i8, &'a [u8]);
 
 impl Serialize for ExtValue<'_> {
@@ -469,10 +474,8 @@ impl Serialize for DateTime {
             serializer.collect_str(self)
         } else {
             let (data, len) = self.timestamp_ext();
-            serializer.serialize_newtype_struct(
-                rmp_serde::MSGPACK_EXT_STRUCT_NAME,
-                &ExtValue(TIMESTAMP_EXT, &data[..len]),
-            )
+            serializer
+                .serialize_newtype_struct(EXT_STRUCT_NAME, &ExtValue(TIMESTAMP_EXT, &data[..len]))
         }
     }
 }
@@ -529,6 +532,12 @@ mod tests {
 
     fn instant(text: &str) -> DateTime {
         text.parse().unwrap()
+    }
+
+    #[cfg(feature = "msgpack")]
+    #[test]
+    fn the_extension_newtype_name_is_rmp_serdes() {
+        assert_eq!(EXT_STRUCT_NAME, rmp_serde::MSGPACK_EXT_STRUCT_NAME);
     }
 
     #[test]
