@@ -115,6 +115,13 @@ describe("lifecycle, authentication and the request", () => {
         });
       });
 
+      it("the request a connection was made with is a GET without a Content-Type", async () => {
+        // The hub sees the transport request (upgrade, event stream or first poll), not negotiate's POST.
+        await session(hub(`${server.base}/testhub`, { transport }), async (c) => {
+          assert.equal(await c.invoke("GetContentTypeHeader"), null);
+        });
+      });
+
       it("headers the application sets replace the library's and reach the hub", async () => {
         const [name] = getUserAgentHeader();
         const headers = { [name]: "Custom Agent", "X-HEADER": "VALUE" };
