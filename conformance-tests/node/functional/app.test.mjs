@@ -91,3 +91,36 @@ describe("the rest of the test app", () => {
     await closed;
   });
 });
+
+describe("hostile requests to the test app's own endpoints", () => {
+  let server;
+  before(async () => { server = await startServer(); });
+  after(async () => { await server.stop(); });
+
+  it("a client result for a connection that does not exist is answered at once", async () => {
+    const response = await withTimeout(fetch(`${server.base}/clientresult/no-such-connection`), 5000, "clientresult");
+    assert.equal(response.status, 200);
+    assert.equal(await response.text(), "Connection 'no-such-connection' does not exist.");
+  });
+
+  it("a connection id that is not UTF-8 is refused with a short JSON error", async () => {
+    const response = await fetch(`${server.base}/clientresult/%ff%fe`);
+    assert.equal(response.status, 400);
+    assert.deepEqual(await response.json(), { error: "the connection id must be UTF-8 text" });
+  });
+
+  it("refusals have an empty body and a Bearer challenge, never a library's error text", async () => {
+    const negotiate = (headers) =>
+      fetch(`${server.base}/authorizedhub/negotiate?negotiateVersion=1`, { method: "POST", headers });
+    const anonymous = await negotiate({});
+    assert.equal(anonymous.status, 401);
+    assert.equal(anonymous.headers.get("www-authenticate"), "Bearer");
+    assert.equal(await anonymous.text(), "");
+    for (const token of ["garbage", "a.b.c", "!!!.@@@.###", "x".repeat(8000)]) {
+      const response = await negotiate({ Authorization: `Bearer ${token}` });
+      assert.equal(response.status, 401, token.slice(0, 20));
+      assert.equal(response.headers.get("www-authenticate"), 'Bearer error="invalid_token"');
+      assert.equal(await response.text(), "", `no internals in the body (${token.slice(0, 20)})`);
+    }
+  });
+});

@@ -308,7 +308,18 @@ async fn generate_jwt_token(State(state): State<AppState>) -> Response {
 }
 
 /// The `Result` a client returns, as text; its error text when it fails or gives none.
-async fn client_result(State(state): State<AppState>, Path(id): Path<String>) -> String {
+async fn client_result(
+    State(state): State<AppState>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Response {
+    // axum's own rejection text would name its internals; say what is wrong instead.
+    let Ok(Path(id)) = id else {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({"error": "the connection id must be UTF-8 text"})),
+        )
+            .into_response();
+    };
     let answer = state
         .test_hub
         .clients()
@@ -325,6 +336,7 @@ async fn client_result(State(state): State<AppState>, Path(id): Path<String>) ->
             }
         }
     }
+    .into_response()
 }
 
 async fn deployment() -> axum::Json<serde_json::Value> {
@@ -526,4 +538,35 @@ async fn main() -> std::io::Result<()> {
             );
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_origin;
+
+    #[test]
+    fn only_pages_served_from_this_machine_are_loopback_origins() {
+        for allowed in [
+            "http://localhost:9876",
+            "https://localhost:1",
+            "http://127.0.0.1:5000",
+            "https://127.0.0.1:443",
+        ] {
+            assert!(is_loopback_origin(allowed), "{allowed}");
+        }
+        for refused in [
+            "http://localhost",
+            "http://localhost:",
+            "http://localhost:80/path",
+            "http://localhost.evil.example:80",
+            "http://127.0.0.1.evil.example:80",
+            "http://127.0.0.2:80",
+            "ftp://localhost:21",
+            "null",
+            "",
+            "http://localhost:80 ",
+        ] {
+            assert!(!is_loopback_origin(refused), "{refused}");
+        }
+    }
 }
