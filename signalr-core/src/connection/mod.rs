@@ -535,11 +535,13 @@ pub(crate) async fn run<H, I, S>(
         }
     };
 
-    host.unregister(&conn);
     conn.close(Close::default());
     conn.end_calls();
-    // Bounded: every write inside the writer has a timeout.
+    // Bounded: every write inside the writer has a timeout. Unregistering only after the
+    // Close went out means a graceful shutdown, which waits for the registry to empty, never
+    // ends the process while a client's Close is still being written.
     let _ = writer.await;
+    host.unregister(&conn);
     let disconnect_error = match end {
         // A client that said goodbye ended gracefully, whatever its transport did next.
         ReadEnd::ClientClosed(error) => error,
