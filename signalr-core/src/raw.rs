@@ -30,6 +30,7 @@ use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::connection::ConnectionParams;
 use crate::error::{Error, Kind};
 use crate::hub::{Hub, HubBuilder};
 use crate::protocol::TransferFormat;
@@ -186,9 +187,7 @@ impl RawSender {
 /// Runs one raw connection: the handler on this task, the writes on another.
 pub(crate) async fn run<I, S>(
     handler: RawHandler,
-    connection_id: Arc<str>,
-    transport: TransportKind,
-    request: Option<Arc<HttpRequest>>,
+    params: ConnectionParams,
     send_timeout: Duration,
     inbound: I,
     mut sink: S,
@@ -236,9 +235,9 @@ pub(crate) async fn run<I, S>(
         let _ = tokio::time::timeout(Duration::from_secs(5), sink.close()).await;
     });
     let connection = RawConnection {
-        id: connection_id,
-        transport,
-        request,
+        id: params.connection_id,
+        transport: params.transport,
+        request: params.request,
         inbound: Box::pin(inbound),
         sender: RawSender {
             outgoing,

@@ -174,6 +174,27 @@ where
     }
 }
 
+/// Runs a connection on the transport it opened: the hub's connection core, or the handler of
+/// a raw connection endpoint (which never reconnects statefully).
+pub(crate) async fn run_connection<I, S>(
+    hub: Arc<HubShared>,
+    params: crate::connection::ConnectionParams,
+    inbound: I,
+    sink: S,
+    reattach: Option<tokio::sync::mpsc::Receiver<(I, S)>>,
+) where
+    I: futures_util::Stream<Item = std::io::Result<Bytes>> + Unpin + Send + Sync + 'static,
+    S: crate::transport::TransportSink,
+{
+    match &hub.raw {
+        Some(handler) => {
+            let send_timeout = hub.options.send_timeout;
+            crate::raw::run(handler.clone(), params, send_timeout, inbound, sink).await
+        }
+        None => crate::connection::run(hub, params, inbound, sink, reattach).await,
+    }
+}
+
 /// Authenticates a request and applies the hub's policy: the caller's identity, or the 401/403
 /// answer. Refusals are the reference's: an empty body, and for 401 a `WWW-Authenticate`
 /// challenge; why a credential was refused goes to the log only, never to the client.

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::connections::{BindRefusal, Binding, HttpConnection};
 use super::{body, text, transport_disabled, BoxError, ResponseBody};
 use crate::auth::Identity;
-use crate::connection::{self, ConnectionParams};
+use crate::connection::ConnectionParams;
 use crate::hub::HubShared;
 use crate::request::HttpRequest;
 use crate::transport::long_polling::{LongPollSink, PollOutcome, PollQueue};
@@ -236,27 +236,7 @@ fn spawn_connection<S: TransportSink>(
 ) {
     let hub = hub.clone();
     tokio::spawn(async move {
-        match &hub.raw {
-            Some(handler) => {
-                let ConnectionParams {
-                    connection_id,
-                    transport,
-                    request,
-                    ..
-                } = params;
-                crate::raw::run(
-                    handler.clone(),
-                    connection_id,
-                    transport,
-                    request,
-                    hub.options.send_timeout,
-                    InboundStream(inbound),
-                    sink,
-                )
-                .await
-            }
-            None => connection::run(hub.clone(), params, InboundStream(inbound), sink, None).await,
-        }
+        super::run_connection(hub.clone(), params, InboundStream(inbound), sink, None).await;
         if let Some(connection) = hub.connections.get(&token) {
             connection.mark_closed();
         }

@@ -8,7 +8,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use super::connections::{BindRefusal, Binding};
 use super::{body, text, transport_disabled, Query, ResponseBody};
 use crate::auth::Identity;
-use crate::connection::{self, ConnectionParams};
+use crate::connection::ConnectionParams;
 use crate::hub::HubShared;
 use crate::id::new_id;
 use crate::request::HttpRequest;
@@ -108,27 +108,7 @@ pub(super) fn upgrade<B>(
                     identity,
                     request: Some(request),
                 };
-                match &hub.raw {
-                    Some(handler) => {
-                        let ConnectionParams {
-                            connection_id,
-                            transport,
-                            request,
-                            ..
-                        } = params;
-                        crate::raw::run(
-                            handler.clone(),
-                            connection_id,
-                            transport,
-                            request,
-                            hub.options.send_timeout,
-                            stream,
-                            sink,
-                        )
-                        .await
-                    }
-                    None => connection::run(hub.clone(), params, stream, sink, reattach).await,
-                }
+                super::run_connection(hub.clone(), params, stream, sink, reattach).await;
             }
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
         }
