@@ -110,13 +110,21 @@
 //! (with `An error occurred on the server while streaming results.` if an item is an error).
 //! Items are sent as fast as the client reads, so a slow client slows the producer. When the
 //! client cancels (`subscription.dispose()`) or disconnects, the stream is dropped at once; take
-//! a [`Cancellation`] parameter to stop other work too. Streaming invocations do not count
-//! against the parallel-invocation limit, as in the reference.
+//! a [`Cancellation`] parameter to stop other work too. Streaming invocations, and methods that
+//! take upload streams, do not count against the parallel-invocation limit, as in the
+//! reference: with the default limit of one, a client can call other methods while its upload
+//! is open.
 //!
 //! [`UploadStream<T>`] parameters receive streams the client uploads (a `Subject` in the JS
 //! client), in the order of the invocation's stream ids; both directions combine in one method.
 //! Each upload buffers up to [`HubBuilder::stream_buffer_capacity`] items (default 10); past it
 //! the server stops reading from that client until the method catches up.
+//!
+//! While the server is not reading from a client for one of those reasons (every invocation
+//! slot busy, an upload buffer full), the client's pings wait unread, so its client timeout is
+//! suspended until the hub reads again, as in the reference; keep-alive pings still go out, so
+//! the client stays connected. Such a wait is logged once at warn when it outlasts the client
+//! timeout, naming the cause, so a connection is never held up silently.
 //!
 //! [`ClientProxy::invoke`] asks one client (`caller()` or `client(id)`, from a method or a
 //! [`HubContext`]) for a value and waits for it, up to [`HubBuilder::client_result_timeout`]
@@ -291,14 +299,15 @@
 //! | client timeout | 30 s from the last complete message (not on long polling) | Close `Connection closed with an error.` (`allowReconnect: true`) |
 //! | maximum received message | 32 KiB per record (handshake included) | Close with an error; refused as soon as a MessagePack length prefix announces it |
 //! | one WebSocket message | 4 x the message limit, at least 64 KiB | connection closed (a message may batch several records) |
-//! | parallel invocations per client | 1 (streaming invocations not counted) | the server stops reading from that client until one finishes |
-//! | items buffered per upload stream | 10 | the server stops reading from that client until the method consumes |
+//! | parallel invocations per client | 1 (streaming invocations and methods taking upload streams not counted) | the server stops reading from that client until one finishes (a warning after the client timeout) |
+//! | items buffered per upload stream | 10 | the server stops reading from that client until the method consumes (a warning after the client timeout) |
 //! | client result wait | 30 s | `ClientProxy::invoke` fails with a timeout |
 //! | stateful reconnect grace | the disconnect timeout (15 s) | the connection ends; the client reconnects as a new one |
 //! | unacknowledged messages kept for replay | 100,000 bytes | sends to that client wait for its acks |
 //! | stateful Sequence 0, a Sequence ahead of what was received, an Ack for messages never sent | none allowed | Close `Connection closed with an error.` (the reason with detailed errors) |
 //! | a WebSocket protocol violation (invalid UTF-8, an unmasked frame, an oversized frame) | none allowed | Close `Connection closed with an error.`, then close frame 1007, 1002 or 1009 |
-//! | outbound queue per connection | 1,024 records | a multi-client send finding it full closes that client as too slow; a single-client send waits up to the send timeout first |
+//! | outbound queue per connection | 1,024 records | a multi-client send finding it full closes that client as too slow; a single-client send waits up to the send timeout first; logged once per connection, counted in [`Hub::slow_client_closes`] |
+//! | work per turn of one connection's read loop | 64 KiB of input, or 64 messages | the loop yields to other tasks, so one flooding client cannot hold a worker thread |
 //! | send timeout | 10 s | a write to the socket or a single-client send that cannot progress closes the connection |
 //! | negotiated but unused connection id | 15 s | forgotten; its transport request then gets 404 |
 //! | negotiated connections waiting for a transport | 100,000 | negotiate answers 503 |
@@ -401,6 +410,7 @@ mod http;
 mod hub;
 mod id;
 mod lifetime;
+mod log_limit;
 mod options;
 pub use options::HubOptions;
 mod raw;

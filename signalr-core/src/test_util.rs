@@ -32,7 +32,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
@@ -41,8 +41,8 @@ use crate::connection::{self, ConnectionParams};
 use crate::hub::{Hub, IntoArguments};
 use crate::id::new_id;
 use crate::protocol::{
-    Arguments, Close, CompletionResult, Invocation, Message, NoValue, Payload, Protocol,
-    TransferFormat,
+    Arguments, Close, CompletionResult, InputBuffer, Invocation, Message, NoValue, Payload,
+    Protocol, TransferFormat,
 };
 use crate::request::HttpRequest;
 use crate::transport::{TransportKind, TransportSink};
@@ -138,7 +138,7 @@ impl TestClientBuilder {
             protocol: self.protocol,
             to_server,
             from_server,
-            input: BytesMut::new(),
+            input: InputBuffer::new(),
             received: VecDeque::new(),
             next_invocation_id: 0,
             connection_id: connection_id.to_string(),
@@ -169,7 +169,7 @@ pub struct TestClient {
     protocol: Protocol,
     to_server: mpsc::Sender<io::Result<Bytes>>,
     from_server: mpsc::Receiver<Bytes>,
-    input: BytesMut,
+    input: InputBuffer,
     /// Decoded messages not yet asked for.
     received: VecDeque<ServerMessage>,
     next_invocation_id: u64,

@@ -2,12 +2,11 @@
 
 mod common;
 
-use bytes::BytesMut;
 use common::{decode_all_ways, encode};
 use serde_json::json;
 use signalr_core::protocol::{
-    CancelInvocation, Close, Completion, CompletionResult, Headers, Invocation, Message, NoValue,
-    Payload, Protocol, ProtocolError, StreamItem,
+    CancelInvocation, Close, Completion, CompletionResult, Headers, InputBuffer, Invocation,
+    Message, NoValue, Payload, Protocol, ProtocolError, StreamItem,
 };
 
 const P: Protocol = Protocol::Json;
@@ -251,7 +250,7 @@ fn malformed_records_are_protocol_errors() {
         (b"\xff\xfe\x1e", "Error reading JSON."),
     ];
     for (input, expected) in cases {
-        let mut buf = BytesMut::from(*input);
+        let mut buf = InputBuffer::from(*input);
         match P.decode(&mut buf, 1024) {
             Err(ProtocolError::Invalid(message)) => assert!(
                 message.starts_with(expected),
@@ -268,7 +267,7 @@ fn malformed_records_are_protocol_errors() {
 
 #[test]
 fn size_limit_applies_before_the_separator_arrives() {
-    let mut buf = BytesMut::from(&[b' '; 101][..]);
+    let mut buf = InputBuffer::from(&[b' '; 101][..]);
     assert_eq!(
         P.decode(&mut buf, 100),
         Err(ProtocolError::MessageTooLarge { limit: 100 })
@@ -276,7 +275,7 @@ fn size_limit_applies_before_the_separator_arrives() {
     // Exactly at the limit is fine.
     let record = format!("{{\"type\":6{}}}\x1e", " ".repeat(90));
     assert_eq!(record.len(), 101);
-    let mut buf = BytesMut::from(record.as_bytes());
+    let mut buf = InputBuffer::from(record.as_bytes());
     assert_eq!(P.decode(&mut buf, 100), Ok(Some(Message::Ping)));
 }
 

@@ -2,12 +2,11 @@
 
 mod common;
 
-use bytes::BytesMut;
 use common::{decode_all_ways, encode};
 use serde::{Deserialize, Serialize};
 use signalr_core::protocol::{
-    CancelInvocation, Close, Completion, CompletionResult, Headers, Invocation, Message, NoValue,
-    Protocol, ProtocolError, StreamItem,
+    CancelInvocation, Close, Completion, CompletionResult, Headers, InputBuffer, Invocation,
+    Message, NoValue, Protocol, ProtocolError, StreamItem,
 };
 
 const P: Protocol = Protocol::MessagePack;
@@ -288,7 +287,7 @@ fn hostile_input_is_an_error_not_a_panic_or_a_wait() {
         ("08 95 01 80 c0 a1 54 91 c1", "marker 0xc1"),
     ];
     for (input, expected) in cases {
-        let mut buf = BytesMut::from(&unhex(input)[..]);
+        let mut buf = InputBuffer::from(&unhex(input)[..]);
         match P.decode(&mut buf, 1 << 20) {
             Err(ProtocolError::Invalid(message)) => {
                 assert!(message.contains(expected), "{input}: got {message:?}")
@@ -301,15 +300,15 @@ fn hostile_input_is_an_error_not_a_panic_or_a_wait() {
 #[test]
 fn oversized_record_is_refused_from_its_prefix_alone() {
     // The prefix says 1,000,000 bytes; nothing of the body has arrived.
-    let mut buf = BytesMut::from(&unhex("c0 84 3d")[..]);
+    let mut buf = InputBuffer::from(&unhex("c0 84 3d")[..]);
     assert_eq!(
         P.decode(&mut buf, 32 * 1024),
         Err(ProtocolError::MessageTooLarge { limit: 32 * 1024 })
     );
     // An incomplete prefix or body just waits.
-    let mut buf = BytesMut::from(&unhex("80")[..]);
+    let mut buf = InputBuffer::from(&unhex("80")[..]);
     assert_eq!(P.decode(&mut buf, 32 * 1024), Ok(None));
-    let mut buf = BytesMut::from(&unhex("05 93 07")[..]);
+    let mut buf = InputBuffer::from(&unhex("05 93 07")[..]);
     assert_eq!(P.decode(&mut buf, 32 * 1024), Ok(None));
 }
 
@@ -368,7 +367,7 @@ fn random_bytes_never_panic() {
             } else {
                 input = (0..(next() % 64)).map(|_| next() as u8).collect();
             }
-            let mut buf = BytesMut::from(&input[..]);
+            let mut buf = InputBuffer::from(&input[..]);
             for _ in 0..8 {
                 match protocol.decode(&mut buf, 1024) {
                     Ok(Some(Message::Invocation(inv))) => {

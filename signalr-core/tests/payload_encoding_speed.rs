@@ -9,11 +9,10 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use bytes::BytesMut;
 use serde::Serialize;
 use signalr_core::protocol::{
-    Completion, CompletionResult, Headers, InboundMessage, Invocation, Message, NoValue, Payload,
-    Protocol,
+    Completion, CompletionResult, Headers, InboundMessage, InputBuffer, Invocation, Message,
+    NoValue, Payload, Protocol,
 };
 
 const ROUNDS: u32 = 100_000;
@@ -29,7 +28,7 @@ fn received_arguments(protocol: Protocol, arguments: impl Serialize) -> Vec<Payl
             stream_ids: vec![],
         }))
         .unwrap();
-    let mut buf = BytesMut::from(&record[..]);
+    let mut buf = InputBuffer::from(&record[..]);
     match protocol.decode(&mut buf, 1 << 20).unwrap() {
         Some(InboundMessage::Invocation(invocation)) => invocation.arguments.0,
         other => panic!("not an invocation: {other:?}"),

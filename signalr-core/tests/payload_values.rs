@@ -9,8 +9,8 @@ use bytes::BytesMut;
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use signalr_core::protocol::{
-    Binary, Completion, CompletionResult, DateTime, Headers, InboundMessage, Invocation, Message,
-    NoValue, Payload, Protocol, ProtocolError,
+    Binary, Completion, CompletionResult, DateTime, Headers, InboundMessage, InputBuffer,
+    Invocation, Message, NoValue, Payload, Protocol, ProtocolError,
 };
 use signalr_core::test_util::{ServerMessage, TestClient};
 use signalr_core::{Clients, Hub, HubError};
@@ -48,7 +48,7 @@ fn json_arguments(args_json: &str) -> Vec<Payload> {
 }
 
 fn decode_arguments(protocol: Protocol, record: &[u8]) -> Vec<Payload> {
-    let mut buf = BytesMut::from(record);
+    let mut buf = InputBuffer::from(record);
     match protocol.decode(&mut buf, 1 << 20).unwrap() {
         Some(InboundMessage::Invocation(invocation)) => invocation.arguments.0,
         other => panic!("not an invocation: {other:?}"),

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 #[cfg(feature = "cluster")]
 use redis::cluster_async::ClusterConnection;
@@ -16,7 +15,7 @@ use signalr_core::backplane::{
     Audience, Backplane, ConnectionInfo, LocalHub, PresenceQuery, SerializedCompletion,
     SerializedMessage,
 };
-use signalr_core::protocol::{Message, Protocol};
+use signalr_core::protocol::{InputBuffer, Message, Protocol};
 use signalr_core::BoxFuture;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
@@ -744,7 +743,7 @@ impl Inner {
             tracing::warn!(protocol = %completion.protocol, "a client result in an unknown protocol");
             return;
         };
-        let mut buf = BytesMut::from(&completion.completion[..]);
+        let mut buf = InputBuffer::from(completion.completion.clone());
         let id = match protocol.decode(&mut buf, usize::MAX) {
             Ok(Some(Message::Completion(c))) => c.invocation_id,
             _ => {

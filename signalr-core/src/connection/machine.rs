@@ -19,17 +19,18 @@
 //! | reconnect grace (disconnect timeout, 15 s) | the transport dropping (stateful) | same |
 
 use std::collections::VecDeque;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::replay::ReplayBuffer;
 use super::CLOSED_WITH_ERROR;
 use crate::options::HubOptions;
 use crate::protocol::{
     decode_handshake_request, encode_handshake_response, Close, HandshakeError, HandshakeRequest,
-    InboundMessage, Message, NoValue, Protocol, ProtocolError,
+    InboundMessage, InputBuffer, Message, NoValue, Protocol, ProtocolError,
 };
 use crate::transport::TransportKind;
 
@@ -50,10 +51,23 @@ pub(crate) struct Config {
     pub(crate) detailed_errors: bool,
     /// How long a stateful connection waits for a new transport after losing one.
     pub(crate) reconnect_grace: Duration,
+    /// The hub's tallies, shared by every connection of every transport.
+    pub(crate) counters: Arc<Counters>,
+}
+
+/// What a hub counts about its connections for the operator.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// Connections closed because they read slower than the hub wrote to them.
+    pub(crate) slow_client_closes: AtomicU64,
 }
 
 impl Config {
-    pub(crate) fn new(options: &HubOptions, transport: TransportKind) -> Self {
+    pub(crate) fn new(
+        options: &HubOptions,
+        transport: TransportKind,
+        counters: Arc<Counters>,
+    ) -> Self {
         let inherent_keep_alive = transport == TransportKind::LongPolling;
         Config {
             keep_alive: (!inherent_keep_alive).then_some(options.keep_alive_interval),
@@ -62,6 +76,7 @@ impl Config {
             max_message_size: options.max_receive_message_size,
             detailed_errors: options.enable_detailed_errors,
             reconnect_grace: options.disconnect_timeout,
+            counters,
         }
     }
 }
@@ -108,9 +123,11 @@ pub(crate) struct ConnectionMachine {
     config: Arc<Config>,
     phase: Phase,
     protocol: Option<Protocol>,
-    input: BytesMut,
+    input: InputBuffer,
     /// When the last complete message arrived: the client timeout counts from here.
     last_received: Instant,
+    /// A hub message is with the dispatcher: the client timeout is suspended until it returns.
+    dispatching: bool,
     /// When the last write started: the keep-alive counts from here.
     last_written: Instant,
     /// Boxed: most connections are not stateful, and an idle connection should be small.
@@ -128,8 +145,9 @@ impl ConnectionMachine {
             config,
             phase: Phase::Handshake { deadline },
             protocol: None,
-            input: BytesMut::new(),
+            input: InputBuffer::new(),
             last_received: now,
+            dispatching: false,
             last_written: now,
             replay: None,
             ack_deadline: None,
@@ -146,14 +164,7 @@ impl ConnectionMachine {
     /// [`client_close_in_input`](Self::client_close_in_input) can find a Close that arrived
     /// just before the transport went (the driver stops reading at the end).
     pub(crate) fn handle_bytes(&mut self, chunk: Bytes) {
-        if self.input.is_empty() {
-            // Usually the chunk is uniquely owned: take it without a copy.
-            self.input = chunk
-                .try_into_mut()
-                .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-        } else {
-            self.input.extend_from_slice(&chunk);
-        }
+        self.input.push(chunk);
     }
 
     /// The next thing for the driver to do with what was received, if any.
@@ -220,9 +231,19 @@ impl ConnectionMachine {
                         }
                         self.ack_deadline.get_or_insert(now + ACK_DELAY);
                     }
+                    self.dispatching = true;
                     return Some(Event::Message(message));
                 }
             }
+        }
+    }
+
+    /// The hub finished with the last message at `now`. The client timeout does not run while
+    /// a message is being dispatched (the reader is not reading then, so the client's pings
+    /// wait unread behind it), and restarts from here, as in the reference.
+    pub(crate) fn dispatched(&mut self, now: Instant) {
+        if std::mem::take(&mut self.dispatching) && self.phase == Phase::Open {
+            self.last_received = now;
         }
     }
 
@@ -343,6 +364,7 @@ impl ConnectionMachine {
     pub(crate) fn read_deadline(&self) -> Option<Instant> {
         match self.phase {
             Phase::Handshake { deadline } | Phase::Detached { deadline } => Some(deadline),
+            Phase::Open if self.dispatching => None,
             Phase::Open => self.config.client_timeout.map(|t| self.last_received + t),
             Phase::Ended => None,
         }
@@ -379,10 +401,11 @@ impl ConnectionMachine {
                 }
             }
             Phase::Open => {
-                if self
-                    .config
-                    .client_timeout
-                    .is_some_and(|t| now >= self.last_received + t)
+                if !self.dispatching
+                    && self
+                        .config
+                        .client_timeout
+                        .is_some_and(|t| now >= self.last_received + t)
                 {
                     self.fail(
                         "OperationCanceledException: Client hasn't sent a message/ping within the configured ClientTimeoutInterval.",
@@ -466,6 +489,11 @@ impl ConnectionMachine {
         }));
     }
 
+    /// The hub's tallies.
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.config.counters
+    }
+
     /// Whether Close messages and error Completions may carry details.
     pub(crate) fn detailed_errors(&self) -> bool {
         self.config.detailed_errors
@@ -525,7 +553,7 @@ mod tests {
             enable_detailed_errors: true,
             ..HubOptions::default()
         };
-        Arc::new(Config::new(&options, transport))
+        Arc::new(Config::new(&options, transport, Arc::default()))
     }
 
     /// A JSON connection whose handshake completed at `t0`, its response already taken.
@@ -619,6 +647,29 @@ mod tests {
         assert!(machine.is_ended());
         assert_eq!(machine.ending().unwrap().error, "client timeout");
         assert!(close_error(&machine).contains("ClientTimeoutInterval"));
+    }
+
+    #[test]
+    fn the_client_timeout_is_suspended_while_a_message_is_dispatched_and_restarts_after() {
+        let (mut machine, t0) = open(TransportKind::WebSockets, false);
+        let events = receive(
+            &mut machine,
+            t0,
+            b"{\"type\":1,\"invocationId\":\"1\",\"target\":\"Slow\",\"arguments\":[]}\x1e",
+        );
+        assert!(matches!(events.as_slice(), [Event::Message(_)]));
+        // An hour in the dispatcher (a hub method, or waiting for a free invocation slot):
+        // the client's pings wait unread, so its silence is not held against it.
+        assert_eq!(machine.read_deadline(), None);
+        machine.handle_timeout(t0 + 3600 * SECOND);
+        assert!(!machine.is_ended());
+        assert_eq!(transmits(&mut machine, t0 + 3600 * SECOND), vec![PING]);
+        machine.dispatched(t0 + 3600 * SECOND);
+        assert_eq!(machine.read_deadline(), Some(t0 + 3630 * SECOND));
+        machine.handle_timeout(t0 + 3629 * SECOND);
+        assert!(!machine.is_ended());
+        machine.handle_timeout(t0 + 3630 * SECOND);
+        assert_eq!(machine.ending().unwrap().error, "client timeout");
     }
 
     #[test]

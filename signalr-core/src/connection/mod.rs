@@ -33,7 +33,7 @@ use crate::options::HubOptions;
 use crate::protocol::{Close, InboundMessage, Message, NoValue, Payload, Protocol};
 use crate::request::HttpRequest;
 use crate::transport::{TransportKind, TransportSink};
-pub(crate) use machine::Config;
+pub(crate) use machine::{Config, Counters};
 use machine::{ConnectionMachine, Event};
 
 pub(crate) use machine::error_close;
@@ -117,11 +117,7 @@ impl ConnectionShared {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::new(Kind::Closed)),
             Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(connection = %self.id, "outbound queue full; closing slow client");
-                self.close(Close {
-                    error: Some(CLOSED_WITH_ERROR.into()),
-                    allow_reconnect: true,
-                });
+                self.close_slow("outbound queue full");
                 Err(Error::with(Kind::Timeout, "outbound queue full"))
             }
         }
@@ -143,13 +139,34 @@ impl ConnectionShared {
             Ok(()) => Ok(()),
             Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(Error::new(Kind::Closed)),
             Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
-                tracing::warn!(connection = %self.id, "send timed out; closing slow client");
-                self.close(Close {
-                    error: Some(CLOSED_WITH_ERROR.into()),
-                    allow_reconnect: true,
-                });
+                self.close_slow("send timed out");
                 Err(Error::with(Kind::Timeout, "send timed out"))
             }
+        }
+    }
+
+    /// Closes a client that reads slower than we write to it. Every send that finds its queue
+    /// full lands here until the close is done; only the first is logged and counted.
+    fn close_slow(&self, reason: &'static str) {
+        let first = {
+            let mut machine = self.machine();
+            let first = machine.ending().is_none();
+            let close = Close {
+                error: Some(CLOSED_WITH_ERROR.into()),
+                allow_reconnect: true,
+            };
+            machine.close(close, Some(format!("slow client: {reason}")));
+            if first {
+                machine
+                    .counters()
+                    .slow_client_closes
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            first
+        };
+        self.closing.cancel();
+        if first {
+            tracing::warn!(connection = %self.id, reason, "closing a client that reads too slowly");
         }
     }
 
@@ -685,15 +702,27 @@ where
     D: Dispatch,
     I: Stream<Item = io::Result<Bytes>> + Unpin + Send,
 {
-    // A received chunk waits here until the next lock of the machine, which also decodes.
-    let mut chunk: Option<Bytes> = None;
+    // Chunks received wait here until the next lock of the machine, which also decodes them.
+    let mut chunks: Vec<Bytes> = Vec::new();
+    // The transport's end or failure, noticed while taking chunks that were already there:
+    // acted on once everything received before it has been dispatched.
+    let mut transport_end: Option<Option<io::Error>> = None;
+    // Work done since this task last let others run: a client whose input is always ready
+    // (a flood of tiny frames, a pipeline of invocations) must not hold a worker thread.
+    let mut work = 0usize;
+    // A dispatch just finished: the client timeout restarts from here (see `dispatched`).
+    let mut dispatched = false;
     loop {
         let step = {
             let mut machine = conn.machine();
-            if let Some(chunk) = chunk.take() {
+            for chunk in chunks.drain(..) {
                 machine.handle_bytes(chunk);
             }
-            match machine.poll_event(now()) {
+            let now = now();
+            if std::mem::take(&mut dispatched) {
+                machine.dispatched(now);
+            }
+            match machine.poll_event(now) {
                 Some(event) => Ok(event),
                 None => Err((
                     machine.ending().map(|ending| ending.error.clone()),
@@ -705,6 +734,12 @@ where
         let (ended, stateful, deadline) = match step {
             Ok(Event::Message(message)) => {
                 Box::pin(dispatcher.dispatch(message)).await;
+                dispatched = true;
+                work += MESSAGE_WORK;
+                if work >= WORK_BUDGET {
+                    work = 0;
+                    tokio::task::yield_now().await;
+                }
                 continue;
             }
             Ok(Event::ClientClosed(error)) => return ReadEnd::ClientClosed(error),
@@ -720,6 +755,15 @@ where
             // Acks may have made room, and processed messages are due an Ack.
             conn.writer_wake.notify_one();
         }
+        match transport_end.take() {
+            Some(Some(error)) => return transport_read_failed(conn, stateful, &error),
+            Some(None) => return ReadEnd::Ended,
+            None => {}
+        }
+        if work >= WORK_BUDGET {
+            work = 0;
+            tokio::task::yield_now().await;
+        }
         let armed = timer.arm(deadline);
         tokio::select! {
             biased;
@@ -730,7 +774,29 @@ where
                 ReadEnd::Failed("the transport failed".to_owned())
             },
             next = inbound.next() => match next {
-                Some(Ok(received)) => chunk = Some(received),
+                Some(Ok(received)) => {
+                    work += received.len() + CHUNK_WORK;
+                    chunks.push(received);
+                    // Take what else has already arrived (many small frames in one TCP read),
+                    // so that the machine is locked and searched once for all of it.
+                    while work < WORK_BUDGET {
+                        match inbound.next().now_or_never() {
+                            Some(Some(Ok(received))) => {
+                                work += received.len() + CHUNK_WORK;
+                                chunks.push(received);
+                            }
+                            Some(Some(Err(error))) => {
+                                transport_end = Some(Some(error));
+                                break;
+                            }
+                            Some(None) => {
+                                transport_end = Some(None);
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                }
                 Some(Err(error)) => return transport_read_failed(conn, stateful, &error),
                 None => return ReadEnd::Ended,
             },
@@ -740,6 +806,16 @@ where
         }
     }
 }
+
+/// How much a connection's read loop does before it yields to other tasks, in bytes: a
+/// received chunk counts its length plus [`CHUNK_WORK`], a dispatched message [`MESSAGE_WORK`].
+/// 64 KB is a few hundred microseconds of decoding, so one client flooding tiny frames or
+/// pipelined invocations delays another by no more than that per turn.
+const WORK_BUDGET: usize = 64 * 1024;
+/// The fixed cost of a chunk, whatever its size (a one-byte frame is not free).
+const CHUNK_WORK: usize = 64;
+/// The cost of dispatching one message.
+const MESSAGE_WORK: usize = 1024;
 
 /// The transport could not be read. A protocol violation (invalid UTF-8, an unmasked frame,
 /// an oversized frame) gets a Close that says so before the transport ends; a stateful

@@ -9,6 +9,7 @@ use super::{json, text, token, Query, ResponseBody};
 use crate::hub::HubShared;
 use crate::id::new_id;
 use crate::lifetime::backplane::PresenceQuery;
+use crate::log_limit::{LogLimiter, REPEAT_INTERVAL};
 use crate::transport::TransportKind;
 
 /// The highest negotiate version we speak (1: separate connection id and token).
@@ -106,7 +107,14 @@ pub(super) fn negotiate(
     };
 
     if hub.connections.pending() >= hub.options.max_pending_negotiations {
-        tracing::warn!("too many negotiated connections waiting for a transport");
+        static FULL: LogLimiter = LogLimiter::new(REPEAT_INTERVAL);
+        if let Some(suppressed) = FULL.allow() {
+            tracing::warn!(
+                limit = hub.options.max_pending_negotiations,
+                suppressed,
+                "negotiate refused (503): too many negotiated connections waiting for a transport"
+            );
+        }
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
             "Too many pending connections.",

@@ -74,6 +74,20 @@ pub(crate) async fn with_slot_released<F: std::future::Future>(wait: F) -> F::Ou
     output
 }
 
+/// Awaits `wait`; if it takes longer than `after`, calls `warn` once and keeps waiting.
+async fn warn_if_slow<F: Future>(
+    wait: F,
+    after: std::time::Duration,
+    warn: impl FnOnce(),
+) -> F::Output {
+    tokio::pin!(wait);
+    tokio::select! {
+        output = &mut wait => return output,
+        _ = tokio::time::sleep(after) => warn(),
+    }
+    wait.await
+}
+
 impl Dispatch for Dispatcher {
     fn dispatch(&mut self, message: InboundMessage) -> impl Future<Output = ()> + Send {
         self.dispatch_message(message)
@@ -106,14 +120,37 @@ impl Dispatcher {
         }
     }
 
-    /// An item of an upload stream. The read loop waits while the method's buffer is full.
+    /// An item of an upload stream. The read loop waits while the method's buffer is full
+    /// (backpressure, as in the reference); a wait that outlasts the client timeout is logged,
+    /// so a method that never reads its stream does not stall the connection silently.
     async fn upload_item(&self, item: StreamItem<Payload>) {
         let Some(items) = self.conn.upload(&item.invocation_id) else {
             return;
         };
-        if items.send(Ok(item.item)).await.is_err() {
+        let permit = match items.try_reserve() {
+            Ok(permit) => Ok(permit),
+            Err(mpsc::error::TrySendError::Full(())) => {
+                let stalled = || {
+                    tracing::warn!(
+                        connection = %self.conn.id,
+                        stream = %item.invocation_id,
+                        capacity = self.hub.options.stream_buffer_capacity,
+                        "upload stream buffer full: the hub method is not reading its stream, so \
+                         nothing more is read from this client until it does"
+                    );
+                };
+                warn_if_slow(items.reserve(), self.hub.options.client_timeout, stalled)
+                    .await
+                    .map_err(|_| ())
+            }
+            Err(mpsc::error::TrySendError::Closed(())) => Err(()),
+        };
+        match permit {
+            Ok(permit) => permit.send(Ok(item.item)),
             // The method stopped listening: later items are dropped.
-            self.conn.remove_upload(&item.invocation_id);
+            Err(()) => {
+                self.conn.remove_upload(&item.invocation_id);
+            }
         }
     }
 
@@ -200,12 +237,37 @@ impl Dispatcher {
             .collect();
         let upload_ids: Vec<String> = uploads.iter().map(|(id, _)| id.clone()).collect();
 
-        // Non-streaming invocations take a slot; the read loop waits here while all are busy.
-        // Streaming ones run in the background, as in the reference.
-        let permit = if streaming {
+        // Invocations take a slot; the read loop waits here while all are busy. As in the
+        // reference, streaming invocations and methods that take upload streams do not: they
+        // run in the background, and an upload's items must still be read while it runs (with
+        // the default of one slot, a method reading its upload while holding the only slot
+        // would otherwise leave every later message unread for as long as the upload lasts).
+        let takes_uploads = method.as_ref().is_some_and(|m| m.handler.streams() > 0);
+        let permit = if streaming || takes_uploads {
             None
         } else {
-            match self.slots.clone().acquire_owned().await {
+            let slots = self.slots.clone();
+            let permit = match slots.clone().try_acquire_owned() {
+                Ok(permit) => Ok(permit),
+                Err(_) => {
+                    let stalled = || {
+                        tracing::warn!(
+                            connection = %self.conn.id,
+                            %target,
+                            limit = self.hub.options.max_parallel_invocations,
+                            "every invocation slot is busy: nothing more is read from this \
+                             client until an invocation finishes (max_parallel_invocations)"
+                        );
+                    };
+                    warn_if_slow(
+                        slots.acquire_owned(),
+                        self.hub.options.client_timeout,
+                        stalled,
+                    )
+                    .await
+                }
+            };
+            match permit {
                 Ok(permit) => Some(permit),
                 Err(_) => return,
             }

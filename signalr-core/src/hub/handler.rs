@@ -409,6 +409,8 @@ impl_handler!(T1 M1, T2 M2, T3 M3, T4 M4, T5 M5, T6 M6, T7 M7, T8 M8);
 pub(crate) trait ErasedHandler: Send + Sync {
     fn call(&self, parts: InvocationParts) -> BoxFuture<CallResult>;
     fn is_streaming(&self) -> bool;
+    /// How many upload streams the method takes.
+    fn streams(&self) -> usize;
 }
 
 pub(crate) struct HandlerFn<H, T> {
@@ -423,6 +425,10 @@ impl<H: Handler<T>, T: 'static> ErasedHandler for HandlerFn<H, T> {
 
     fn is_streaming(&self) -> bool {
         H::is_streaming()
+    }
+
+    fn streams(&self) -> usize {
+        H::streams()
     }
 }
 

@@ -35,7 +35,7 @@ pub use typed::{ClientMessage, TypedClientProxy, TypedClients, TypedHubContext};
 
 use crate::auth::{Authenticator, Identity, Policy};
 use crate::connection::{
-    Config as ConnectionConfig, ConnectionHost, ConnectionShared, CLOSED_WITH_ERROR,
+    Config as ConnectionConfig, ConnectionHost, ConnectionShared, Counters, CLOSED_WITH_ERROR,
 };
 use crate::http::connections::HttpConnections;
 use crate::http::HubService;
@@ -116,6 +116,16 @@ impl Hub {
     /// How many connections are open right now (on this process).
     pub fn connection_count(&self) -> usize {
         self.shared.registry.len()
+    }
+
+    /// How many connections this hub has closed because the client read slower than the hub
+    /// wrote to it (its outbound queue stayed full: [`HubOptions::outbound_queue_capacity`],
+    /// [`HubOptions::send_timeout`]). Each such close is also logged once, at warn.
+    pub fn slow_client_closes(&self) -> u64 {
+        self.shared
+            .counters
+            .slow_client_closes
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Graceful shutdown: refuses new connections, sends every client a Close message with
@@ -525,10 +535,17 @@ impl HubBuilder {
         let cors = self
             .cors
             .or_else(|| crate::http::cors::layer_for(&self.options.cors_origins));
+        let counters = Arc::new(Counters::default());
         let hub = Hub {
             shared: Arc::new(HubShared {
-                connection_configs: TransportKind::ALL
-                    .map(|transport| Arc::new(ConnectionConfig::new(&self.options, transport))),
+                counters: counters.clone(),
+                connection_configs: TransportKind::ALL.map(|transport| {
+                    Arc::new(ConnectionConfig::new(
+                        &self.options,
+                        transport,
+                        counters.clone(),
+                    ))
+                }),
                 options: self.options,
                 methods: Methods { exact, folded },
                 on_connected: self.on_connected,
@@ -573,6 +590,7 @@ pub(crate) struct HubShared {
     pub(crate) options: HubOptions,
     /// The connection state machine's settings, one per transport, derived from `options`.
     connection_configs: [Arc<ConnectionConfig>; 3],
+    counters: Arc<Counters>,
     pub(crate) methods: Methods,
     on_connected: Option<Hook>,
     on_disconnected: Option<Hook>,

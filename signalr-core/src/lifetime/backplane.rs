@@ -13,14 +13,15 @@
 use std::future::Future;
 use std::sync::{Arc, Weak};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::error::{Error, Kind};
 use crate::hub::clients::REMOTE_DISCONNECTED;
 use crate::hub::{BoxFuture, HubShared};
 use crate::lifetime::record::{EncodeRecord, LazyRecord};
 use crate::protocol::{
-    Completion, CompletionResult, Headers, Message, NoValue, Payload, Protocol, ProtocolError,
+    Completion, CompletionResult, Headers, InputBuffer, Message, NoValue, Payload, Protocol,
+    ProtocolError,
 };
 
 /// A message already framed in each hub protocol, ready to be written to a client of any of
@@ -157,7 +158,7 @@ impl SerializedCompletion {
 
     /// The client's value, or its error text.
     pub(crate) fn decode(&self) -> Result<Result<Payload, String>, Error> {
-        let mut buf = BytesMut::from(&self.record[..]);
+        let mut buf = InputBuffer::from(self.record.clone());
         let message = self
             .protocol
             .decode(&mut buf, usize::MAX)?

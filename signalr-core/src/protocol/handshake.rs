@@ -5,6 +5,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use super::json::RECORD_SEPARATOR;
+use super::InputBuffer;
 
 /// What the client asked for in its handshake.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -32,10 +33,10 @@ pub enum HandshakeError {
 ///
 /// Returns `Ok(None)` until a whole record has arrived.
 pub fn decode_handshake_request(
-    buf: &mut BytesMut,
+    buf: &mut InputBuffer,
     max_size: usize,
 ) -> Result<Option<HandshakeRequest>, HandshakeError> {
-    let Some(end) = buf.iter().position(|&b| b == RECORD_SEPARATOR) else {
+    let Some(end) = buf.find(RECORD_SEPARATOR) else {
         if buf.len() > max_size {
             return Err(HandshakeError::TooLarge);
         }
@@ -72,7 +73,7 @@ mod tests {
     #[test]
     fn request_with_trailing_messages_keeps_the_rest() {
         let mut buf =
-            BytesMut::from(&b"{\"protocol\":\"json\",\"version\":1}\x1e{\"type\":6}\x1e"[..]);
+            InputBuffer::from(&b"{\"protocol\":\"json\",\"version\":1}\x1e{\"type\":6}\x1e"[..]);
         let req = decode_handshake_request(&mut buf, 1024).unwrap().unwrap();
         assert_eq!(req.protocol, "json");
         assert_eq!(req.version, 1);
@@ -81,7 +82,7 @@ mod tests {
 
     #[test]
     fn partial_request_waits_then_completes() {
-        let mut buf = BytesMut::from(&b"{\"protocol\":\"messa"[..]);
+        let mut buf = InputBuffer::from(&b"{\"protocol\":\"messa"[..]);
         assert_eq!(decode_handshake_request(&mut buf, 1024).unwrap(), None);
         buf.extend_from_slice(b"gepack\",\"version\":2,\"extra\":true}\x1e");
         let req = decode_handshake_request(&mut buf, 1024).unwrap().unwrap();
@@ -92,7 +93,7 @@ mod tests {
 
     #[test]
     fn oversized_request_without_separator_is_refused() {
-        let mut buf = BytesMut::from(&[b'x'; 100][..]);
+        let mut buf = InputBuffer::from(&[b'x'; 100][..]);
         assert_eq!(
             decode_handshake_request(&mut buf, 64),
             Err(HandshakeError::TooLarge)
@@ -106,7 +107,7 @@ mod tests {
             b"not json\x1e",
             b"{\"protocol\":1,\"version\":1}\x1e",
         ] {
-            let mut buf = BytesMut::from(bad);
+            let mut buf = InputBuffer::from(bad);
             assert!(matches!(
                 decode_handshake_request(&mut buf, 1024),
                 Err(HandshakeError::Malformed(_))

@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use super::Headers;
 use super::{
     Arguments, CancelInvocation, Close, Completion, CompletionResult, HubProtocol, InboundMessage,
-    Invocation, Message, Payload, ProtocolError, StreamItem, TransferFormat,
+    InputBuffer, Invocation, Message, Payload, ProtocolError, StreamItem, TransferFormat,
 };
 
 /// The record separator that ends every JSON record (and the handshake).
@@ -27,12 +27,12 @@ impl HubProtocol for JsonProtocol {
     const TRANSFER_FORMAT: TransferFormat = TransferFormat::Text;
 
     fn decode(
-        buf: &mut BytesMut,
+        input: &mut InputBuffer,
         max_message_size: usize,
     ) -> Result<Option<InboundMessage>, ProtocolError> {
         loop {
-            let Some(end) = buf.iter().position(|&b| b == RECORD_SEPARATOR) else {
-                if buf.len() > max_message_size {
+            let Some(end) = input.find(RECORD_SEPARATOR) else {
+                if input.len() > max_message_size {
                     return Err(ProtocolError::MessageTooLarge {
                         limit: max_message_size,
                     });
@@ -44,7 +44,7 @@ impl HubProtocol for JsonProtocol {
                     limit: max_message_size,
                 });
             }
-            let record = buf.split_to(end + 1);
+            let record = input.split_to(end + 1);
             if let Some(message) = parse_record(&record[..end])? {
                 return Ok(Some(message));
             }

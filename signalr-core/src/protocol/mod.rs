@@ -18,6 +18,7 @@
 //! [`Message`] is therefore generic over the argument list `A` and the single value `V`.
 
 mod handshake;
+mod input;
 pub mod json;
 #[cfg(feature = "msgpack")]
 pub mod msgpack;
@@ -35,6 +36,7 @@ use serde::Serialize;
 pub use handshake::{
     decode_handshake_request, encode_handshake_response, HandshakeError, HandshakeRequest,
 };
+pub use input::InputBuffer;
 pub use json::JsonProtocol;
 #[cfg(feature = "msgpack")]
 pub use msgpack::MessagePackProtocol;
@@ -207,7 +209,7 @@ impl ProtocolError {
 
 /// One hub protocol: how records are framed and how messages are laid out.
 ///
-/// Implementations are stateless; a connection keeps its own receive buffer and calls
+/// Implementations are stateless; a connection keeps its own [`InputBuffer`] and calls
 /// [`decode`](HubProtocol::decode) until it returns `Ok(None)`.
 pub trait HubProtocol {
     /// The name clients put in the handshake (`json`, `messagepack`).
@@ -222,9 +224,11 @@ pub trait HubProtocol {
     /// Returns `Ok(None)` when `buf` holds no complete record yet (the caller reads more and
     /// calls again). Records of unknown message types are skipped, as the reference does.
     /// A record whose body is larger than `max_message_size` is an error as soon as its size is
-    /// known, so a hostile length prefix never makes us buffer a large body.
+    /// known, so a hostile length prefix never makes us buffer a large body. A search for the
+    /// end of a record starts where the previous call's stopped, so decoding costs time linear
+    /// in the bytes received, however finely they were chunked.
     fn decode(
-        buf: &mut BytesMut,
+        buf: &mut InputBuffer,
         max_message_size: usize,
     ) -> Result<Option<InboundMessage>, ProtocolError>;
 
@@ -313,7 +317,7 @@ impl Protocol {
     /// See [`HubProtocol::decode`].
     pub fn decode(
         self,
-        buf: &mut BytesMut,
+        buf: &mut InputBuffer,
         max_message_size: usize,
     ) -> Result<Option<InboundMessage>, ProtocolError> {
         match self {

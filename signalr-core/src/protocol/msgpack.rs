@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::msgpack_ser::write_value;
 use super::values::{DateTime, TIMESTAMP_EXT};
+use super::InputBuffer;
 
 use super::{
     Arguments, CancelInvocation, Close, Completion, CompletionResult, Headers, HubProtocol,
@@ -37,7 +38,7 @@ impl HubProtocol for MessagePackProtocol {
     const TRANSFER_FORMAT: TransferFormat = TransferFormat::Binary;
 
     fn decode(
-        buf: &mut BytesMut,
+        buf: &mut InputBuffer,
         max_message_size: usize,
     ) -> Result<Option<InboundMessage>, ProtocolError> {
         loop {

@@ -1,8 +1,7 @@
 // Shared by the protocol test files (`mod common;`).
 #![allow(dead_code)]
 
-use bytes::BytesMut;
-use signalr_core::protocol::{InboundMessage, Message, Protocol, ProtocolError};
+use signalr_core::protocol::{InboundMessage, InputBuffer, Message, Protocol, ProtocolError};
 
 /// Decodes everything in `bytes`, feeding it `chunk` bytes at a time, as a transport would.
 pub fn decode_in_chunks(
@@ -10,7 +9,7 @@ pub fn decode_in_chunks(
     bytes: &[u8],
     chunk: usize,
 ) -> Result<Vec<InboundMessage>, ProtocolError> {
-    let mut buf = BytesMut::new();
+    let mut buf = InputBuffer::new();
     let mut out = Vec::new();
     for piece in bytes.chunks(chunk.max(1)) {
         buf.extend_from_slice(piece);
