@@ -22,6 +22,7 @@
 //! - [Transports](#transports): WebSockets, Server-Sent Events, long polling, CORS
 //! - [Limits](#limits): every bound, and what happens past it
 //! - [Timer rules](#timer-rules): keep-alive, timeouts, grace periods, per transport
+//! - [Observability](#observability): spans, log levels, metrics
 //! - [Testing a hub](#testing-a-hub): the in-process test kit, in virtual time
 //! - [Where we differ from the reference](#where-we-differ-from-the-reference)
 //! - [Architecture](#architecture)
@@ -359,6 +360,49 @@
 //! # }
 //! ```
 //!
+//! # Observability
+//! Logs and spans go through [`tracing`](https://docs.rs/tracing); install any subscriber.
+//! Every connection runs in a `connection` span (`id`, `transport`, `remote`, then `protocol`
+//! and `user` once known) and every invocation in an `invocation` span (`method`, `id`) inside
+//! it, so a hub method's own events say which client and call they belong to.
+//!
+//! | level | what |
+//! |---|---|
+//! | error | a hub method failed inside the server (an internal [`HubError`], a panic) |
+//! | warn | a refused handshake, a refused credential or policy (with the remote address), a slow client closed, reading held up by busy slots or a full upload buffer |
+//! | info | connected, disconnected (with the reason and status), transport lost / re-attached, a long-polling client that stopped polling, an expired identity; a method's public error; an unknown method or arguments that do not bind |
+//! | debug | everything else a developer may want: upgrade failures, connections adopted from other processes |
+//!
+//! Targets are module paths: `signalr_core::connection` (connection life),
+//! `signalr_core::hub::dispatch` (invocations), `signalr_core::http` (negotiate,
+//! authentication, transports), `signalr_core::serve`; for example
+//! `RUST_LOG=info,signalr_core::hub=warn`. Lines a client can cause again and again (refused
+//! credentials, unknown methods, a full negotiate table) are logged at most once per 10 s,
+//! with the count of those left out (`suppressed`). Tokens never reach a log line.
+//!
+//! With the `metrics` feature the crate records through the
+//! [`metrics`](https://docs.rs/metrics) facade (nothing happens until the application installs
+//! a recorder, for example `metrics-exporter-prometheus`, as chat-app does). The first two are
+//! ASP.NET Core's SignalR meter, with OpenTelemetry's names and values:
+//!
+//! | name | kind, unit | attributes |
+//! |---|---|---|
+//! | `signalr.server.active_connections` | gauge (up-down), connections | `signalr.transport` (`web_sockets`, `server_sent_events`, `long_polling`) |
+//! | `signalr.server.connection.duration` | histogram, s | `signalr.transport`, `signalr.connection.status` (`normal_closure`, `timeout`: client timeout or no reconnect in time, `app_shutdown`) |
+//! | `signalr.server.messages.received`, `signalr.server.messages.sent` | counter, messages | `signalr.transport` (sent counts every record written, Pings included) |
+//! | `signalr.server.bytes.received`, `signalr.server.bytes.sent` | counter, bytes | `signalr.transport` |
+//! | `signalr.server.invocations` | counter, invocations | `signalr.method` (the registered name; `_unknown` for any other), `signalr.invocation.outcome` (`ok`, `error`, `unknown_method`, `unauthorized`, `bind_error`, `panic`) |
+//! | `signalr.server.invocation.duration` | histogram, s | as above, for invocations that ran |
+//! | `signalr.server.slow_client_closes` | counter | `signalr.transport` |
+//! | `signalr.server.handshake.refusals` | counter | `reason` (`invalid`: malformed, too large or too late; `protocol`; `transfer_format`) |
+//! | `signalr.server.authentication.refusals` | counter | `http.response.status_code` (`401`, `403`) |
+//! | `signalr.server.long_polls`, `signalr.server.sse_streams` | counter, requests | |
+//!
+//! Per-message counts are recorded once per read or write batch, and a method is labelled
+//! only by a name the hub registered, so a hostile client cannot grow the label set.
+//! [`Hub::connection_count`] and [`Hub::slow_client_closes`] give the same figures without a
+//! recorder. The Redis backplane's metrics are in `signalr-redis`.
+//!
 //! # Where we differ from the reference
 //! - The client timeout counts from the handshake, not from the client's first Ping: a client
 //!   that sends half a message and falls silent is closed instead of held forever. (Clients
@@ -396,6 +440,7 @@
 //! | `server` | on | [`serve`], [`serve_with_shutdown`] and [`shutdown_signal`]: a standalone HTTP/1.1 and HTTP/2 server (hyper's server, TCP, OS signals); without it, mount [`Hub::service`] in axum or your own hyper server |
 //! | `jwt` | off | [`auth::JwtAuthenticator`]: HS256 and RS256 bearer tokens |
 //! | `test-util` | off | [`test_util`]: the in-memory transport and `TestClient`, and tokio's paused clock |
+//! | `metrics` | off | metrics on the `metrics` facade ([Observability](#observability)) |
 //!
 //! With `default-features = false` the crate is the protocol, the connection core and the
 //! `tower::Service`, on tokio's `rt`, `sync`, `time` and `macros` alone. A backplane
@@ -411,6 +456,7 @@ mod hub;
 mod id;
 mod lifetime;
 mod log_limit;
+mod observe;
 mod options;
 pub use options::HubOptions;
 mod raw;

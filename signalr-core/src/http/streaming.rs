@@ -15,6 +15,7 @@ use super::{body, text, transport_disabled, BoxError, ResponseBody};
 use crate::auth::Identity;
 use crate::connection::ConnectionParams;
 use crate::hub::HubShared;
+use crate::observe;
 use crate::request::HttpRequest;
 use crate::transport::long_polling::{LongPollSink, PollOutcome, PollQueue};
 use crate::transport::sse::SseSink;
@@ -68,6 +69,7 @@ pub(super) fn server_sent_events(
     identity: Option<Identity>,
     request: HttpRequest,
 ) -> Response<ResponseBody> {
+    observe::sse_stream();
     let Some(connection) = hub.connections.get(&token) else {
         return unknown_connection();
     };
@@ -155,6 +157,7 @@ pub(super) async fn long_poll(
     identity: Option<Identity>,
     request: HttpRequest,
 ) -> Response<ResponseBody> {
+    observe::long_poll();
     let Some(connection) = hub.connections.get(&token) else {
         return unknown_connection();
     };
@@ -207,7 +210,7 @@ fn start_long_polling(
     let disconnect_timeout = hub.options.disconnect_timeout;
     tokio::spawn(async move {
         if watched_queue.stopped_polling(disconnect_timeout).await {
-            tracing::debug!(connection = %watched.connection_id, "long-polling client stopped polling");
+            tracing::info!(connection = %watched.connection_id, "long-polling client stopped polling; ending the connection");
             watched.end_inbound().await;
         }
     });
