@@ -916,10 +916,14 @@ fn predict(protocol: Protocol, bytes: &[u8]) -> Expect {
 // ---------------------------------------------------------------------------------------------
 // The probe: a well-behaved client echoing on its own connection, every 10 ms, throughout.
 
+/// Each echo's latency counts from when it was due, not from when the probe got to send it:
+/// a server task that hogs the thread delays the probe's own wake-up too, and that is part of
+/// what a client would see.
 #[derive(Default)]
 struct ProbeLog {
     samples: Vec<Duration>,
-    in_flight: Option<Instant>,
+    /// When the current (or next) echo was due.
+    due: Option<Instant>,
     failures: Vec<String>,
     total: usize,
 }
@@ -929,6 +933,9 @@ struct Probe {
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
     lap_started: Instant,
+    /// Phases whose latency broke the bound: checked at the end, so that a failing run still
+    /// prints the figures of every phase.
+    violations: Vec<String>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -960,17 +967,32 @@ impl Probe {
             stop,
             task,
             lap_started: Instant::now(),
+            violations: Vec::new(),
         }
     }
 
-    /// Prints the latencies since the last lap and checks them: no failure, p99 and any echo
-    /// still waiting under the bound.
-    fn lap(&mut self, phase: &str) {
+    /// Prints the latencies since the last lap and notes a violation: a failure, a p99 or an
+    /// echo still waiting over the bound. First lets the probe finish two more echoes (or fail),
+    /// so that an echo the phase held up is counted in this phase, not the next.
+    async fn lap(&mut self, phase: &str) {
+        let target = lock(&self.log).total + 2;
+        let deadline = Instant::now() + 2 * PROBE_TIMEOUT;
+        loop {
+            {
+                let log = lock(&self.log);
+                if log.total >= target || !log.failures.is_empty() {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "[{phase}] the probe stopped");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         let (mut samples, waiting, failures) = {
             let mut log = lock(&self.log);
             (
                 std::mem::take(&mut log.samples),
-                log.in_flight.map(|since| since.elapsed()),
+                log.due
+                    .map(|due| Instant::now().saturating_duration_since(due)),
                 log.failures.clone(),
             )
         };
@@ -993,25 +1015,33 @@ impl Probe {
             self.lap_started.elapsed(),
         );
         self.lap_started = Instant::now();
-        assert!(failures.is_empty(), "probe [{phase}] failed: {failures:?}");
-        assert!(
-            p99 <= PROBE_BOUND,
-            "probe [{phase}]: p99 {p99:?} over {PROBE_BOUND:?} (max {max:?})"
-        );
-        assert!(
-            waiting.unwrap_or_default() <= PROBE_BOUND,
-            "probe [{phase}]: an echo has waited {waiting:?}"
-        );
+        if !failures.is_empty() {
+            self.violations
+                .push(format!("[{phase}] the probe failed: {failures:?}"));
+        }
+        if p99 > PROBE_BOUND {
+            self.violations.push(format!(
+                "[{phase}] p99 {p99:?} over {PROBE_BOUND:?} (max {max:?})"
+            ));
+        }
+        if let Some(waiting) = waiting.filter(|w| *w > PROBE_BOUND) {
+            self.violations
+                .push(format!("[{phase}] an echo has waited {waiting:?}"));
+        }
     }
 
     async fn finish(mut self, phase: &str) {
-        self.lap(phase);
+        self.lap(phase).await;
         let _ = self.stop.send(());
         within("the probe's end", WAIT, self.task)
             .await
             .expect("the probe task");
+        assert!(
+            self.violations.is_empty(),
+            "the probe was held up: {:#?}",
+            self.violations
+        );
         let log = lock(&self.log);
-        assert!(log.failures.is_empty(), "probe failed: {:?}", log.failures);
         assert!(
             log.total >= 10,
             "the probe got only {} echoes through",
@@ -1025,15 +1055,22 @@ async fn probe_loop(
     log: Arc<Mutex<ProbeLog>>,
     mut stop: oneshot::Receiver<()>,
 ) {
+    let mut due = Instant::now();
     for n in 0u64.. {
+        lock(&log).due = Some(due);
+        tokio::select! {
+            _ = &mut stop => {
+                let _ = tokio::time::timeout(WAIT, socket.close(None)).await;
+                return;
+            }
+            _ = tokio::time::sleep_until(due.into()) => {}
+        }
         let id = format!("p{n}");
         let value = format!("probe {n}");
         let record = format!(
             "{}\u{1e}",
             json!({"type": 1, "invocationId": id, "target": "Echo", "arguments": [value]})
         );
-        let started = Instant::now();
-        lock(&log).in_flight = Some(started);
         let answered = tokio::time::timeout(PROBE_TIMEOUT, async {
             socket
                 .send(Ws::text(record))
@@ -1065,11 +1102,12 @@ async fn probe_loop(
         .await;
         {
             let mut log = lock(&log);
-            log.in_flight = None;
             match answered {
                 Ok(Ok(())) => {
-                    log.samples.push(started.elapsed());
+                    log.samples.push(due.elapsed());
                     log.total += 1;
+                    due = Instant::now() + Duration::from_millis(10);
+                    log.due = Some(due);
                 }
                 Ok(Err(error)) => {
                     log.failures.push(format!("echo {n}: {error}"));
@@ -1082,20 +1120,13 @@ async fn probe_loop(
                 }
             }
         }
-        tokio::select! {
-            _ = &mut stop => {
-                let _ = tokio::time::timeout(WAIT, socket.close(None)).await;
-                return;
-            }
-            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
-        }
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Random and mutated input.
 
-const FUZZ_ROUNDS: u64 = 16;
+const FUZZ_ROUNDS: u64 = 24;
 
 /// One hostile connection: a random or mutated record after a good handshake (or a mutated
 /// handshake), then a good echo. Returns what happened, for the summary.
@@ -1127,10 +1158,20 @@ async fn fuzz_round(
         Protocol::Json => rng.below(3) != 0,
         _ => rng.below(4) == 0,
     };
+    // A third of the time the bytes go in random pieces (frames, or chunks of one POST).
+    let mut pieces = Vec::new();
+    let mut rest = &hostile[..];
+    while rng.below(3) == 0 && rest.len() > 1 {
+        let (piece, after) = rest.split_at(1 + rng.below(rest.len() - 1));
+        pieces.push(piece);
+        rest = after;
+    }
+    pieces.push(rest);
     let follow_up = invocation(protocol, Some("after"), "Echo", ("after",));
+    // Each WebSocket text message must be UTF-8 on its own.
     let expected = if transport == Transport::WebSockets
         && text_frame
-        && std::str::from_utf8(&hostile).is_err()
+        && pieces.iter().any(|p| std::str::from_utf8(p).is_err())
     {
         Expect::InvalidUtf8
     } else {
@@ -1139,14 +1180,24 @@ async fn fuzz_round(
         predict(protocol, &seen)
     };
     // Either send may be refused once the server has closed; the outcome says what happened.
-    let _ = client.tx.send_as(&hostile, text_frame).await;
+    let _ = if pieces.len() == 1 {
+        client.tx.send_as(&hostile, text_frame).await
+    } else {
+        client
+            .tx
+            .send_pieces(pieces.iter().copied(), text_frame)
+            .await
+    };
     let _ = client.send(&follow_up).await;
     let limit = match (transport, &expected) {
         (Transport::LongPolling, Expect::Incomplete) => Duration::from_millis(800),
         _ => CLIENT_TIMEOUT + Duration::from_secs(2),
     };
     let outcome = client.outcome("after", limit).await;
-    let context = || format!("{what}: sent {hostile:02x?}, expected {expected:?}, got {outcome:?}");
+    let context = || {
+        let sizes: Vec<usize> = pieces.iter().map(|p| p.len()).collect();
+        format!("{what}: sent {hostile:02x?} in pieces of {sizes:?}, expected {expected:?}, got {outcome:?}")
+    };
     match (&expected, &outcome) {
         (Expect::CarryOn, Outcome::Answered(value)) => {
             assert_eq!(value, "after", "{}", context());
@@ -1246,7 +1297,9 @@ async fn random_and_mutated_frames_end_in_a_clear_error_or_carry_on() {
             }
         }
         println!("fuzz [{}]: {summary:?}", name(transport, protocol));
-        probe.lap(&format!("fuzz {}", name(transport, protocol)));
+        probe
+            .lap(&format!("fuzz {}", name(transport, protocol)))
+            .await;
     }
     server.settle(1, "after the fuzz rounds").await;
     probe.finish("fuzz, at the end").await;
@@ -1294,7 +1347,7 @@ async fn over_limit_records_whole_or_split_close_with_the_size_error() {
                 )
                 .await;
         }
-        probe.lap(&format!("over limit {what}"));
+        probe.lap(&format!("over limit {what}")).await;
     }
 
     // Past the WebSocket message cap (four times the record limit, at least 64 KiB), whole or
@@ -1318,7 +1371,7 @@ async fn over_limit_records_whole_or_split_close_with_the_size_error() {
             other => panic!("an 80 KiB WebSocket message (fragmented: {fragmented}): {other:?}"),
         }
     }
-    probe.lap("over the WebSocket message cap");
+    probe.lap("over the WebSocket message cap").await;
     server.settle(1, "after the over-limit records").await;
     probe.finish("over limit, at the end").await;
     server.shutdown().await;
@@ -1465,7 +1518,7 @@ async fn records_that_never_finish_are_dropped_and_bounded_by_the_limit() {
         futures_util::future::join_all(cases),
     )
     .await;
-    probe.lap("never-finished records");
+    probe.lap("never-finished records").await;
     // The long-polling clients stopped polling: the disconnect timeout lets them go.
     server.settle(1, "after the never-finished records").await;
     probe.finish("never-finished records, at the end").await;
@@ -1537,7 +1590,7 @@ async fn a_second_handshake_is_a_protocol_error() {
             "a JSON connection's MessagePack handshake",
         )
         .await;
-    probe.lap("second handshakes");
+    probe.lap("second handshakes").await;
     server.settle(1, "after the second handshakes").await;
     probe.finish("second handshakes, at the end").await;
     server.shutdown().await;
@@ -1578,7 +1631,7 @@ async fn thousands_of_pings_leave_the_connection_and_the_probe_healthy() {
             Outcome::Answered(value) => assert_eq!(value, "after pings", "{what}"),
             other => panic!("{what}: after the pings: {other:?}"),
         }
-        probe.lap(&format!("pings {what}"));
+        probe.lap(&format!("pings {what}")).await;
     }
     server.settle(1, "after the ping storms").await;
     probe.finish("pings, at the end").await;
@@ -1664,7 +1717,7 @@ async fn ids_that_do_not_exist_are_ignored_and_the_connection_carries_on() {
         futures_util::future::join_all(cases),
     )
     .await;
-    probe.lap("unknown invocation and stream ids");
+    probe.lap("unknown invocation and stream ids").await;
 
     // Connection ids that do not exist, on every transport's requests: 404, nothing else.
     let mut rng = Rng::new(42);
@@ -1700,7 +1753,7 @@ async fn ids_that_do_not_exist_are_ignored_and_the_connection_carries_on() {
             .expect_err("an unknown id is refused");
         assert!(refused.to_string().contains("404"), "{refused}");
     }
-    probe.lap("unknown connection ids");
+    probe.lap("unknown connection ids").await;
     server.settle(1, "after the unknown ids").await;
     probe.finish("unknown ids, at the end").await;
     server.shutdown().await;
@@ -1785,9 +1838,19 @@ async fn flood(client: &mut Client, tally: &Tally, what: &str) {
         .chain([("done".to_owned(), "done".to_owned())])
         .collect();
     assert_eq!(answers.len(), expected.len(), "{what}");
+    let mut sorted = answers.clone();
+    sorted.sort();
+    let mut all = expected.clone();
+    all.sort();
+    assert!(sorted == all, "{what}: answers lost or repeated");
+    // One invocation at a time (the limit of one): the reference holds the slot until the
+    // Completion is written, so Completions come back in the order of the invocations.
     if let Some(i) = (0..expected.len()).find(|&i| answers[i] != expected[i]) {
+        let misplaced = (0..expected.len())
+            .filter(|&i| answers[i] != expected[i])
+            .count();
         panic!(
-            "{what}: answer {i} is {:?}, expected {:?}",
+            "{what}: answer {i} is {:?}, expected {:?} ({misplaced} answers out of order)",
             answers[i], expected[i]
         );
     }
@@ -1814,7 +1877,7 @@ async fn invocation_floods_are_answered_in_order_none_lost() {
         let what = name(transport, protocol);
         let mut client = Client::connect(&server, transport, protocol).await;
         flood(&mut client, &tally, &what).await;
-        probe.lap(&format!("flood {what}"));
+        probe.lap(&format!("flood {what}")).await;
     }
     server.settle(1, "after the floods").await;
     probe.finish("floods, at the end").await;
@@ -1850,7 +1913,7 @@ async fn a_large_record_in_one_byte_pieces_does_not_starve_the_probe() {
             record.len(),
             started.elapsed()
         );
-        probe.lap(&format!("one-byte pieces {what}"));
+        probe.lap(&format!("one-byte pieces {what}")).await;
     }
     // The same record as one WebSocket message in 1-byte continuation frames.
     let mut client = Client::connect(&server, Transport::WebSockets, Protocol::Json).await;
@@ -1866,7 +1929,8 @@ async fn a_large_record_in_one_byte_pieces_does_not_starve_the_probe() {
         record.len(),
         started.elapsed()
     );
-    probe.lap("one-byte continuation frames");
+    probe.lap("one-byte continuation frames").await;
+    drop(client);
     server.settle(1, "after the one-byte pieces").await;
     probe.finish("one-byte pieces, at the end").await;
     server.shutdown().await;
@@ -1920,7 +1984,7 @@ async fn an_open_upload_does_not_hold_up_the_next_invocation() {
         futures_util::future::join_all(cases),
     )
     .await;
-    probe.lap("open uploads");
+    probe.lap("open uploads").await;
     server.settle(1, "after the uploads").await;
     probe.finish("uploads, at the end").await;
     server.shutdown().await;
