@@ -305,7 +305,7 @@ struct Client {
 /// The sending half: WebSocket frames, or POSTs for SSE and long polling.
 enum Tx {
     Ws(SplitSink<Socket, Ws>),
-    Http { http: Http, url: String },
+    Http { http: Box<Http>, url: String },
 }
 
 /// What the receiving half saw end: the transport closed (with the WebSocket close code).
@@ -336,7 +336,7 @@ enum Source {
     /// At most one poll in flight, kept across `next` calls so that no response is lost when
     /// a caller stops waiting.
     LongPolling {
-        http: Http,
+        http: Box<Http>,
         url: String,
         polls: u64,
         pending: Option<JoinHandle<Result<(StatusCode, Bytes), String>>>,
@@ -371,7 +371,7 @@ impl Client {
                     .expect("the SSE request is answered");
                 assert_eq!(response.status(), StatusCode::OK);
                 let tx = Tx::Http {
-                    http: server.http.clone(),
+                    http: Box::new(server.http.clone()),
                     url: server.url(&query),
                 };
                 let source = Source::Sse {
@@ -387,11 +387,11 @@ impl Client {
                     StatusCode::OK
                 );
                 let tx = Tx::Http {
-                    http: server.http.clone(),
+                    http: Box::new(server.http.clone()),
                     url: server.url(&query),
                 };
                 let source = Source::LongPolling {
-                    http: server.http.clone(),
+                    http: Box::new(server.http.clone()),
                     url: server.url(&query),
                     polls: 0,
                     pending: None,
