@@ -428,7 +428,7 @@ pub use hub::{
 pub use raw::{ConnectionHandler, RawConnection, RawSender};
 pub use request::{HttpRequest, RemoteAddr};
 #[cfg(feature = "server")]
-pub use serve::{serve, serve_with_shutdown, shutdown_signal};
+pub use serve::{serve, serve_with, serve_with_shutdown, shutdown_signal, ServeOptions};
 pub use transport::TransportKind;
 
 #[doc(hidden)]
