@@ -6,10 +6,15 @@ mod options;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use http::{header, HeaderValue, Request, Response, StatusCode, Version};
-use http_body_util::Limited;
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -20,8 +25,8 @@ use tower_service::Service;
 
 pub use options::ServeOptions;
 
-use crate::http::{json_error, text, ResponseBody};
-use crate::{Hub, RemoteAddr};
+use crate::http::{json_error, text, BoxError, ResponseBody};
+use crate::{Hub, HubService, RemoteAddr};
 use limits::{Admission, Socket, TrackedBody, Tracker};
 
 /// How long the server waits, once the hub has shut down, for HTTP connections to finish.
@@ -70,8 +75,76 @@ pub async fn serve_with(
     options: ServeOptions,
     signal: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
-    let base = path.trim_end_matches('/').to_owned();
-    let service = hub.service();
+    let mounted = Mounted {
+        base: path.trim_end_matches('/').into(),
+        hub: hub.service(),
+    };
+    run(listener, mounted, options, signal, hub.shutdown()).await
+}
+
+/// Serves any `tower::Service`, typically an axum `Router` with the hub nested in it
+/// (`nest_service("/hub", hub.service())`), with the limits in `options`: the way to give an
+/// application's own routes what [`serve_with`] gives a hub, which `axum::serve` does not
+/// offer (no header or idle timeout, no connection cap). Every request carries a
+/// [`RemoteAddr`] extension and a body already bounded by
+/// [`ServeOptions::max_request_body_size`]; HTTP/1.1 and HTTP/2, WebSocket upgrades
+/// included.
+///
+/// Stops when `signal` completes, after letting connections finish for up to 5 s. Shut the
+/// hub down in the signal, so that its clients get their Close message first:
+///
+/// ```no_run
+/// use signalr_core::{Hub, ServeOptions};
+///
+/// # async fn run() -> std::io::Result<()> {
+/// let hub = Hub::builder().build();
+/// let app = axum::Router::new()
+///     .route("/health", axum::routing::get(|| async { "ok" }))
+///     .nest_service("/hub", hub.service());
+/// let listener = tokio::net::TcpListener::bind("0.0.0.0:5000").await?;
+/// let signal = async move {
+///     signalr_core::shutdown_signal().await;
+///     hub.shutdown().await;
+/// };
+/// signalr_core::serve_service(listener, app, ServeOptions::default(), signal).await
+/// # }
+/// ```
+pub async fn serve_service<S, B>(
+    listener: TcpListener,
+    service: S,
+    options: ServeOptions,
+    signal: impl Future<Output = ()> + Send,
+) -> io::Result<()>
+where
+    S: Service<Request<Limited<Incoming>>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    run(listener, service, options, signal, async {}).await
+}
+
+/// The accept loop of [`serve_with`] and [`serve_service`]; `stopping` runs once the signal
+/// came and the listener is closed, before connections are asked to finish.
+async fn run<S, B>(
+    listener: TcpListener,
+    service: S,
+    options: ServeOptions,
+    signal: impl Future<Output = ()> + Send,
+    stopping: impl Future<Output = ()>,
+) -> io::Result<()>
+where
+    S: Service<Request<Limited<Incoming>>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     let builder = http_builder(&options);
     let admission = Admission::new(&options);
     let body_limit = options.max_request_body_size;
@@ -103,18 +176,12 @@ pub async fn serve_with(
         };
         let _ = stream.set_nodelay(true);
         let tracker = Tracker::new(&options);
-        let base = base.clone();
         let service = service.clone();
         let requests = tracker.clone();
         let handler = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             let in_flight = requests.request_started(request.version());
             request.extensions_mut().insert(RemoteAddr(peer));
             let version = request.version();
-            let path = request.uri().path();
-            let mounted = path == base
-                || path
-                    .strip_prefix(base.as_str())
-                    .is_some_and(|rest| rest.starts_with('/'));
             // hyper bounds what it buffers for a head only roughly (by its read buffer):
             // the exact limit is applied here, once the head is parsed.
             let refusal = if headers_size(&request) > header_limit {
@@ -130,17 +197,19 @@ pub async fn serve_with(
             } else {
                 None
             };
-            let future = (mounted && refusal.is_none()).then(|| {
-                let limit = body_limit.unwrap_or(usize::MAX);
-                service
-                    .clone()
-                    .call(request.map(|body| Limited::new(body, limit)))
-            });
+            let mut service = service.clone();
             async move {
-                let response = match (future, refusal) {
-                    (Some(future), _) => future.await?,
-                    (None, Some((status, message))) => refuse_request(version, status, message),
-                    (None, None) => text(StatusCode::NOT_FOUND, "Not Found"),
+                let response = match refusal {
+                    Some((status, message)) => {
+                        refuse_request(version, status, message).map(BodyExt::boxed_unsync)
+                    }
+                    None => {
+                        let limit = body_limit.unwrap_or(usize::MAX);
+                        let request = request.map(|body| Limited::new(body, limit));
+                        std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
+                        let response = service.call(request).await?;
+                        response.map(|body| body.map_err(Into::into).boxed_unsync())
+                    }
                 };
                 Ok::<_, Infallible>(response.map(|body| TrackedBody {
                     body,
@@ -166,11 +235,47 @@ pub async fn serve_with(
         });
     }
     drop(listener);
-    hub.shutdown().await;
+    stopping.await;
     shutdown.cancel();
     drop(running);
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, all_ended.recv()).await;
     Ok(())
+}
+
+/// A hub at its path; other paths get `404`.
+#[derive(Clone)]
+struct Mounted {
+    base: Arc<str>,
+    hub: HubService,
+}
+
+impl<B> Service<Request<B>> for Mounted
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let path = request.uri().path();
+        let mounted = path == &*self.base
+            || path
+                .strip_prefix(&*self.base)
+                .is_some_and(|rest| rest.starts_with('/'));
+        match mounted {
+            true => self.hub.call(request),
+            false => Box::pin(std::future::ready(Ok(text(
+                StatusCode::NOT_FOUND,
+                "Not Found",
+            )))),
+        }
+    }
 }
 
 /// hyper's server with the limits it enforces itself. Its own header timeout stays off: it

@@ -21,7 +21,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::ServeOptions;
-use crate::http::{BoxError, ResponseBody};
+use http_body_util::combinators::UnsyncBoxBody;
+
+use crate::http::BoxError;
 
 /// Refusals being written at once; past it a refused connection is closed without a word, so
 /// that a flood cannot turn refusals into a second way of holding descriptors.
@@ -273,7 +275,7 @@ impl Drop for InFlight {
 
 /// A response body that keeps its request in flight until it is done.
 pub(super) struct TrackedBody {
-    pub(super) body: ResponseBody,
+    pub(super) body: UnsyncBoxBody<Bytes, BoxError>,
     pub(super) _in_flight: InFlight,
 }
 
