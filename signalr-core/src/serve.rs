@@ -12,7 +12,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-
 use http::{header, HeaderValue, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -29,7 +28,8 @@ use crate::http::{json_error, text, BoxError, ResponseBody};
 use crate::{Hub, HubService, RemoteAddr};
 use limits::{Admission, Socket, TrackedBody, Tracker};
 
-/// How long the server waits, once the hub has shut down, for HTTP connections to finish.
+/// How long the server waits after the shutdown signal (and the hub's shutdown) for HTTP
+/// connections to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What HTTP/1 allows beyond the header limit for the request line (Kestrel's
