@@ -275,6 +275,25 @@
 //! plain hyper (WebSocket upgrades need hyper's `serve_connection_with_upgrades`).
 //! [`Hub::shutdown`] closes every connection with `allowReconnect: true` and waits for them.
 //!
+//! **HTTP-level limits.** [`serve`] and [`serve_with_shutdown`] apply [`ServeOptions`]'
+//! defaults, Kestrel's with a few deliberate differences: a request head must be complete
+//! within 30 s (from accept for the first request), an idle connection closes 130 s after
+//! its last response, at most 10,000 connections are open at once (past it a `503` with a
+//! JSON error), bodies past 30,000,000 bytes get `413` and headers past 32 KiB `431`. Open
+//! WebSockets, Server-Sent Events streams and pending long polls never count as idle.
+//! [`serve_with`] takes other limits; [`serve_service`] serves an application's own
+//! `tower::Service` (an axum `Router` with the hub nested) under the same limits.
+//!
+//! `axum::serve` (axum 0.8) enforces none of these: no header or idle timeout, no connection
+//! cap, and no body limit on a nested service (`DefaultBodyLimit` applies to axum's
+//! extractors only). An application that keeps it needs a reverse proxy in front for the
+//! timeouts and the cap, and tower-http's `RequestBodyLimitLayer` on the hub's routes (a
+//! declared length past it gets tower-http's `413`; a chunked body that grows past it gets
+//! the hub's JSON `413`). Never put a `TimeoutLayer`, or any other deadline on responses,
+//! in front of the hub: it would cut Server-Sent Events streams and long polls, which the hub
+//! bounds with its own timers; keep it on the REST routes. The `limits` example shows both
+//! layers under [`serve_service`].
+//!
 //! **Raw connections** ([`ConnectionHandler`], `MapConnectionHandler` in ASP.NET Core) use
 //! negotiate and the same three transports with no handshake and no hub protocol: a handler
 //! runs once per connection and reads and writes bytes ([`RawConnection`]), mounted like a hub.
@@ -318,7 +337,8 @@
 //! | received POST data not yet read by the hub | 8 chunks | the POST's 200 waits (up to the send timeout, then 503) |
 //! | graceful shutdown | 5 s | remaining connections are dropped |
 //!
-//! Every limit is set on [`HubBuilder`].
+//! Every limit is set on [`HubBuilder`]; the HTTP-level ones of the standalone server
+//! (header and idle timeouts, connection caps, body and header sizes) on [`ServeOptions`].
 //!
 //! # Timer rules
 //! Every rule about time lives in one sans-IO state machine per connection, which is handed
@@ -418,6 +438,11 @@
 //! - Optional signed connection tokens ([`HubBuilder::portable_connection_tokens`]) that any
 //!   process of a scaled-out hub accepts; the reference's tokens bind a connection to the
 //!   process that negotiated it.
+//! - [`serve`] gives a new connection the request headers timeout (30 s) to send its first
+//!   request, where Kestrel gives it the keep-alive timeout (130 s), caps connections at
+//!   10,000 by default (Kestrel: unlimited), counting WebSockets with the rest, and answers
+//!   a connection past the cap with a `503` (Kestrel closes it without a word). See
+//!   [`ServeOptions`].
 //! - The WebSocket read buffer is 4 KiB per connection (tungstenite allocates 128 KiB by
 //!   default), to keep idle connections small.
 //!
@@ -437,7 +462,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `msgpack` | on | the MessagePack hub protocol (`Protocol::MessagePack`, [`protocol::msgpack`]); without it only JSON is offered, and a client asking for `messagepack` gets the handshake error for an unknown protocol |
-//! | `server` | on | [`serve`], [`serve_with_shutdown`] and [`shutdown_signal`]: a standalone HTTP/1.1 and HTTP/2 server (hyper's server, TCP, OS signals); without it, mount [`Hub::service`] in axum or your own hyper server |
+//! | `server` | on | [`serve`], [`serve_with_shutdown`], [`serve_with`], [`serve_service`] and [`shutdown_signal`]: a standalone HTTP/1.1 and HTTP/2 server with HTTP-level limits ([`ServeOptions`]; hyper's server, TCP, OS signals); without it, mount [`Hub::service`] in axum or your own hyper server |
 //! | `jwt` | off | [`auth::JwtAuthenticator`]: HS256 and RS256 bearer tokens |
 //! | `test-util` | off | [`test_util`]: the in-memory transport and `TestClient`, and tokio's paused clock |
 //! | `metrics` | off | metrics on the `metrics` facade ([Observability](#observability)) |
@@ -484,7 +509,9 @@ pub use hub::{
 pub use raw::{ConnectionHandler, RawConnection, RawSender};
 pub use request::{HttpRequest, RemoteAddr};
 #[cfg(feature = "server")]
-pub use serve::{serve, serve_with_shutdown, shutdown_signal};
+pub use serve::{
+    serve, serve_service, serve_with, serve_with_shutdown, shutdown_signal, ServeOptions,
+};
 pub use transport::TransportKind;
 
 #[doc(hidden)]

@@ -391,6 +391,13 @@ pub(crate) fn text(status: StatusCode, message: &str) -> Response<ResponseBody> 
     response
 }
 
+/// A short JSON error, `{"error": message}`, for refusals at the HTTP level.
+pub(crate) fn json_error(status: StatusCode, message: &str) -> Response<ResponseBody> {
+    let mut response = json(&serde_json::json!({ "error": message }));
+    *response.status_mut() = status;
+    response
+}
+
 pub(crate) fn json(value: &serde_json::Value) -> Response<ResponseBody> {
     let mut response = Response::new(body(value.to_string()));
     response.headers_mut().insert(

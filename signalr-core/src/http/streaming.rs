@@ -11,7 +11,7 @@ use hyper::body::Frame;
 use tokio::sync::mpsc;
 
 use super::connections::{BindRefusal, Binding, HttpConnection};
-use super::{body, text, transport_disabled, BoxError, ResponseBody};
+use super::{body, json_error, text, transport_disabled, BoxError, ResponseBody};
 use crate::auth::Identity;
 use crate::connection::ConnectionParams;
 use crate::hub::HubShared;
@@ -277,12 +277,23 @@ where
         return unknown_connection();
     };
     let mut request_body = std::pin::pin!(request_body);
-    while let Some(frame) = request_body.frame().await.map(|f| f.map_err(drop)) {
-        let Ok(frame) = frame else {
-            return text(
-                StatusCode::BAD_REQUEST,
-                "The request body could not be read.",
-            );
+    // The error converted at once: a body's own error type need not be `Send`.
+    while let Some(frame) = (request_body.frame().await).map(|f| f.map_err(Into::<BoxError>::into))
+    {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(e) if past_length_limit(&*e) => {
+                return json_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "The request body is too large.",
+                )
+            }
+            Err(_) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "The request body could not be read.",
+                )
+            }
         };
         let Ok(chunk) = frame.into_data() else {
             continue;
@@ -302,6 +313,14 @@ where
         }
     }
     text(StatusCode::OK, "")
+}
+
+/// Whether a body failed because it outgrew a length limit: `serve`'s, or a
+/// `RequestBodyLimitLayer` in front of the hub (both are `http_body_util::Limited`), however
+/// deep a framework wrapped the error (axum's `Body` does).
+fn past_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source())
+        .any(|e| e.is::<http_body_util::LengthLimitError>())
 }
 
 /// `DELETE {hub}?id=...`: the long-polling client is leaving.
