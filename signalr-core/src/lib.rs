@@ -327,7 +327,7 @@
 //! | stateful Sequence 0, a Sequence ahead of what was received, an Ack for messages never sent | none allowed | Close `Connection closed with an error.` (the reason with detailed errors) |
 //! | a WebSocket protocol violation (invalid UTF-8, an unmasked frame, an oversized frame) | none allowed | Close `Connection closed with an error.`, then close frame 1007, 1002 or 1009 |
 //! | outbound queue per connection | 1,024 records | a multi-client send finding it full closes that client as too slow; a single-client send waits up to the send timeout first; logged once per connection, counted in [`Hub::slow_client_closes`] |
-//! | work per turn of one connection's read loop | 64 KiB of input, or 64 messages | the loop yields to other tasks, so one flooding client cannot hold a worker thread |
+//! | work per turn of one connection's read loop | 16 KiB of input, 128 received frames or 16 messages | the loop yields to other tasks, so one flooding client cannot hold a worker thread |
 //! | send timeout | 10 s | a write to the socket or a single-client send that cannot progress closes the connection |
 //! | negotiated but unused connection id | 15 s | forgotten; its transport request then gets 404 |
 //! | negotiated connections waiting for a transport | 100,000 | negotiate answers 503 |

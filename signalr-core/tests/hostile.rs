@@ -55,9 +55,12 @@ const RS: u8 = 0x1e;
 const LIMIT: usize = 1024;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(1);
 const DISCONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-/// The probe's echo latency must stay under this at the 99th percentile, in every phase (a
-/// loaded 2-core CI machine running other tests beside this file; idle loopback is ~1 ms).
-const PROBE_BOUND: Duration = Duration::from_millis(250);
+/// The probe's echo latency must stay under this at the 99th percentile, in every phase. It
+/// catches starvation (quadratic framing held the probe 1.0–1.4 s in the one-byte phase) with
+/// room for a busy 2-core machine: server, probe and attackers share this test's one thread,
+/// unoptimised, beside other tests (idle loopback is ~1 ms; under a load average of 6 single
+/// phases reached 270 ms). The fairness figure itself comes from `signalr-bench attack`.
+const PROBE_BOUND: Duration = Duration::from_millis(500);
 /// A probe echo not answered in this long is a failure, not a slow sample.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 const CLOSED_WITH_ERROR: &str = "Connection closed with an error.";

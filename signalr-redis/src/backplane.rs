@@ -646,6 +646,7 @@ impl Inner {
             return;
         }
         self.received.fetch_add(1, Ordering::Relaxed);
+        observe::received();
         let Some(local) = self.local.get() else {
             return;
         };
@@ -1095,7 +1096,7 @@ async fn send_cluster_channels(
 /// The time each push arrived comes with it: how long it waited is the backplane's lag.
 async fn receiver(inner: Weak<Inner>, mut incoming: mpsc::Receiver<(PushInfo, Instant)>) {
     while let Some((push, arrived)) = incoming.recv().await {
-        observe::received(arrived.elapsed());
+        observe::waited(arrived.elapsed());
         let Some(inner) = inner.upgrade() else {
             return;
         };

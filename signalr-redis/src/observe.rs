@@ -15,8 +15,11 @@ mod record {
     pub(crate) fn publish_failed() {
         counter!("signalr.backplane.publish_failures").increment(1);
     }
-    pub(crate) fn received(waited: Duration) {
+    pub(crate) fn received() {
         counter!("signalr.backplane.received").increment(1);
+    }
+    /// Every push from Redis, our own publications coming back included.
+    pub(crate) fn waited(waited: Duration) {
         histogram!("signalr.backplane.lag").record(waited.as_secs_f64());
     }
     pub(crate) fn dropped() {
@@ -33,7 +36,8 @@ mod record {
 
     pub(crate) fn published() {}
     pub(crate) fn publish_failed() {}
-    pub(crate) fn received(_: Duration) {}
+    pub(crate) fn received() {}
+    pub(crate) fn waited(_: Duration) {}
     pub(crate) fn dropped() {}
     pub(crate) fn reconnected() {}
 }

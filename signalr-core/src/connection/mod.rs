@@ -881,11 +881,13 @@ where
 
 /// How much a connection's read loop does before it yields to other tasks, in bytes: a
 /// received chunk counts its length plus [`CHUNK_WORK`], a dispatched message [`MESSAGE_WORK`].
-/// 64 KB is a few hundred microseconds of decoding, so one client flooding tiny frames or
-/// pipelined invocations delays another by no more than that per turn.
-const WORK_BUDGET: usize = 64 * 1024;
-/// The fixed cost of a chunk, whatever its size (a one-byte frame is not free).
-const CHUNK_WORK: usize = 64;
+/// 16 KiB is tens of microseconds of decoding, or 128 tiny frames, or 16 messages, so one
+/// client flooding tiny frames or pipelined invocations delays another by no more than that
+/// per turn; a yield costs far less than any of those.
+const WORK_BUDGET: usize = 16 * 1024;
+/// The fixed cost of a chunk, whatever its size: a one-byte WebSocket frame costs about as
+/// much to parse as a hundred bytes of JSON.
+const CHUNK_WORK: usize = 128;
 /// The cost of dispatching one message.
 const MESSAGE_WORK: usize = 1024;
 
