@@ -106,6 +106,9 @@
 
 mod backplane;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod presence;
 pub mod protocol;
 
