@@ -4,7 +4,10 @@
 
 use signalr_core::protocol::{InputBuffer, Protocol};
 
-use crate::protocol::{decode_ack, encode_ack, GroupCommand, RedisCompletion, RedisInvocation};
+use crate::protocol::{
+    decode_ack, encode_ack, GroupAction, GroupCommand, RedisCompletion, RedisInvocation,
+    ResultRoute,
+};
 
 /// Records read from one payload at most (a payload of empty-looking records is not a loop).
 const MAX_RECORDS: usize = 64;
@@ -12,8 +15,10 @@ const MAX_RECORDS: usize = 64;
 /// Every payload decoder on the same bytes: hostile publications (another server's bug, a
 /// stranger on the Redis) are an error, never a panic; whatever decodes encodes back to the
 /// same value, in the canonical bytes; the hub-protocol records a payload carries are read
-/// as a receiving server reads them.
+/// as a receiving server reads them. And values built from the bytes survive encoding and
+/// decoding whole (which a decoder that drops a field would not).
 pub fn payloads(data: &[u8]) {
+    built(data);
     if let Ok(invocation) = RedisInvocation::decode(data) {
         let encoded = invocation.encode();
         let again = RedisInvocation::decode(&encoded).expect("our own invocation payload decodes");
@@ -76,4 +81,76 @@ fn read_records(protocol: &str, record: &bytes::Bytes) {
             Ok(None) | Err(_) => break,
         }
     }
+}
+
+/// Cuts the input into the fields of each payload type.
+struct Fields<'a>(&'a [u8]);
+
+impl Fields<'_> {
+    fn byte(&mut self) -> u8 {
+        match self.0.split_first() {
+            Some((&b, rest)) => {
+                self.0 = rest;
+                b
+            }
+            None => 0,
+        }
+    }
+
+    fn bytes(&mut self) -> Vec<u8> {
+        let len = usize::from(self.byte() % 48).min(self.0.len());
+        let (head, rest) = self.0.split_at(len);
+        self.0 = rest;
+        head.to_vec()
+    }
+
+    fn string(&mut self) -> String {
+        String::from_utf8_lossy(&self.bytes()).into_owned()
+    }
+}
+
+fn built(data: &[u8]) {
+    let mut fields = Fields(data);
+    let excluded = (0..fields.byte() % 4).map(|_| fields.string()).collect();
+    let serialized = (0..fields.byte() % 3)
+        .map(|_| (fields.string(), bytes::Bytes::from(fields.bytes())))
+        .collect();
+    let result = (fields.byte() & 1 == 1).then(|| ResultRoute {
+        invocation_id: fields.string(),
+        return_channel: fields.string(),
+    });
+    let invocation = RedisInvocation {
+        excluded,
+        serialized,
+        result,
+    };
+    assert_eq!(
+        RedisInvocation::decode(&invocation.encode()).as_ref(),
+        Ok(&invocation)
+    );
+    let raw_id = u32::from_le_bytes([fields.byte(), fields.byte(), fields.byte(), fields.byte()]);
+    let command = GroupCommand {
+        id: raw_id as i32,
+        server_name: fields.string(),
+        action: if fields.byte() & 1 == 1 {
+            GroupAction::Add
+        } else {
+            GroupAction::Remove
+        },
+        group: fields.string(),
+        connection_id: fields.string(),
+    };
+    assert_eq!(
+        GroupCommand::decode(&command.encode()).as_ref(),
+        Ok(&command)
+    );
+    assert_eq!(decode_ack(&encode_ack(command.id)), Ok(command.id));
+    let completion = RedisCompletion {
+        protocol: fields.string(),
+        completion: bytes::Bytes::from(fields.bytes()),
+    };
+    assert_eq!(
+        RedisCompletion::decode(&completion.encode()).as_ref(),
+        Ok(&completion)
+    );
 }
