@@ -292,6 +292,10 @@ def stateful_corpus():
         ("sse-server-close", config(transport=1) + hello(2) + poll(ACCEPT) + numbered(3) + poll(b"\x00")
             + SERVER_CLOSE + DRAIN),
         ("ack-past-sent", config() + hello(0) + poll(ACCEPT_STATEFUL) + server_sends(1, 8) + ack(3, 2) + poll()),
+        ("ack-one-past-sent", config() + hello(0) + poll(ACCEPT_STATEFUL) + server_sends(2, 8) + ack(1, 1)
+            + ack(1, 2) + poll()),
+        ("input-dropped-on-reconnect", config() + hello(0) + poll(ACCEPT_STATEFUL) + numbered(0) + numbered(1, b"\x01\x05")
+            + LOST + REPLACED + poll(b"\x00") + DRAIN),
         ("sequence-zero", config() + hello(2) + poll(ACCEPT_STATEFUL) + sequence(0, 0) + poll()),
         ("sequence-ahead", config() + hello(0) + poll(ACCEPT_STATEFUL) + numbered(0) + poll(b"\x00")
             + sequence(3, 3) + poll()),
