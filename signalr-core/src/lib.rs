@@ -476,6 +476,9 @@ pub mod protocol;
 
 mod connection;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod hub;
 mod id;

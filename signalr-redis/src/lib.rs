@@ -112,6 +112,9 @@
 mod backplane;
 mod error;
 mod observe;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod presence;
 pub mod protocol;
 

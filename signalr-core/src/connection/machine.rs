@@ -530,6 +530,12 @@ impl ConnectionMachine {
     pub(crate) fn is_ended(&self) -> bool {
         self.phase == Phase::Ended
     }
+
+    /// The replay buffer's bookkeeping (stateful connections), for the fuzz targets.
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn replay_view(&self) -> Option<super::replay::ReplayView<'_>> {
+        self.replay.as_deref().map(ReplayBuffer::view)
+    }
 }
 
 fn encode_own(protocol: Protocol, message: Message<NoValue, NoValue>) -> Bytes {

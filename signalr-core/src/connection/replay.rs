@@ -118,6 +118,31 @@ impl ReplayBuffer {
     }
 }
 
+/// The buffer's bookkeeping, for the fuzz targets' invariant checks.
+#[cfg(feature = "fuzzing")]
+pub(crate) struct ReplayView<'a> {
+    pub(crate) limit: usize,
+    pub(crate) unacked: &'a VecDeque<(u64, Bytes)>,
+    pub(crate) unacked_bytes: usize,
+    pub(crate) next_send: u64,
+    pub(crate) processed: u64,
+    pub(crate) acknowledged: u64,
+}
+
+#[cfg(feature = "fuzzing")]
+impl ReplayBuffer {
+    pub(crate) fn view(&self) -> ReplayView<'_> {
+        ReplayView {
+            limit: self.limit,
+            unacked: &self.unacked,
+            unacked_bytes: self.unacked_bytes,
+            next_send: self.next_send,
+            processed: self.processed,
+            acknowledged: self.acknowledged,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

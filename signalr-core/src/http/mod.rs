@@ -6,7 +6,7 @@ pub(crate) mod connections;
 pub(crate) mod cors;
 pub(crate) mod negotiate;
 mod streaming;
-mod token;
+pub(crate) mod token;
 mod websocket;
 
 use std::convert::Infallible;
@@ -359,7 +359,7 @@ pub(crate) struct Query {
 }
 
 impl Query {
-    fn parse(query: Option<&str>) -> Self {
+    pub(crate) fn parse(query: Option<&str>) -> Self {
         let mut parsed = Query::default();
         for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
             if key.eq_ignore_ascii_case("id") {

@@ -78,6 +78,21 @@ pub(super) async fn adopt_portable_token(hub: &Arc<HubShared>, token: &str) {
     );
 }
 
+/// The negotiate version to answer with, from the client's `negotiateVersion` (none is 0;
+/// higher than ours is ours), or the error text the reference answers with.
+pub(crate) fn requested_version(raw: Option<&str>) -> Result<i64, String> {
+    match raw {
+        None => Ok(0),
+        Some(raw) => match raw.parse::<i64>() {
+            Err(_) => Err("The client requested a non-integer protocol version.".to_owned()),
+            Ok(v) if v < 0 => Err(format!(
+                "The client requested version '{v}', but the server does not support this version."
+            )),
+            Ok(v) => Ok(v.min(MAX_NEGOTIATE_VERSION)),
+        },
+    }
+}
+
 pub(super) fn negotiate(
     hub: &Arc<HubShared>,
     query: &Query,
@@ -89,21 +104,9 @@ pub(super) fn negotiate(
             "The server is shutting down.",
         );
     }
-    let version = match query.negotiate_version.as_deref() {
-        None => 0,
-        Some(raw) => match raw.parse::<i64>() {
-            Err(_) => {
-                return json(&json!({
-                    "error": "The client requested a non-integer protocol version."
-                }))
-            }
-            Ok(v) if v < 0 => {
-                return json(&json!({
-                    "error": format!("The client requested version '{v}', but the server does not support this version.")
-                }))
-            }
-            Ok(v) => v.min(MAX_NEGOTIATE_VERSION),
-        },
+    let version = match requested_version(query.negotiate_version.as_deref()) {
+        Ok(version) => version,
+        Err(error) => return json(&json!({ "error": error })),
     };
 
     if hub.connections.pending() >= hub.options.max_pending_negotiations {
