@@ -4,6 +4,7 @@
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
+import { readFileSync } from "node:fs";
 import { api, connect, run, sleep, startApp, until, user } from "./helpers.mjs";
 
 /** Prometheus text format 0.0.4 as [{name, labels, value}]; throws on a line it cannot read. */
@@ -192,6 +193,46 @@ describe("chat-app's /metrics and request log", () => {
     assert.match(app.stderr(), /path=\/hubs\/chat\}.*status=101/);
     for (const token of [alice.token, bob.token]) assert.ok(!app.stderr().includes(token), "an access token reached the log");
     assert.ok(!app.stderr().includes("access_token"));
+  });
+});
+
+/** Metric families this single-process run on SQLite does not cause: no Redis, no refused
+ *  handshake, no slow client, no database fault. */
+const NOT_CAUSED_HERE = [/^signalr_backplane_/, /^signalr_server_handshake_refusals_total$/, /^signalr_server_slow_client_closes_total$/, /^chat_db_errors_total$/];
+
+describe("the Grafana dashboard", () => {
+  it("queries metrics under the names the service exports", async () => {
+    const dashboard = JSON.parse(readFileSync(new URL("../../../deploy/grafana/signalr-chat.json", import.meta.url)));
+    const family = (name) => name.replace(/_(bucket|count|sum)$/, "");
+    const queried = new Set();
+    for (const panel of dashboard.panels) {
+      for (const target of panel.targets ?? []) for (const m of target.expr.matchAll(/([a-zA-Z_:][a-zA-Z0-9_:]*)\{/g)) queried.add(family(m[1]));
+    }
+    assert.ok(queried.size >= 20, [...queried].join(" "));
+    const app = await startApp({ RUST_LOG: "warn", OPENAI_API_KEY: "test-key", OPENAI_BASE_URL: "http://127.0.0.1:9/v1", ASSISTANT_TIMEOUT_SECS: "2" });
+    try {
+      // Cause what one process can: connections over each transport, calls, a refusal, a
+      // failed assistant reply (nothing listens on port 9).
+      const someone = await user(app, "dash");
+      const room = (await api(app, "POST", "/api/v1/rooms", { token: someone.token, body: { name: `dash ${run}` } })).body;
+      for (const [transport] of TRANSPORTS) {
+        const c = await connect(app, someone.token, transport, ["AssistantError"]);
+        await c.connection.invoke("OnlineMembers", room.id);
+        if (transport === "WebSockets") {
+          await c.connection.invoke("SendMessage", room.id, "@gpt are you there");
+          await until(() => c.events.some((e) => e.name === "AssistantError"), "the assistant's failure", 5000);
+        }
+        await c.connection.stop();
+      }
+      assert.equal((await fetch(`${app.base}/hubs/chat/negotiate?negotiateVersion=1`, { method: "POST", headers: { authorization: "Bearer forged" } })).status, 401);
+      const exported = new Set((await scrapeUntil(app, (m) => value(m, "chat_assistant_requests_total") === 1, "the failed reply")).map((s) => family(s.name)));
+      for (const name of queried) {
+        if (NOT_CAUSED_HERE.some((pattern) => pattern.test(name))) continue;
+        assert.ok(exported.has(name), `the dashboard queries ${name}, which /metrics does not show`);
+      }
+    } finally {
+      await app.stop();
+    }
   });
 });
 
