@@ -36,10 +36,14 @@ pub async fn serve(target: &str) {
     );
     match target {
         "ours" => {
-            let _ = signalr_core::serve_with_shutdown(
+            // The idle ramp opens 19,000 connections, past the default cap of 10,000; this
+            // process holds little else, so the 20,000-file limit is what bounds it.
+            let options = signalr_core::ServeOptions::default().max_connections(None);
+            let _ = signalr_core::serve_with(
                 listener,
                 "/hub",
                 bench_hub(),
+                options,
                 std::future::pending(),
             )
             .await;

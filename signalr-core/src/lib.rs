@@ -22,6 +22,7 @@
 //! - [Transports](#transports): WebSockets, Server-Sent Events, long polling, CORS
 //! - [Limits](#limits): every bound, and what happens past it
 //! - [Timer rules](#timer-rules): keep-alive, timeouts, grace periods, per transport
+//! - [Observability](#observability): spans, log levels, metrics
 //! - [Testing a hub](#testing-a-hub): the in-process test kit, in virtual time
 //! - [Where we differ from the reference](#where-we-differ-from-the-reference)
 //! - [Architecture](#architecture)
@@ -274,6 +275,25 @@
 //! plain hyper (WebSocket upgrades need hyper's `serve_connection_with_upgrades`).
 //! [`Hub::shutdown`] closes every connection with `allowReconnect: true` and waits for them.
 //!
+//! **HTTP-level limits.** [`serve`] and [`serve_with_shutdown`] apply [`ServeOptions`]'
+//! defaults, Kestrel's with a few deliberate differences: a request head must be complete
+//! within 30 s (from accept for the first request), an idle connection closes 130 s after
+//! its last response, at most 10,000 connections are open at once (past it a `503` with a
+//! JSON error), bodies past 30,000,000 bytes get `413` and headers past 32 KiB `431`. Open
+//! WebSockets, Server-Sent Events streams and pending long polls never count as idle.
+//! [`serve_with`] takes other limits; [`serve_service`] serves an application's own
+//! `tower::Service` (an axum `Router` with the hub nested) under the same limits.
+//!
+//! `axum::serve` (axum 0.8) enforces none of these: no header or idle timeout, no connection
+//! cap, and no body limit on a nested service (`DefaultBodyLimit` applies to axum's
+//! extractors only). An application that keeps it needs a reverse proxy in front for the
+//! timeouts and the cap, and tower-http's `RequestBodyLimitLayer` on the hub's routes (a
+//! declared length past it gets tower-http's `413`; a chunked body that grows past it gets
+//! the hub's JSON `413`). Never put a `TimeoutLayer`, or any other deadline on responses,
+//! in front of the hub: it would cut Server-Sent Events streams and long polls, which the hub
+//! bounds with its own timers; keep it on the REST routes. The `limits` example shows both
+//! layers under [`serve_service`].
+//!
 //! **Raw connections** ([`ConnectionHandler`], `MapConnectionHandler` in ASP.NET Core) use
 //! negotiate and the same three transports with no handshake and no hub protocol: a handler
 //! runs once per connection and reads and writes bytes ([`RawConnection`]), mounted like a hub.
@@ -317,7 +337,8 @@
 //! | received POST data not yet read by the hub | 8 chunks | the POST's 200 waits (up to the send timeout, then 503) |
 //! | graceful shutdown | 5 s | remaining connections are dropped |
 //!
-//! Every limit is set on [`HubBuilder`].
+//! Every limit is set on [`HubBuilder`]; the HTTP-level ones of the standalone server
+//! (header and idle timeouts, connection caps, body and header sizes) on [`ServeOptions`].
 //!
 //! # Timer rules
 //! Every rule about time lives in one sans-IO state machine per connection, which is handed
@@ -359,6 +380,49 @@
 //! # }
 //! ```
 //!
+//! # Observability
+//! Logs and spans go through [`tracing`](https://docs.rs/tracing); install any subscriber.
+//! Every connection runs in a `connection` span (`id`, `transport`, `remote`, then `protocol`
+//! and `user` once known) and every invocation in an `invocation` span (`method`, `id`) inside
+//! it, so a hub method's own events say which client and call they belong to.
+//!
+//! | level | what |
+//! |---|---|
+//! | error | a hub method failed inside the server (an internal [`HubError`], a panic) |
+//! | warn | a refused handshake, a refused credential or policy (with the remote address), a slow client closed, reading held up by busy slots or a full upload buffer |
+//! | info | connected, disconnected (with the reason and status), transport lost / re-attached, a long-polling client that stopped polling, an expired identity; a method's public error; an unknown method or arguments that do not bind |
+//! | debug | everything else a developer may want: upgrade failures, connections adopted from other processes |
+//!
+//! Targets are module paths: `signalr_core::connection` (connection life),
+//! `signalr_core::hub::dispatch` (invocations), `signalr_core::http` (negotiate,
+//! authentication, transports), `signalr_core::serve`; for example
+//! `RUST_LOG=info,signalr_core::hub=warn`. Lines a client can cause again and again (refused
+//! credentials, unknown methods, a full negotiate table) are logged at most once per 10 s,
+//! with the count of those left out (`suppressed`). Tokens never reach a log line.
+//!
+//! With the `metrics` feature the crate records through the
+//! [`metrics`](https://docs.rs/metrics) facade (nothing happens until the application installs
+//! a recorder, for example `metrics-exporter-prometheus`, as chat-app does). The first two are
+//! ASP.NET Core's SignalR meter, with OpenTelemetry's names and values:
+//!
+//! | name | kind, unit | attributes |
+//! |---|---|---|
+//! | `signalr.server.active_connections` | gauge (up-down), connections | `signalr.transport` (`web_sockets`, `server_sent_events`, `long_polling`) |
+//! | `signalr.server.connection.duration` | histogram, s | `signalr.transport`, `signalr.connection.status` (`normal_closure`, `timeout`: client timeout or no reconnect in time, `app_shutdown`) |
+//! | `signalr.server.messages.received`, `signalr.server.messages.sent` | counter, messages | `signalr.transport` (sent counts every record written, Pings included) |
+//! | `signalr.server.bytes.received`, `signalr.server.bytes.sent` | counter, bytes | `signalr.transport` |
+//! | `signalr.server.invocations` | counter, invocations | `signalr.method` (the registered name; `_unknown` for any other), `signalr.invocation.outcome` (`ok`, `error`, `unknown_method`, `unauthorized`, `bind_error`, `panic`) |
+//! | `signalr.server.invocation.duration` | histogram, s | as above, for invocations that ran |
+//! | `signalr.server.slow_client_closes` | counter | `signalr.transport` |
+//! | `signalr.server.handshake.refusals` | counter | `reason` (`invalid`: malformed, too large or too late; `protocol`; `transfer_format`) |
+//! | `signalr.server.authentication.refusals` | counter | `http.response.status_code` (`401`, `403`) |
+//! | `signalr.server.long_polls`, `signalr.server.sse_streams` | counter, requests | |
+//!
+//! Per-message counts are recorded once per read or write batch, and a method is labelled
+//! only by a name the hub registered, so a hostile client cannot grow the label set.
+//! [`Hub::connection_count`] and [`Hub::slow_client_closes`] give the same figures without a
+//! recorder. The Redis backplane's metrics are in `signalr-redis`.
+//!
 //! # Where we differ from the reference
 //! - The client timeout counts from the handshake, not from the client's first Ping: a client
 //!   that sends half a message and falls silent is closed instead of held forever. (Clients
@@ -374,6 +438,11 @@
 //! - Optional signed connection tokens ([`HubBuilder::portable_connection_tokens`]) that any
 //!   process of a scaled-out hub accepts; the reference's tokens bind a connection to the
 //!   process that negotiated it.
+//! - [`serve`] gives a new connection the request headers timeout (30 s) to send its first
+//!   request, where Kestrel gives it the keep-alive timeout (130 s), caps connections at
+//!   10,000 by default (Kestrel: unlimited), counting WebSockets with the rest, and answers
+//!   a connection past the cap with a `503` (Kestrel closes it without a word). See
+//!   [`ServeOptions`].
 //! - The WebSocket read buffer is 4 KiB per connection (tungstenite allocates 128 KiB by
 //!   default), to keep idle connections small.
 //!
@@ -393,9 +462,10 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `msgpack` | on | the MessagePack hub protocol (`Protocol::MessagePack`, [`protocol::msgpack`]); without it only JSON is offered, and a client asking for `messagepack` gets the handshake error for an unknown protocol |
-//! | `server` | on | [`serve`], [`serve_with_shutdown`] and [`shutdown_signal`]: a standalone HTTP/1.1 and HTTP/2 server (hyper's server, TCP, OS signals); without it, mount [`Hub::service`] in axum or your own hyper server |
+//! | `server` | on | [`serve`], [`serve_with_shutdown`], [`serve_with`], [`serve_service`] and [`shutdown_signal`]: a standalone HTTP/1.1 and HTTP/2 server with HTTP-level limits ([`ServeOptions`]; hyper's server, TCP, OS signals); without it, mount [`Hub::service`] in axum or your own hyper server |
 //! | `jwt` | off | [`auth::JwtAuthenticator`]: HS256 and RS256 bearer tokens |
 //! | `test-util` | off | [`test_util`]: the in-memory transport and `TestClient`, and tokio's paused clock |
+//! | `metrics` | off | metrics on the `metrics` facade ([Observability](#observability)) |
 //!
 //! With `default-features = false` the crate is the protocol, the connection core and the
 //! `tower::Service`, on tokio's `rt`, `sync`, `time` and `macros` alone. A backplane
@@ -411,6 +481,7 @@ mod hub;
 mod id;
 mod lifetime;
 mod log_limit;
+mod observe;
 mod options;
 pub use options::HubOptions;
 mod raw;
@@ -438,7 +509,9 @@ pub use hub::{
 pub use raw::{ConnectionHandler, RawConnection, RawSender};
 pub use request::{HttpRequest, RemoteAddr};
 #[cfg(feature = "server")]
-pub use serve::{serve, serve_with_shutdown, shutdown_signal};
+pub use serve::{
+    serve, serve_service, serve_with, serve_with_shutdown, shutdown_signal, ServeOptions,
+};
 pub use transport::TransportKind;
 
 #[doc(hidden)]

@@ -20,6 +20,7 @@ use signalr_core::BoxFuture;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::error::Error;
+use crate::observe;
 use crate::presence::{PresenceKeys, PresenceOp, QueuedOp};
 use crate::protocol::{
     decode_ack, encode_ack, GroupAction, GroupCommand, RedisChannels, RedisCompletion,
@@ -320,10 +321,11 @@ impl RedisBackplane {
                 push_signals.losses.fetch_add(1, Ordering::AcqRel);
                 push_signals.healthy.store(false, Ordering::Release);
                 push_signals.lost.notify_one();
-            } else if is_message && incoming_tx.try_send(info).is_err() {
+            } else if is_message && incoming_tx.try_send((info, Instant::now())).is_err() {
                 push_signals
                     .dropped_incoming
                     .fetch_add(1, Ordering::Relaxed);
+                observe::dropped();
             }
             Ok(())
         };
@@ -585,6 +587,7 @@ impl Inner {
     ) -> Result<i64, signalr_core::Error> {
         if !self.healthy() {
             self.publish_failures.fetch_add(1, Ordering::Relaxed);
+            observe::publish_failed();
             return Err(signalr_core::Error::backplane(
                 "Redis is unreachable; the message reached local connections only",
             ));
@@ -614,6 +617,7 @@ impl Inner {
         match sent {
             Ok(Ok(receivers)) => {
                 self.published.fetch_add(1, Ordering::Relaxed);
+                observe::published();
                 Ok(receivers)
             }
             failed => {
@@ -621,6 +625,7 @@ impl Inner {
                     self.forget_own(key);
                 }
                 self.publish_failures.fetch_add(1, Ordering::Relaxed);
+                observe::publish_failed();
                 let reason = match failed {
                     Ok(Err(e)) => e.to_string(),
                     _ => "timed out".to_owned(),
@@ -1087,8 +1092,10 @@ async fn send_cluster_channels(
 }
 
 /// Delivers what Redis pushes, in order.
-async fn receiver(inner: Weak<Inner>, mut incoming: mpsc::Receiver<PushInfo>) {
-    while let Some(push) = incoming.recv().await {
+/// The time each push arrived comes with it: how long it waited is the backplane's lag.
+async fn receiver(inner: Weak<Inner>, mut incoming: mpsc::Receiver<(PushInfo, Instant)>) {
+    while let Some((push, arrived)) = incoming.recv().await {
+        observe::received(arrived.elapsed());
         let Some(inner) = inner.upgrade() else {
             return;
         };
@@ -1157,6 +1164,7 @@ async fn health(inner: Weak<Inner>) {
                 inner.presence_dirty.store(true, Ordering::Release);
                 inner.presence_wake.notify_one();
                 inner.reconnects.fetch_add(1, Ordering::Relaxed);
+                observe::reconnected();
                 tracing::info!("Redis backplane reconnected; subscriptions restored");
             }
         }

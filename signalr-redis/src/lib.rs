@@ -100,12 +100,18 @@
 //! # Cargo features
 //! - `cluster` (off by default): Redis Cluster support, `RedisBackplaneBuilder::cluster`
 //!   (redis-rs's cluster client). A single endpoint, sharded or not, needs nothing extra.
+//! - `metrics` (off by default): the counters of [`BackplaneStats`] on the `metrics` facade,
+//!   `signalr.backplane.published`, `.publish_failures`, `.received`, `.dropped` and
+//!   `.reconnects`, and the `signalr.backplane.lag` histogram: seconds a message from Redis
+//!   waited in this process before it was delivered (a growing lag means delivery cannot keep
+//!   up; past the pending-message limit messages are dropped and counted).
 //!
 //! This crate turns on `signalr-core`'s `msgpack` feature: every publication carries both
 //! protocols' records (see [Wire compatibility](#wire-compatibility)).
 
 mod backplane;
 mod error;
+mod observe;
 mod presence;
 pub mod protocol;
 

@@ -102,6 +102,8 @@ pub(crate) struct Ending {
     pub(crate) close: Option<Close>,
     /// What `on_disconnected` hears.
     pub(crate) error: String,
+    /// The client was let go for silence (the client timeout, or no reconnect in time).
+    pub(crate) timed_out: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,6 +288,7 @@ impl ConnectionMachine {
         self.ending.get_or_insert(Box::new(Ending {
             close: Some(close),
             error,
+            timed_out: false,
         }));
     }
 
@@ -312,6 +315,7 @@ impl ConnectionMachine {
         self.ending.get_or_insert(Box::new(Ending {
             close: None,
             error: message.to_owned(),
+            timed_out: false,
         }));
     }
 
@@ -397,6 +401,7 @@ impl ConnectionMachine {
                     self.ending.get_or_insert(Box::new(Ending {
                         close: None,
                         error: "the client did not reconnect in time".to_owned(),
+                        timed_out: true,
                     }));
                 }
             }
@@ -411,6 +416,9 @@ impl ConnectionMachine {
                         "OperationCanceledException: Client hasn't sent a message/ping within the configured ClientTimeoutInterval.",
                         "client timeout".to_owned(),
                     );
+                    if let Some(ending) = self.ending.as_deref_mut() {
+                        ending.timed_out = true;
+                    }
                     return;
                 }
                 let protocol = self.protocol.expect("an open connection has a protocol");
@@ -452,6 +460,7 @@ impl ConnectionMachine {
         self.ending.get_or_insert(Box::new(Ending {
             close: None,
             error: error.to_owned(),
+            timed_out: false,
         }));
         false
     }
@@ -486,6 +495,7 @@ impl ConnectionMachine {
         self.ending.get_or_insert(Box::new(Ending {
             close,
             error: error.unwrap_or_default(),
+            timed_out: false,
         }));
     }
 

@@ -26,12 +26,14 @@ use futures_util::{FutureExt, Stream, StreamExt};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::auth::Identity;
 use crate::error::{Error, Kind};
+use crate::observe;
 use crate::options::HubOptions;
 use crate::protocol::{Close, InboundMessage, Message, NoValue, Payload, Protocol};
-use crate::request::HttpRequest;
+use crate::request::{HttpRequest, RemoteAddr};
 use crate::transport::{TransportKind, TransportSink};
 pub(crate) use machine::{Config, Counters};
 use machine::{ConnectionMachine, Event};
@@ -166,6 +168,7 @@ impl ConnectionShared {
         };
         self.closing.cancel();
         if first {
+            observe::slow_client_closed(self.transport);
             tracing::warn!(connection = %self.id, reason, "closing a client that reads too slowly");
         }
     }
@@ -360,6 +363,8 @@ pub(crate) trait ConnectionHost: Send + Sync + 'static {
     /// Makes the connection reachable by senders.
     fn register(&self, conn: &Arc<ConnectionShared>) -> impl Future<Output = ()> + Send;
     fn unregister(&self, conn: &ConnectionShared);
+    /// Whether the hub is shutting down (a connection ending now ends because of it).
+    fn is_shutting_down(&self) -> bool;
     /// Runs the connect hook; `Err` carries the Close error text.
     fn on_connected(
         self: &Arc<Self>,
@@ -411,8 +416,39 @@ impl Timer {
     }
 }
 
-/// Runs one connection to its end over any transport.
+/// Runs one connection to its end over any transport, inside a span that names it: every
+/// event of the connection, its hub methods included, carries its id, transport, protocol
+/// and user.
 pub(crate) async fn run<H, I, S>(
+    host: Arc<H>,
+    params: ConnectionParams,
+    inbound: I,
+    sink: S,
+    reattach: Option<mpsc::Receiver<(I, S)>>,
+) where
+    H: ConnectionHost,
+    I: Stream<Item = io::Result<Bytes>> + Unpin + Send,
+    S: TransportSink,
+{
+    let remote = params
+        .request
+        .as_ref()
+        .and_then(|request| request.extensions().get::<RemoteAddr>())
+        .map(|remote| remote.0);
+    let span = tracing::info_span!(
+        "connection",
+        id = %params.connection_id,
+        transport = params.transport.as_str(),
+        remote = remote.map(tracing::field::display),
+        protocol = tracing::field::Empty,
+        user = tracing::field::Empty,
+    );
+    run_connection(host, params, inbound, sink, reattach)
+        .instrument(span)
+        .await
+}
+
+async fn run_connection<H, I, S>(
     host: Arc<H>,
     params: ConnectionParams,
     inbound: I,
@@ -432,14 +468,16 @@ pub(crate) async fn run<H, I, S>(
     // state, and every idle connection keeps its tasks resident.
     let Some(request) = Box::pin(read_handshake(&mut machine, &mut inbound)).await else {
         if let Some(ending) = machine.ending() {
-            tracing::debug!(connection = %params.connection_id, reason = %ending.error, "handshake refused");
+            tracing::warn!(reason = %ending.error, "handshake refused");
+            observe::handshake_refused("invalid");
         }
         return finish_unopened(&mut machine, &mut sink).await;
     };
     let protocol = match host.select_protocol(&request.protocol, request.version) {
         Ok(protocol) => protocol,
         Err(message) => {
-            tracing::debug!(connection = %params.connection_id, %message, "handshake refused");
+            tracing::warn!(reason = %message, "handshake refused");
+            observe::handshake_refused("protocol");
             machine.refuse_handshake(&message);
             return finish_unopened(&mut machine, &mut sink).await;
         }
@@ -451,7 +489,8 @@ pub(crate) async fn run<H, I, S>(
             protocol.name(),
             format.as_str()
         );
-        tracing::debug!(connection = %params.connection_id, %message, "handshake refused");
+        tracing::warn!(reason = %message, "handshake refused");
+        observe::handshake_refused("transfer_format");
         machine.refuse_handshake(&message);
         return finish_unopened(&mut machine, &mut sink).await;
     }
@@ -477,20 +516,30 @@ pub(crate) async fn run<H, I, S>(
         params, user_id, protocol, tx, machine,
     ));
     host.register(&conn).await;
+    let opened = tokio::time::Instant::now();
+    observe::connection_opened(conn.transport);
+    let span = tracing::Span::current();
+    span.record("protocol", protocol.name());
+    if let Some(user) = &conn.user_id {
+        span.record("user", &**user);
+    }
     // A child of `closing`: closing ends every session, so the loops wait on this one token.
     let mut session = conn.closing.child_token();
     let send_timeout = options.send_timeout;
-    let mut writer = tokio::spawn(write_loop(
-        conn.clone(),
-        outbound.clone(),
-        sink,
-        send_timeout,
-        session.clone(),
-    ));
-    tracing::debug!(connection = %conn.id, %protocol, stateful = reattach.is_some(), "connected");
+    let mut writer = tokio::spawn(
+        write_loop(
+            conn.clone(),
+            outbound.clone(),
+            sink,
+            send_timeout,
+            session.clone(),
+        )
+        .instrument(span.clone()),
+    );
+    tracing::info!(stateful = reattach.is_some(), "connected");
     if options.close_on_authentication_expiration {
         if let Some(expires_at) = conn.identity.as_ref().and_then(|i| i.expires_at()) {
-            tokio::spawn(close_at_expiry(conn.clone(), expires_at));
+            tokio::spawn(close_at_expiry(conn.clone(), expires_at).instrument(span.clone()));
         }
     }
 
@@ -522,7 +571,7 @@ pub(crate) async fn run<H, I, S>(
                             && conn.machine().transport_lost(now(), &error) =>
                     {
                         // Stateful: the transport dropped; keep everything for the grace period.
-                        tracing::debug!(connection = %conn.id, %error, "transport lost; waiting for a reconnect");
+                        tracing::info!(%error, "transport lost; waiting for a reconnect");
                         session.cancel();
                         match Box::pin(await_reconnect(&conn, &mut reattach, &mut timer)).await {
                             Some(next) => next,
@@ -534,20 +583,23 @@ pub(crate) async fn run<H, I, S>(
                 };
                 session.cancel();
                 let _ = (&mut writer).await;
-                tracing::debug!(connection = %conn.id, "transport re-attached");
+                tracing::info!("transport re-attached");
                 let (next_inbound, mut next_sink) = next;
                 // The new socket speaks the format the handshake chose on the first one.
                 next_sink.set_transfer_format(format);
                 inbound = next_inbound.fuse();
                 conn.machine().transport_replaced(now());
                 session = conn.closing.child_token();
-                writer = tokio::spawn(write_loop(
-                    conn.clone(),
-                    outbound.clone(),
-                    next_sink,
-                    send_timeout,
-                    session.clone(),
-                ));
+                writer = tokio::spawn(
+                    write_loop(
+                        conn.clone(),
+                        outbound.clone(),
+                        next_sink,
+                        send_timeout,
+                        session.clone(),
+                    )
+                    .instrument(span.clone()),
+                );
             }
         }
     };
@@ -569,7 +621,18 @@ pub(crate) async fn run<H, I, S>(
             .map(|ending| ending.error.clone())
             .filter(|error| !error.is_empty()),
     };
-    tracing::debug!(connection = %conn.id, error = ?disconnect_error, "disconnected");
+    let status = if host.is_shutting_down() {
+        observe::STATUS_SHUTDOWN
+    } else if conn.machine().ending().is_some_and(|e| e.timed_out) {
+        observe::STATUS_TIMEOUT
+    } else {
+        observe::STATUS_NORMAL
+    };
+    observe::connection_closed(conn.transport, status, opened.elapsed());
+    match &disconnect_error {
+        Some(error) => tracing::info!(%error, status, "disconnected"),
+        None => tracing::info!(status, "disconnected"),
+    }
     Box::pin(host.on_disconnected(&conn, disconnect_error)).await;
     // Keep reading (and discarding) briefly so the transport can finish its close handshake.
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
@@ -657,7 +720,7 @@ async fn close_at_expiry(conn: Arc<ConnectionShared>, expires_at: std::time::Sys
     tokio::select! {
         _ = conn.closing.cancelled() => {}
         _ = tokio::time::sleep(remaining) => {
-            tracing::debug!(connection = %conn.id, "authentication expired");
+            tracing::info!("authentication expired; closing");
             conn.close(Close {
                 error: Some("Authentication expired.".to_owned()),
                 allow_reconnect: true,
@@ -712,6 +775,8 @@ where
     let mut work = 0usize;
     // A dispatch just finished: the client timeout restarts from here (see `dispatched`).
     let mut dispatched = false;
+    // Received since the metrics were last told, which is once per batch, not per message.
+    let (mut messages, mut bytes) = (0u64, 0u64);
     loop {
         let step = {
             let mut machine = conn.machine();
@@ -733,6 +798,7 @@ where
         };
         let (ended, stateful, deadline) = match step {
             Ok(Event::Message(message)) => {
+                messages += 1;
                 Box::pin(dispatcher.dispatch(message)).await;
                 dispatched = true;
                 work += MESSAGE_WORK;
@@ -760,6 +826,10 @@ where
             Some(None) => return ReadEnd::Ended,
             None => {}
         }
+        if messages > 0 || bytes > 0 {
+            observe::received(conn.transport, messages, bytes);
+            (messages, bytes) = (0, 0);
+        }
         if work >= WORK_BUDGET {
             work = 0;
             tokio::task::yield_now().await;
@@ -776,6 +846,7 @@ where
             next = inbound.next() => match next {
                 Some(Ok(received)) => {
                     work += received.len() + CHUNK_WORK;
+                    bytes += received.len() as u64;
                     chunks.push(received);
                     // Take what else has already arrived (many small frames in one TCP read),
                     // so that the machine is locked and searched once for all of it.
@@ -783,6 +854,7 @@ where
                         match inbound.next().now_or_never() {
                             Some(Some(Ok(received))) => {
                                 work += received.len() + CHUNK_WORK;
+                                bytes += received.len() as u64;
                                 chunks.push(received);
                             }
                             Some(Some(Err(error))) => {
@@ -886,7 +958,10 @@ async fn write_loop<S: TransportSink>(
     let result: io::Result<()> = async {
         loop {
             if !batch.is_empty() {
+                let records = batch.len() as u64;
+                let bytes = batch.iter().map(|record| record.len() as u64).sum();
                 within(send_timeout, feed_all(&mut sink, &mut batch)).await?;
+                observe::sent(conn.transport, records, bytes);
             }
             let (room, deadline) = next;
             let armed = timer.arm(deadline);

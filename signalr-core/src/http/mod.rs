@@ -21,6 +21,8 @@ use http_body_util::{BodyExt, Full};
 
 use crate::auth::{AuthRequest, Identity};
 use crate::hub::HubShared;
+use crate::log_limit::{LogLimiter, REPEAT_INTERVAL};
+use crate::observe;
 use crate::request::HttpRequest;
 use crate::transport::TransportKind;
 
@@ -207,16 +209,31 @@ async fn authorize(
         Some(authenticator) => match authenticator.authenticate(&auth_request).await {
             Ok(identity) => identity,
             Err(refusal) => {
-                tracing::debug!(reason = %refusal, "authentication refused");
+                let remote = auth_request.remote_addr();
+                // Why goes to the log only (never to the client), and never the credential.
+                static REFUSED: LogLimiter = LogLimiter::new(REPEAT_INTERVAL);
+                if let Some(suppressed) = REFUSED.allow() {
+                    tracing::warn!(reason = %refusal, remote = ?remote, suppressed, "authentication refused (401)");
+                }
+                observe::authentication_refused(401);
                 return Err(unauthorized(Some("invalid_token")));
             }
         },
     };
     match &hub.hub_policy {
-        Some(policy) if !policy.allows(identity.as_ref()) => Err(match identity {
-            None => unauthorized(None),
-            Some(_) => empty(StatusCode::FORBIDDEN),
-        }),
+        Some(policy) if !policy.allows(identity.as_ref()) => {
+            let status = if identity.is_some() { 403 } else { 401 };
+            static DENIED: LogLimiter = LogLimiter::new(REPEAT_INTERVAL);
+            if let Some(suppressed) = DENIED.allow() {
+                let remote = auth_request.remote_addr();
+                tracing::warn!(status, remote = ?remote, suppressed, "the hub's policy refused the caller");
+            }
+            observe::authentication_refused(status);
+            Err(match identity {
+                None => unauthorized(None),
+                Some(_) => empty(StatusCode::FORBIDDEN),
+            })
+        }
         _ => Ok(identity),
     }
 }
@@ -371,6 +388,13 @@ pub(crate) fn text(status: StatusCode, message: &str) -> Response<ResponseBody> 
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+}
+
+/// A short JSON error, `{"error": message}`, for refusals at the HTTP level.
+pub(crate) fn json_error(status: StatusCode, message: &str) -> Response<ResponseBody> {
+    let mut response = json(&serde_json::json!({ "error": message }));
+    *response.status_mut() = status;
     response
 }
 

@@ -11,10 +11,11 @@ use hyper::body::Frame;
 use tokio::sync::mpsc;
 
 use super::connections::{BindRefusal, Binding, HttpConnection};
-use super::{body, text, transport_disabled, BoxError, ResponseBody};
+use super::{body, json_error, text, transport_disabled, BoxError, ResponseBody};
 use crate::auth::Identity;
 use crate::connection::ConnectionParams;
 use crate::hub::HubShared;
+use crate::observe;
 use crate::request::HttpRequest;
 use crate::transport::long_polling::{LongPollSink, PollOutcome, PollQueue};
 use crate::transport::sse::SseSink;
@@ -68,6 +69,7 @@ pub(super) fn server_sent_events(
     identity: Option<Identity>,
     request: HttpRequest,
 ) -> Response<ResponseBody> {
+    observe::sse_stream();
     let Some(connection) = hub.connections.get(&token) else {
         return unknown_connection();
     };
@@ -155,6 +157,7 @@ pub(super) async fn long_poll(
     identity: Option<Identity>,
     request: HttpRequest,
 ) -> Response<ResponseBody> {
+    observe::long_poll();
     let Some(connection) = hub.connections.get(&token) else {
         return unknown_connection();
     };
@@ -207,7 +210,7 @@ fn start_long_polling(
     let disconnect_timeout = hub.options.disconnect_timeout;
     tokio::spawn(async move {
         if watched_queue.stopped_polling(disconnect_timeout).await {
-            tracing::debug!(connection = %watched.connection_id, "long-polling client stopped polling");
+            tracing::info!(connection = %watched.connection_id, "long-polling client stopped polling; ending the connection");
             watched.end_inbound().await;
         }
     });
@@ -274,12 +277,23 @@ where
         return unknown_connection();
     };
     let mut request_body = std::pin::pin!(request_body);
-    while let Some(frame) = request_body.frame().await.map(|f| f.map_err(drop)) {
-        let Ok(frame) = frame else {
-            return text(
-                StatusCode::BAD_REQUEST,
-                "The request body could not be read.",
-            );
+    // The error converted at once: a body's own error type need not be `Send`.
+    while let Some(frame) = (request_body.frame().await).map(|f| f.map_err(Into::<BoxError>::into))
+    {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(e) if past_length_limit(&*e) => {
+                return json_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "The request body is too large.",
+                )
+            }
+            Err(_) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "The request body could not be read.",
+                )
+            }
         };
         let Ok(chunk) = frame.into_data() else {
             continue;
@@ -299,6 +313,14 @@ where
         }
     }
     text(StatusCode::OK, "")
+}
+
+/// Whether a body failed because it outgrew a length limit: `serve`'s, or a
+/// `RequestBodyLimitLayer` in front of the hub (both are `http_body_util::Limited`), however
+/// deep a framework wrapped the error (axum's `Body` does).
+fn past_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source())
+        .any(|e| e.is::<http_body_util::LengthLimitError>())
 }
 
 /// `DELETE {hub}?id=...`: the long-polling client is leaving.

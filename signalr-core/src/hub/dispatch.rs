@@ -10,12 +10,15 @@ use futures_util::future::Either;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::context::Context;
 use super::filter::{invoke_chain, HubInvocation, InvocationOutcome, InvokeNext};
 use super::handler::{BoxFuture, CallError, CallOutput, CallResult, InvocationParts, ItemStream};
 use super::{HubShared, Method};
 use crate::connection::{ConnectionShared, Dispatch};
+use crate::log_limit::{LogLimiter, REPEAT_INTERVAL};
+use crate::observe::{self, Outcome};
 use crate::protocol::{
     Arguments, Completion, CompletionResult, Headers, InboundMessage, Invocation, Message, NoValue,
     Payload, StreamItem,
@@ -182,7 +185,11 @@ impl Dispatcher {
         } = invocation;
         let method = self.hub.methods.get(&target).cloned();
         if method.is_none() && self.hub.filters.is_empty() {
-            tracing::debug!(connection = %self.conn.id, %target, "unknown hub method");
+            static UNKNOWN: LogLimiter = LogLimiter::new(REPEAT_INTERVAL);
+            if let Some(suppressed) = UNKNOWN.allow() {
+                tracing::info!(connection = %self.conn.id, %target, suppressed, "unknown hub method");
+            }
+            observe::invocation(observe::UNKNOWN_METHOD, Outcome::UnknownMethod, None);
             return self
                 .complete_with_error(invocation_id, method_missing(&target))
                 .await;
@@ -191,6 +198,8 @@ impl Dispatcher {
             // Authorization comes before the filters, as in the reference.
             if let Some(policy) = &method.policy {
                 if !policy.allows(self.conn.identity.as_deref()) {
+                    tracing::info!(connection = %self.conn.id, method = %method.name, "invocation refused: the caller is not authorized");
+                    observe::invocation(&method.name, Outcome::Unauthorized, None);
                     let text = format!("Failed to invoke '{target}' because user is unauthorized");
                     return self.complete_with_error(invocation_id, text).await;
                 }
@@ -281,6 +290,7 @@ impl Dispatcher {
         // The task needs a token of its own only for a stream; others never read it.
         let stream_cancellation = streaming.then(|| cancellation.clone());
         let blocking_id = invocation_id.clone();
+        let method_name = method.as_ref().map(|m| m.name.clone());
         let bind = move |method: Option<Method>,
                          context: Context,
                          arguments: Vec<Payload>|
@@ -322,8 +332,16 @@ impl Dispatcher {
         let hub = self.hub.clone();
         let conn = self.conn.clone();
         let task_slot = slot.clone();
+        // A span per invocation, inside the connection's: the method's own events carry both.
+        let span = tracing::info_span!(
+            "invocation",
+            method = %target,
+            id = invocation_id.as_deref().unwrap_or(""),
+        );
+        let started = tokio::time::Instant::now();
         let mut task = Box::pin(INVOCATION_SLOT.scope(task_slot, async move {
             let outcome = AssertUnwindSafe(call).catch_unwind().await;
+            let mut result = Outcome::Ok;
             let detailed = hub.options.enable_detailed_errors;
             let method_failed = |e: &super::HubError| {
                 e.describe(
@@ -333,19 +351,30 @@ impl Dispatcher {
             };
             let error_text = match outcome {
                 Ok(Ok(CallOutput::Done(record))) => {
-                    slot.release();
+                    // The slot is held until the Completion is queued, as in the reference:
+                    // completions leave in the order the invocations finished, and a client
+                    // that does not read cannot have more invocations pending than slots.
                     if let Some(record) = record {
                         let _ = conn.send(record, hub.options.send_timeout).await;
                     }
+                    slot.release();
                     None
                 }
                 Ok(Ok(CallOutput::Stream(items))) => {
                     let id = invocation_id.clone().unwrap_or_default();
                     let cancellation = stream_cancellation.unwrap_or_else(|| conn.closing_token());
-                    stream_out(&hub, &conn, id, items, &cancellation).await
+                    let failed = stream_out(&hub, &conn, id, items, &cancellation).await;
+                    if failed.is_some() {
+                        result = Outcome::Error;
+                    }
+                    failed
                 }
                 Ok(Err(CallError::Bind(e))) => {
-                    tracing::debug!(connection = %conn.id, %target, error = %e, "argument binding failed");
+                    result = Outcome::BindError;
+                    static BIND: LogLimiter = LogLimiter::new(REPEAT_INTERVAL);
+                    if let Some(suppressed) = BIND.allow() {
+                        tracing::info!(error = %e, suppressed, "invocation refused: its arguments do not bind to the method's parameters");
+                    }
                     let prefix =
                         format!("Failed to invoke '{target}' due to an error on the server.");
                     Some(if detailed {
@@ -354,13 +383,24 @@ impl Dispatcher {
                         prefix
                     })
                 }
-                Ok(Err(CallError::Missing)) => Some(method_missing(&target)),
+                Ok(Err(CallError::Missing)) => {
+                    result = Outcome::UnknownMethod;
+                    Some(method_missing(&target))
+                }
                 Ok(Err(CallError::Method(e))) => {
-                    tracing::debug!(connection = %conn.id, %target, error = %e, "hub method failed");
+                    result = Outcome::Error;
+                    // An error meant for the caller is the method's answer; anything else is a
+                    // failure inside the server, logged as the reference logs a failed method.
+                    if e.is_public() {
+                        tracing::info!(error = %e, "hub method returned an error");
+                    } else {
+                        tracing::error!(error = %e, "hub method failed");
+                    }
                     Some(method_failed(&e))
                 }
                 Err(_panic) => {
-                    tracing::error!(connection = %conn.id, %target, "hub method panicked");
+                    result = Outcome::Panic;
+                    tracing::error!("hub method panicked");
                     let prefix =
                         format!("An unexpected error occurred invoking '{target}' on the server.");
                     Some(if detailed {
@@ -378,6 +418,8 @@ impl Dispatcher {
             if let (Some(id), true) = (&invocation_id, streaming) {
                 conn.finish_invocation(id);
             }
+            let name = method_name.as_deref().unwrap_or(observe::UNKNOWN_METHOD);
+            observe::invocation(name, result, Some(started.elapsed()));
             match (error_text, invocation_id) {
                 (Some(text), Some(id)) => send_error(&hub, &conn, id, text).await,
                 (Some(text), None) => {
@@ -385,7 +427,7 @@ impl Dispatcher {
                 }
                 (None, _) => {}
             }
-        }));
+        }.instrument(span)));
         // Most plain methods finish without waiting (an echo; a send that finds room in a
         // queue), so one poll here, on the read loop, completes them without the cost of a task
         // of their own. A method that has to wait moves to its own task, where it goes on from

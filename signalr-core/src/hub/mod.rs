@@ -169,6 +169,9 @@ type UserIdProvider = Arc<dyn Fn(&Identity) -> Option<String> + Send + Sync>;
 /// A registered hub method: its handler and who may call it.
 #[derive(Clone)]
 pub(crate) struct Method {
+    /// The name it was registered under (clients may spell it in any case): what logs and
+    /// metrics call it.
+    pub(crate) name: Arc<str>,
     pub(crate) handler: Arc<dyn ErasedHandler>,
     pub(crate) policy: Option<Policy>,
 }
@@ -214,6 +217,7 @@ impl HubBuilder {
             _marker: std::marker::PhantomData,
         };
         let method = Method {
+            name: name.into(),
             handler: Arc::new(handler),
             policy,
         };
@@ -669,6 +673,10 @@ impl ConnectionHost for HubShared {
             let info = ConnectionInfo::new(conn.id.clone(), conn.user_id.clone());
             backplane.connection_added(&info).await;
         }
+    }
+
+    fn is_shutting_down(&self) -> bool {
+        self.shutting_down.is_cancelled()
     }
 
     /// Takes a connection out of the registry, its groups and the backplane's interest.

@@ -1,0 +1,421 @@
+//! How [`ServeOptions`] are enforced on each TCP connection: admission (the connection caps),
+//! the idle and header timers, and what counts as a request in flight.
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::future::Future;
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::Frame;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::ServeOptions;
+use http_body_util::combinators::UnsyncBoxBody;
+
+use crate::http::BoxError;
+
+/// Refusals being written at once; past it a refused connection is closed without a word, so
+/// that a flood cannot turn refusals into a second way of holding descriptors.
+const REFUSALS_AT_ONCE: usize = 256;
+
+/// How long a refusal waits for the client to take its answer before closing.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+
+/// Request bytes a refusal reads (and drops) while it lingers, so that the close does not
+/// turn into a reset that could destroy the answer before the client read it.
+const REFUSAL_DRAIN: usize = 16 * 1024;
+
+/// How long an idle HTTP/2 connection has, after its `GOAWAY`, to close by itself.
+const GOAWAY_GRACE: Duration = Duration::from_secs(1);
+
+/// Decides which accepted connections are served, under the connection caps.
+pub(super) struct Admission {
+    total: Option<Arc<Semaphore>>,
+    per_ip_limit: Option<usize>,
+    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    refusals: Arc<Semaphore>,
+}
+
+/// Why a connection was refused; the text is the JSON error the client gets.
+#[derive(Clone, Copy)]
+pub(super) enum Refusal {
+    Total,
+    PerIp,
+}
+
+impl Refusal {
+    fn message(self) -> &'static str {
+        match self {
+            Refusal::Total => "The server has too many connections; try again later.",
+            Refusal::PerIp => "Too many connections from this address; try again later.",
+        }
+    }
+}
+
+/// The place a served connection takes under the caps, given back when its socket closes
+/// (it lives in the socket, so an upgraded WebSocket keeps holding it).
+pub(super) struct Slot {
+    _permit: Option<OwnedSemaphorePermit>,
+    _per_ip: Option<IpSlot>,
+}
+
+struct IpSlot {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Admission {
+    pub(super) fn new(options: &ServeOptions) -> Self {
+        Admission {
+            total: options.max_connections.map(|n| Arc::new(Semaphore::new(n))),
+            per_ip_limit: options.max_connections_per_ip,
+            per_ip: Arc::default(),
+            refusals: Arc::new(Semaphore::new(REFUSALS_AT_ONCE)),
+        }
+    }
+
+    pub(super) fn admit(&self, ip: IpAddr) -> Result<Slot, Refusal> {
+        let permit = match &self.total {
+            Some(total) => Some(
+                total
+                    .clone()
+                    .try_acquire_owned()
+                    .map_err(|_| Refusal::Total)?,
+            ),
+            None => None,
+        };
+        let per_ip = match self.per_ip_limit {
+            Some(limit) => {
+                let ip = ip.to_canonical();
+                let mut counts = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+                let count = counts.entry(ip).or_insert(0);
+                if *count >= limit {
+                    return Err(Refusal::PerIp);
+                }
+                *count += 1;
+                Some(IpSlot {
+                    counts: self.per_ip.clone(),
+                    ip,
+                })
+            }
+            None => None,
+        };
+        Ok(Slot {
+            _permit: permit,
+            _per_ip: per_ip,
+        })
+    }
+
+    /// Answers a refused connection with a `503` and closes it, in the background; past
+    /// [`REFUSALS_AT_ONCE`] it is closed at once.
+    pub(super) fn refuse(&self, stream: TcpStream, refusal: Refusal) {
+        let Ok(permit) = self.refusals.clone().try_acquire_owned() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(REFUSAL_LINGER, write_refusal(stream, refusal)).await;
+            drop(permit);
+        });
+    }
+}
+
+/// The whole refusal: it is written before any request is read (so a client that never
+/// sends one still learns why), then the request, if any, is read and dropped until the
+/// client closes.
+async fn write_refusal(mut stream: TcpStream, refusal: Refusal) -> io::Result<()> {
+    let body = serde_json::json!({ "error": refusal.message() }).to_string();
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await?;
+    let mut drained = 0;
+    let mut buf = [0; 1024];
+    while drained < REFUSAL_DRAIN {
+        match stream.read(&mut buf).await? {
+            0 => break,
+            n => drained += n,
+        }
+    }
+    Ok(())
+}
+
+/// What the timers of one connection know: requests in flight, and when it is due to close.
+pub(super) struct Tracker {
+    state: Mutex<TrackerState>,
+    /// Wakes the connection's driver when its deadline moved.
+    changed: Notify,
+    /// Idle between HTTP/1 requests: the next byte read starts the headers timeout.
+    awaiting_bytes: AtomicBool,
+    headers_timeout: Option<Duration>,
+    keep_alive_timeout: Option<Duration>,
+}
+
+struct TrackerState {
+    in_flight: usize,
+    http2: bool,
+    /// When the connection closes unless a request arrives; `None` while requests are in
+    /// flight or when the relevant timer is off.
+    deadline: Option<Instant>,
+}
+
+impl Tracker {
+    /// A tracker for a connection accepted now: its first request head is due within the
+    /// headers timeout.
+    pub(super) fn new(options: &ServeOptions) -> Arc<Self> {
+        let headers_timeout = options.request_headers_timeout;
+        Arc::new(Tracker {
+            state: Mutex::new(TrackerState {
+                in_flight: 0,
+                http2: false,
+                deadline: headers_timeout.map(|t| Instant::now() + t),
+            }),
+            changed: Notify::new(),
+            awaiting_bytes: AtomicBool::new(false),
+            headers_timeout,
+            keep_alive_timeout: options.keep_alive_timeout,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TrackerState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A request head arrived: no timer runs until every request in flight is answered.
+    pub(super) fn request_started(self: &Arc<Self>, version: http::Version) -> InFlight {
+        let mut state = self.lock();
+        state.in_flight += 1;
+        state.deadline = None;
+        state.http2 |= version == http::Version::HTTP_2;
+        self.awaiting_bytes.store(false, Ordering::Relaxed);
+        InFlight {
+            tracker: self.clone(),
+        }
+    }
+
+    /// The first byte of a request after an idle spell: its head is now due within the
+    /// headers timeout (Kestrel's rule), instead of the keep-alive timeout.
+    fn first_byte(&self) {
+        if !self.awaiting_bytes.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let mut state = self.lock();
+        if state.in_flight == 0 {
+            state.deadline = self.headers_timeout.map(|t| Instant::now() + t);
+            drop(state);
+            self.changed.notify_one();
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.lock().deadline
+    }
+
+    /// Whether the connection is idle past its deadline.
+    fn expired(&self, now: Instant) -> bool {
+        let state = self.lock();
+        state.in_flight == 0 && state.deadline.is_some_and(|d| d <= now)
+    }
+
+    fn is_http2(&self) -> bool {
+        self.lock().http2
+    }
+}
+
+/// One request in flight, from its head until its response body is done (or dropped): a
+/// long poll, a Server-Sent Events stream, or any other request. (A WebSocket needs no
+/// such care: once the `101` is written hyper hands the socket to the hub and the HTTP
+/// connection, with its timers, ends.)
+pub(super) struct InFlight {
+    tracker: Arc<Tracker>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let tracker = &self.tracker;
+        let mut state = tracker.lock();
+        state.in_flight -= 1;
+        if state.in_flight == 0 {
+            state.deadline = tracker.keep_alive_timeout.map(|t| Instant::now() + t);
+            // HTTP/2 reads frames (pings, settings) that start no request: only streams count.
+            tracker.awaiting_bytes.store(
+                !state.http2 && tracker.headers_timeout.is_some(),
+                Ordering::Relaxed,
+            );
+            drop(state);
+            tracker.changed.notify_one();
+        }
+    }
+}
+
+/// A response body that keeps its request in flight until it is done.
+pub(super) struct TrackedBody {
+    pub(super) body: UnsyncBoxBody<Bytes, BoxError>,
+    pub(super) _in_flight: InFlight,
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A served TCP connection: it holds the connection's [`Slot`] until the socket closes, and
+/// tells the [`Tracker`] when a request starts arriving.
+pub(super) struct Socket {
+    stream: TcpStream,
+    tracker: Arc<Tracker>,
+    _slot: Slot,
+}
+
+impl Socket {
+    pub(super) fn new(stream: TcpStream, tracker: Arc<Tracker>, slot: Slot) -> Self {
+        Socket {
+            stream,
+            tracker,
+            _slot: slot,
+        }
+    }
+}
+
+impl AsyncRead for Socket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if buf.filled().len() > before && this.tracker.awaiting_bytes.load(Ordering::Relaxed) {
+            this.tracker.first_byte();
+        }
+        poll
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+/// Runs one HTTP connection to its end: closes it when it sits idle past its deadline,
+/// and asks it to finish gracefully (`graceful`) when the server shuts down.
+pub(super) async fn drive<C, E>(
+    connection: C,
+    graceful: impl Fn(Pin<&mut C>),
+    tracker: Arc<Tracker>,
+    shutdown: CancellationToken,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: Display,
+{
+    tokio::pin!(connection);
+    let mut draining = false;
+    // Set once an idle HTTP/2 connection got its GOAWAY.
+    let mut hard_stop: Option<Instant> = None;
+    loop {
+        let deadline = hard_stop.or_else(|| tracker.deadline());
+        let changed = tracker.changed.notified();
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "HTTP connection ended with an error");
+                }
+                return;
+            }
+            _ = shutdown.cancelled(), if !draining => {
+                draining = true;
+                graceful(connection.as_mut());
+            }
+            _ = changed => {}
+            _ = sleep_until(deadline), if deadline.is_some() => {
+                if hard_stop.is_some() {
+                    return;
+                }
+                if tracker.expired(Instant::now()) {
+                    if !tracker.is_http2() {
+                        // No request in flight: dropping the connection closes the socket.
+                        tracing::debug!("closing an HTTP connection idle past its timeout");
+                        return;
+                    }
+                    tracing::debug!("sending GOAWAY to an idle HTTP/2 connection");
+                    draining = true;
+                    graceful(connection.as_mut());
+                    hard_stop = Some(Instant::now() + GOAWAY_GRACE);
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

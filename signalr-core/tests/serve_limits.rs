@@ -1,0 +1,618 @@
+//! The HTTP-level limits of `serve_with` (`ServeOptions`) over real loopback sockets: the
+//! request headers and keep-alive timeouts (in virtual time, and once in real time with short
+//! limits), the connection caps, and the body and header size limits.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use signalr_core::{Hub, ServeOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+const RS: char = '\u{1e}';
+const SECOND: Duration = Duration::from_secs(1);
+/// Bound on every single exchange; in virtual time it only fires if the server never answers.
+const WAIT: Duration = Duration::from_secs(5);
+
+async fn echo(text: String) -> String {
+    text
+}
+
+/// Serves a hub with `Echo` at `/hub`, with `options`.
+async fn start(options: ServeOptions) -> SocketAddr {
+    start_hub(Hub::builder().method("Echo", echo).build(), options).await
+}
+
+async fn start_hub(hub: Hub, options: ServeOptions) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(signalr_core::serve_with(
+        listener,
+        "/hub",
+        hub,
+        options,
+        std::future::pending(),
+    ));
+    addr
+}
+
+/// An HTTP/1.1 response as read off the socket.
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Response {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {self:?}"))
+    }
+}
+
+/// Reads one response with a `Content-Length` body (or, when the server closes after it,
+/// the rest of the stream).
+async fn read_response(stream: &mut TcpStream) -> Response {
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let mut chunk = [0; 4096];
+        let n = tokio::time::timeout(WAIT, stream.read(&mut chunk))
+            .await
+            .expect("a response in time")
+            .expect("readable");
+        assert!(n > 0, "closed before a response: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let length = head.lines().find_map(|line| {
+        line.to_ascii_lowercase()
+            .strip_prefix("content-length:")
+            .map(|v| v.trim().parse::<usize>().unwrap())
+    });
+    let mut body = buf[head_end..].to_vec();
+    match length {
+        Some(length) => {
+            while body.len() < length {
+                let mut chunk = [0; 4096];
+                let n = tokio::time::timeout(WAIT, stream.read(&mut chunk))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert!(n > 0, "closed inside a body");
+                body.extend_from_slice(&chunk[..n]);
+            }
+        }
+        None => {
+            tokio::time::timeout(WAIT, stream.read_to_end(&mut body))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+    Response {
+        status,
+        head,
+        body: String::from_utf8(body).unwrap(),
+    }
+}
+
+/// One request on a fresh connection, closed after.
+async fn call(addr: SocketAddr, method: &str, path: &str, body: &str) -> Response {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let response = read_response(&mut stream).await;
+    // Until the server closed its end, so that its place under the caps is free again.
+    assert!(
+        is_closed(&mut stream).await,
+        "kept open after Connection: close"
+    );
+    response
+}
+
+/// A negotiate on a fresh connection: the connection token.
+async fn negotiate(addr: SocketAddr) -> String {
+    let response = call(addr, "POST", "/hub/negotiate?negotiateVersion=1", "").await;
+    assert_eq!(response.status, 200, "{response:?}");
+    response.json()["connectionToken"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Whether the server still holds `stream` open: nothing to read, and no end of stream.
+async fn is_open(stream: &mut TcpStream) -> bool {
+    let mut byte = [0; 1];
+    match tokio::time::timeout(Duration::from_millis(1), stream.peek(&mut byte)).await {
+        Err(_elapsed) => true,
+        Ok(Ok(0) | Err(_)) => false,
+        Ok(Ok(_)) => panic!("the server sent something unasked"),
+    }
+}
+
+/// Whether the server closed `stream` (end of stream or reset), waiting at most [`WAIT`].
+async fn is_closed(stream: &mut TcpStream) -> bool {
+    let mut rest = Vec::new();
+    match tokio::time::timeout(WAIT, stream.read_to_end(&mut rest)).await {
+        Ok(Ok(_)) | Ok(Err(_)) => true,
+        Err(_elapsed) => false,
+    }
+}
+
+/// `count` connections that never finish a request head: even ones send nothing, odd ones
+/// half a header.
+async fn stalled_sockets(addr: SocketAddr, count: usize) -> Vec<TcpStream> {
+    let mut sockets = Vec::with_capacity(count);
+    for i in 0..count {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        if i % 2 == 1 {
+            stream
+                .write_all(b"GET /hub?id=x HTTP/1.1\r\nHost: test\r\nX-Half: ")
+                .await
+                .unwrap();
+        }
+        sockets.push(stream);
+    }
+    sockets
+}
+
+#[tokio::test(start_paused = true)]
+async fn stalled_connections_close_at_the_headers_timeout_while_others_are_served() {
+    let addr = start(ServeOptions::default()).await;
+    let mut stalled = stalled_sockets(addr, 300).await;
+    let opened = Instant::now();
+    // Served during the flood, on fresh connections.
+    negotiate(addr).await;
+
+    tokio::time::sleep(Duration::from_secs(29)).await;
+    for (i, socket) in stalled.iter_mut().enumerate() {
+        assert!(is_open(socket).await, "socket {i} closed before 30 s");
+    }
+    negotiate(addr).await;
+
+    tokio::time::sleep_until(opened + Duration::from_secs(31)).await;
+    for (i, socket) in stalled.iter_mut().enumerate() {
+        assert!(is_closed(socket).await, "socket {i} still open after 31 s");
+    }
+    negotiate(addr).await;
+}
+
+#[tokio::test]
+async fn in_real_time_300_stalled_connections_close_and_their_descriptors_are_freed() {
+    let options = ServeOptions::default().request_headers_timeout(SECOND);
+    let addr = start(options).await;
+    // The first negotiate opens what the server keeps for good (its timers, the hub's tasks).
+    negotiate(addr).await;
+    let descriptors_before = open_descriptors();
+
+    let started = std::time::Instant::now();
+    let mut stalled = stalled_sockets(addr, 300).await;
+    // Both ends of each socket are in this process.
+    assert!(open_descriptors() >= descriptors_before + 2 * 300 - 10);
+    negotiate(addr).await;
+    for (i, socket) in stalled.iter_mut().enumerate() {
+        assert!(is_closed(socket).await, "socket {i} still open");
+    }
+    let all_closed = started.elapsed();
+    assert!(
+        all_closed >= SECOND && all_closed < 4 * SECOND,
+        "closed after {all_closed:?}"
+    );
+    negotiate(addr).await;
+    drop(stalled);
+    // The server closed its ends first; now ours are gone too.
+    let deadline = std::time::Instant::now() + WAIT;
+    while open_descriptors() > descriptors_before + 5 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        open_descriptors() <= descriptors_before + 5,
+        "{} descriptors open, {descriptors_before} before",
+        open_descriptors()
+    );
+}
+
+/// Open file descriptors of this process (Linux); elsewhere a constant, so the checks pass.
+fn open_descriptors() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count())
+}
+
+const NEGOTIATE: &str =
+    "POST /hub/negotiate?negotiateVersion=1 HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n\r\n";
+
+/// A keep-alive connection that made one request.
+async fn answered_connection(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(NEGOTIATE.as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut stream).await.status, 200);
+    stream
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_keep_alive_connection_closes_after_the_keep_alive_timeout() {
+    let addr = start(ServeOptions::default()).await;
+    let at = |secs| Instant::now() + Duration::from_secs(secs);
+    // Idle after its response: kept 130 s, not the 30 s of the headers timeout.
+    let mut idle = answered_connection(addr).await;
+    // Starts its next request at 120 s and never finishes the head: from its first byte it
+    // has the headers timeout (Kestrel's rule), so it lives until 150 s.
+    let mut slow = answered_connection(addr).await;
+    // Asks again every 100 s: each response starts the keep-alive timeout anew.
+    let mut busy = answered_connection(addr).await;
+    let (t100, t120, t129, t131, t149, t151, t200) = (
+        at(100),
+        at(120),
+        at(129),
+        at(131),
+        at(149),
+        at(151),
+        at(200),
+    );
+
+    tokio::time::sleep_until(t100).await;
+    busy.write_all(NEGOTIATE.as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut busy).await.status, 200);
+
+    tokio::time::sleep_until(t120).await;
+    slow.write_all(b"P").await.unwrap();
+
+    tokio::time::sleep_until(t129).await;
+    assert!(
+        is_open(&mut idle).await,
+        "closed before the keep-alive timeout"
+    );
+    assert!(is_open(&mut slow).await);
+
+    tokio::time::sleep_until(t131).await;
+    assert!(
+        is_closed(&mut idle).await,
+        "kept past the keep-alive timeout"
+    );
+    assert!(
+        is_open(&mut slow).await,
+        "a started request head got the keep-alive timeout"
+    );
+
+    tokio::time::sleep_until(t149).await;
+    assert!(
+        is_open(&mut slow).await,
+        "closed before its headers timeout"
+    );
+    tokio::time::sleep_until(t151).await;
+    assert!(
+        is_closed(&mut slow).await,
+        "a half head outlived the headers timeout"
+    );
+
+    tokio::time::sleep_until(t200).await;
+    busy.write_all(NEGOTIATE.as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut busy).await.status, 200);
+}
+
+/// Short timers for the tests that prove what must not be cut.
+fn short_timers() -> ServeOptions {
+    ServeOptions::default()
+        .request_headers_timeout(5 * SECOND)
+        .keep_alive_timeout(5 * SECOND)
+}
+
+fn ping() -> String {
+    format!("{{\"type\":6}}{RS}")
+}
+
+fn echo_invocation(id: &str) -> String {
+    format!(
+        "{{\"type\":1,\"invocationId\":\"{id}\",\"target\":\"Echo\",\"arguments\":[\"hi\"]}}{RS}"
+    )
+}
+
+fn echo_completion(id: &str) -> String {
+    format!("{{\"type\":3,\"invocationId\":\"{id}\",\"result\":\"hi\"}}{RS}")
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_websocket_outlives_the_http_timeouts() {
+    let addr = start(short_timers()).await;
+    let token = negotiate(addr).await;
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/hub?id={token}"))
+        .await
+        .unwrap();
+    socket
+        .send(WsMessage::text(format!(
+            "{{\"protocol\":\"json\",\"version\":1}}{RS}"
+        )))
+        .await
+        .unwrap();
+    let handshake = tokio::time::timeout(WAIT, socket.next()).await.unwrap();
+    assert_eq!(
+        handshake.unwrap().unwrap().into_text().unwrap().as_str(),
+        format!("{{}}{RS}")
+    );
+    // A minute, twelve times the keep-alive timeout, pinging as clients do.
+    let opened = Instant::now();
+    while opened.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(10 * SECOND).await;
+        socket.send(WsMessage::text(ping())).await.unwrap();
+    }
+    socket
+        .send(WsMessage::text(echo_invocation("1")))
+        .await
+        .unwrap();
+    loop {
+        let message = tokio::time::timeout(WAIT, socket.next())
+            .await
+            .expect("the WebSocket answers")
+            .expect("still open")
+            .unwrap();
+        if message.into_text().unwrap().as_str() == echo_completion("1") {
+            break;
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pending_long_poll_outlives_the_http_timeouts() {
+    let hub = Hub::builder().method("Echo", echo).build();
+    let addr = start_hub(hub, short_timers()).await;
+    let token = negotiate(addr).await;
+    let poll = format!("/hub?id={token}");
+    assert_eq!(call(addr, "GET", &poll, "").await.status, 200);
+    let handshake = format!("{{\"protocol\":\"json\",\"version\":1}}{RS}");
+    assert_eq!(call(addr, "POST", &poll, &handshake).await.status, 200);
+    assert_eq!(call(addr, "GET", &poll, "").await.body, format!("{{}}{RS}"));
+
+    // Nothing to send: the poll waits the hub's 90 s, eighteen keep-alive timeouts.
+    let mut pending = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {poll} HTTP/1.1\r\nHost: test\r\n\r\n");
+    pending.write_all(request.as_bytes()).await.unwrap();
+    let asked = Instant::now();
+    tokio::time::sleep(Duration::from_secs(89)).await;
+    assert!(is_open(&mut pending).await, "the long poll was cut");
+    tokio::time::sleep(2 * SECOND).await;
+    let answer = read_response(&mut pending).await;
+    assert_eq!((answer.status, answer.body.as_str()), (200, ""));
+    assert!(asked.elapsed() >= Duration::from_secs(90));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_event_stream_outlives_the_http_timeouts() {
+    let addr = start(short_timers()).await;
+    let token = negotiate(addr).await;
+    let target = format!("/hub?id={token}");
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request =
+        format!("GET {target} HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let handshake = format!("{{\"protocol\":\"json\",\"version\":1}}{RS}");
+    assert_eq!(call(addr, "POST", &target, &handshake).await.status, 200);
+
+    let opened = Instant::now();
+    while opened.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(10 * SECOND).await;
+        assert_eq!(call(addr, "POST", &target, &ping()).await.status, 200);
+    }
+    assert_eq!(
+        call(addr, "POST", &target, &echo_invocation("1"))
+            .await
+            .status,
+        200
+    );
+    // Everything the stream carried, pings included, up to the completion.
+    let mut received = Vec::new();
+    while !String::from_utf8_lossy(&received).contains(&echo_completion("1")) {
+        let mut chunk = [0; 4096];
+        let n = tokio::time::timeout(WAIT, stream.read(&mut chunk))
+            .await
+            .expect("the stream answers")
+            .unwrap();
+        assert!(n > 0, "the event stream was cut");
+        received.extend_from_slice(&chunk[..n]);
+    }
+    assert!(String::from_utf8_lossy(&received).contains("data: {\"type\":6}"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_http2_connection_gets_goaway_after_the_keep_alive_timeout() {
+    let addr = start(ServeOptions::default()).await;
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let mut connection = tokio::spawn(connection);
+    let request = http::Request::post(format!("http://{addr}/hub/negotiate"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.into_body().collect().await.unwrap();
+    let answered = Instant::now();
+
+    tokio::time::sleep(Duration::from_secs(129)).await;
+    assert!(
+        !connection.is_finished(),
+        "closed before the keep-alive timeout"
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(5), &mut connection)
+        .await
+        .expect("the server ends the idle connection");
+    assert!(ended.unwrap().is_ok(), "a GOAWAY, not an error");
+    assert!(answered.elapsed() >= Duration::from_secs(130));
+}
+
+/// A socket from `local` (any 127.x.y.z address is loopback on Linux).
+async fn connect_from(local: [u8; 4], addr: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((local, 0))).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// Negotiates on a fresh connection until the server serves it again (it frees a slot once
+/// it has seen a socket close), at most [`WAIT`].
+async fn served_again(addr: SocketAddr) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let response = call(addr, "POST", "/hub/negotiate?negotiateVersion=1", "").await;
+        if response.status == 200 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still refused: {response:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn assert_refused(response: &Response, error: &str) {
+    assert_eq!(response.status, 503, "{response:?}");
+    assert!(response
+        .head
+        .to_ascii_lowercase()
+        .contains("content-type: application/json"));
+    assert_eq!(response.json(), serde_json::json!({ "error": error }));
+}
+
+const TOO_MANY: &str = "The server has too many connections; try again later.";
+
+#[tokio::test]
+async fn past_the_connection_cap_clients_get_503_until_connections_close() {
+    let addr = start(ServeOptions::default().max_connections(20)).await;
+    // An upgraded WebSocket holds its place like any other connection.
+    let token = negotiate(addr).await;
+    let (websocket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/hub?id={token}"))
+        .await
+        .unwrap();
+    let mut held = stalled_sockets(addr, 19).await;
+
+    // Refused at once, before sending anything, and closed after the answer.
+    let mut refused = TcpStream::connect(addr).await.unwrap();
+    assert_refused(&read_response(&mut refused).await, TOO_MANY);
+    assert!(is_closed(&mut refused).await);
+    // A client that sends its request anyway reads the same answer.
+    let response = call(addr, "POST", "/hub/negotiate?negotiateVersion=1", "").await;
+    assert_refused(&response, TOO_MANY);
+
+    held.truncate(10);
+    served_again(addr).await;
+    drop(websocket);
+}
+
+#[tokio::test]
+async fn past_the_per_address_cap_that_address_gets_503_and_others_are_served() {
+    let addr = start(ServeOptions::default().max_connections_per_ip(3)).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(connect_from([127, 0, 0, 1], addr).await);
+    }
+    let mut refused = connect_from([127, 0, 0, 1], addr).await;
+    assert_refused(
+        &read_response(&mut refused).await,
+        "Too many connections from this address; try again later.",
+    );
+    // Another address is served.
+    let mut other = connect_from([127, 0, 0, 2], addr).await;
+    other.write_all(NEGOTIATE.as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut other).await.status, 200);
+    // And the first one again once one of its connections closed.
+    held.pop();
+    served_again(addr).await;
+}
+
+/// Sends a request head declaring `length` body bytes, and no body.
+async fn declare_body(addr: SocketAddr, path: &str, length: usize) -> Response {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = format!("POST {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {length}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    read_response(&mut stream).await
+}
+
+fn assert_too_large(response: &Response) {
+    assert_eq!(response.status, 413, "{response:?}");
+    assert_eq!(
+        response.json(),
+        serde_json::json!({ "error": "The request body is too large." })
+    );
+}
+
+#[tokio::test]
+async fn bodies_past_the_limit_get_413() {
+    // The default limit, by its declaration alone: nothing is read.
+    let addr = start(ServeOptions::default()).await;
+    assert_too_large(&declare_body(addr, "/hub/negotiate", 30_000_001).await);
+    let token = negotiate(addr).await;
+    assert_too_large(&declare_body(addr, &format!("/hub?id={token}"), 30_000_001).await);
+
+    let addr = start(ServeOptions::default().max_request_body_size(64 * 1024)).await;
+    assert_too_large(&declare_body(addr, "/hub/negotiate", 64 * 1024 + 1).await);
+    let token = negotiate(addr).await;
+    let target = format!("/hub?id={token}");
+    assert_eq!(call(addr, "GET", &target, "").await.status, 200);
+    let handshake = format!("{{\"protocol\":\"json\",\"version\":1}}{RS}");
+    assert_eq!(call(addr, "POST", &target, &handshake).await.status, 200);
+
+    // A chunked long-polling POST that grows past the limit: pings, 70 KiB of them.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head =
+        format!("POST {target} HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let pings = ping().repeat(1024);
+    let chunk = format!("{:x}\r\n{pings}\r\n", pings.len());
+    let mut sent = 0;
+    while sent <= 70 * 1024 {
+        if stream.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+        sent += pings.len();
+    }
+    assert_too_large(&read_response(&mut stream).await);
+
+    // The server goes on. (The data read before the limit reached the connection, as in
+    // ASP.NET Core, so its hub connection may have seen a record cut short.)
+    negotiate(addr).await;
+}
+
+/// Sends a negotiate with one extra header of `size` bytes.
+async fn negotiate_with_header(addr: SocketAddr, size: usize) -> Response {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let value = "a".repeat(size);
+    let head = format!(
+        "POST /hub/negotiate HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\nX-Big: {value}\r\n\r\n"
+    );
+    // The server may answer and close before it read everything.
+    let _ = stream.write_all(head.as_bytes()).await;
+    read_response(&mut stream).await
+}
+
+#[tokio::test]
+async fn request_heads_past_the_limit_get_431() {
+    let addr = start(ServeOptions::default()).await;
+    // The default 32 KiB, counted as Kestrel does (`name: value` and a line end each).
+    let others = "Host: test\r\n".len() + "Content-Length: 0\r\n".len() + "X-Big: \r\n".len();
+    assert_eq!(
+        negotiate_with_header(addr, 32 * 1024 - others).await.status,
+        200
+    );
+    let refused = negotiate_with_header(addr, 32 * 1024 - others + 1).await;
+    assert_eq!(refused.status, 431, "{refused:?}");
+    assert_eq!(
+        refused.json(),
+        serde_json::json!({ "error": "The request headers are too large." })
+    );
+    // Far past it, hyper stops reading the head at all.
+    assert_eq!(negotiate_with_header(addr, 1 << 20).await.status, 431);
+
+    let addr = start(ServeOptions::default().max_request_headers_total_size(4096)).await;
+    assert_eq!(negotiate_with_header(addr, 5000).await.status, 431);
+    assert_eq!(negotiate_with_header(addr, 3000).await.status, 200);
+}
