@@ -200,7 +200,8 @@ describe("chat-app's /metrics and request log", () => {
   });
 });
 
-/** Metric families this single-process run on SQLite does not cause: no Redis, no refused
+/** Metric families this single-process run on SQLite does not cause: no Redis (scaleout.test.mjs
+ *  checks the backplane's), no refused
  *  handshake, no slow client, no database fault. */
 const NOT_CAUSED_HERE = [
   /^signalr_backplane_/, /^signalr_server_handshake_refusals_total$/, /^signalr_server_slow_client_closes_total$/, /^chat_db_errors_total$/,
