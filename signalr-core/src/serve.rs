@@ -25,6 +25,7 @@ use tower_service::Service;
 pub use options::ServeOptions;
 
 use crate::http::{json_error, text, BoxError, ResponseBody};
+use crate::log_limit::{LogLimiter, REPEAT_INTERVAL};
 use crate::{Hub, HubService, RemoteAddr};
 use limits::{Admission, Socket, TrackedBody, Tracker};
 
@@ -159,7 +160,10 @@ where
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // Running out of file descriptors must not kill the server: back off.
-                    tracing::warn!(error = %e, "accept failed");
+                    static FAILED: LogLimiter = LogLimiter::new(REPEAT_INTERVAL);
+                    if let Some(suppressed) = FAILED.allow() {
+                        tracing::warn!(error = %e, suppressed, "accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -169,7 +173,10 @@ where
         let slot = match admission.admit(peer.ip()) {
             Ok(slot) => slot,
             Err(refusal) => {
-                tracing::debug!(%peer, "connection refused: too many connections");
+                static REFUSED: LogLimiter = LogLimiter::new(REPEAT_INTERVAL);
+                if let Some(suppressed) = REFUSED.allow() {
+                    tracing::warn!(%peer, suppressed, "connection refused (503): too many connections");
+                }
                 admission.refuse(stream, refusal);
                 continue;
             }
