@@ -6,10 +6,15 @@
 //! `data: [DONE]`), so local servers that speak it work too. Every fault (an HTTP error, a
 //! timeout, a malformed chunk, a connection cut midway) ends the reply with an
 //! `AssistantError` notice in the room and leaves the service healthy.
+//!
+//! Every reply is measured ([`measured`]): `chat.assistant.requests` and
+//! `chat.assistant.duration` by kind and outcome, `chat.assistant.failures` by reason,
+//! `chat.assistant.in_flight`, and `chat.assistant.tokens` from the provider's usage report.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use futures_util::{Stream, StreamExt};
 use serde::Serialize;
@@ -24,7 +29,60 @@ pub struct Turn {
 }
 
 /// Text deltas of a reply, or the error that ended it.
-pub type Deltas = Pin<Box<dyn Stream<Item = Result<String, String>> + Send>>;
+pub type Deltas = Pin<Box<dyn Stream<Item = Result<String, Failure>> + Send>>;
+
+/// Why a reply failed: a fixed set, so that it can label a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// No answer, or no next chunk, within the timeout.
+    Timeout,
+    /// The request could not be sent (refused, DNS, TLS).
+    Unreachable,
+    /// The provider answered with an HTTP error status.
+    HttpStatus,
+    /// A chunk was not the JSON the wire format promises.
+    Malformed,
+    /// The connection failed midway, or ended without `data: [DONE]`.
+    CutOff,
+    /// The reply held no text.
+    Empty,
+}
+
+impl Reason {
+    /// The `reason` label of `chat.assistant.failures`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Timeout => "timeout",
+            Reason::Unreachable => "unreachable",
+            Reason::HttpStatus => "http_status",
+            Reason::Malformed => "malformed",
+            Reason::CutOff => "cut_off",
+            Reason::Empty => "empty",
+        }
+    }
+}
+
+/// A failed reply: the reason, and the message the room's users are shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Failure {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
 
 /// A language model that streams its reply.
 pub trait Provider: Send + Sync + 'static {
@@ -40,10 +98,20 @@ pub struct OpenAiProvider {
     model: String,
     /// No chunk for this long ends the reply with a timeout.
     idle_timeout: Duration,
+    /// Ask for the usage chunk (token counts) at the end of the stream.
+    stream_usage: bool,
 }
 
 impl OpenAiProvider {
-    pub fn new(base_url: &str, api_key: &str, model: &str, timeout: Duration) -> Self {
+    /// `stream_usage` adds `stream_options.include_usage` to each request, which OpenAI and
+    /// most compatible servers answer with token counts; a few strict ones refuse the field.
+    pub fn new(
+        base_url: &str,
+        api_key: &str,
+        model: &str,
+        timeout: Duration,
+        stream_usage: bool,
+    ) -> Self {
         OpenAiProvider {
             client: reqwest::Client::builder()
                 .connect_timeout(timeout)
@@ -53,26 +121,41 @@ impl OpenAiProvider {
             api_key: api_key.to_owned(),
             model: model.to_owned(),
             idle_timeout: timeout,
+            stream_usage,
         }
     }
 }
 
 impl Provider for OpenAiProvider {
     fn reply(&self, conversation: Vec<Turn>) -> Deltas {
-        let request = self.client.post(&self.url).bearer_auth(&self.api_key).json(
-            &serde_json::json!({"model": self.model, "stream": true, "messages": conversation}),
-        );
+        let mut body =
+            serde_json::json!({"model": self.model, "stream": true, "messages": conversation});
+        if self.stream_usage {
+            body["stream_options"] = serde_json::json!({"include_usage": true});
+        }
+        let request = self
+            .client
+            .post(&self.url)
+            .bearer_auth(&self.api_key)
+            .json(&body);
         let idle = self.idle_timeout;
         Box::pin(
             futures_util::stream::once(async move {
                 let response = tokio::time::timeout(idle, request.send())
                     .await
-                    .map_err(|_| "the assistant did not answer in time".to_owned())?
-                    .map_err(|e| format!("the assistant is unreachable: {e}"))?;
+                    .map_err(|_| {
+                        Failure::new(Reason::Timeout, "the assistant did not answer in time")
+                    })?
+                    .map_err(|e| {
+                        Failure::new(
+                            Reason::Unreachable,
+                            format!("the assistant is unreachable: {e}"),
+                        )
+                    })?;
                 if !response.status().is_success() {
-                    return Err(format!(
-                        "the assistant answered HTTP {}",
-                        response.status().as_u16()
+                    return Err(Failure::new(
+                        Reason::HttpStatus,
+                        format!("the assistant answered HTTP {}", response.status().as_u16()),
                     ));
                 }
                 Ok(sse_deltas(response.bytes_stream(), idle))
@@ -86,8 +169,9 @@ impl Provider for OpenAiProvider {
 }
 
 /// Parses `data:` lines of a chat-completions event stream into text deltas. The stream must
-/// end with `data: [DONE]`; ending without it is a cut connection.
-fn sse_deltas<S, B, E>(body: S, idle: Duration) -> Deltas
+/// end with `data: [DONE]`; ending without it is a cut connection. A chunk's `usage` (token
+/// counts, sent by the provider at the end) goes to `chat.assistant.tokens`.
+pub(crate) fn sse_deltas<S, B, E>(body: S, idle: Duration) -> Deltas
 where
     S: Stream<Item = Result<B, E>> + Send + 'static,
     B: AsRef<[u8]>,
@@ -124,12 +208,14 @@ where
                         Ok(chunk) => chunk,
                         Err(_) => {
                             state.done = true;
-                            return Some((
-                                Err("the assistant sent a malformed chunk".to_owned()),
-                                state,
-                            ));
+                            let failure = Failure::new(
+                                Reason::Malformed,
+                                "the assistant sent a malformed chunk",
+                            );
+                            return Some((Err(failure), state));
                         }
                     };
+                    record_usage(&chunk["usage"]);
                     let delta = chunk["choices"][0]["delta"]["content"]
                         .as_str()
                         .unwrap_or_default();
@@ -141,27 +227,131 @@ where
                 match tokio::time::timeout(idle, state.body.next()).await {
                     Err(_) => {
                         state.done = true;
-                        return Some((
-                            Err("the assistant stopped answering (timeout)".to_owned()),
-                            state,
-                        ));
+                        let failure = Failure::new(
+                            Reason::Timeout,
+                            "the assistant stopped answering (timeout)",
+                        );
+                        return Some((Err(failure), state));
                     }
                     Ok(Some(Ok(bytes))) => state.buffer.extend_from_slice(bytes.as_ref()),
                     Ok(Some(Err(e))) => {
                         state.done = true;
-                        return Some((
-                            Err(format!("the assistant's connection failed: {e}")),
-                            state,
-                        ));
+                        let failure = Failure::new(
+                            Reason::CutOff,
+                            format!("the assistant's connection failed: {e}"),
+                        );
+                        return Some((Err(failure), state));
                     }
                     Ok(None) => {
                         state.done = true;
-                        return Some((Err("the assistant's reply was cut off".to_owned()), state));
+                        let failure =
+                            Failure::new(Reason::CutOff, "the assistant's reply was cut off");
+                        return Some((Err(failure), state));
                     }
                 }
             }
         },
     ))
+}
+
+/// Counts the tokens of an OpenAI `usage` object (`prompt_tokens`, `completion_tokens`);
+/// anything else (absent, `null`, not numbers) counts nothing.
+fn record_usage(usage: &Value) {
+    for (field, kind) in [("prompt_tokens", "input"), ("completion_tokens", "output")] {
+        if let Some(tokens) = usage[field].as_u64() {
+            metrics::counter!("chat.assistant.tokens", "type" => kind).increment(tokens);
+        }
+    }
+}
+
+/// What a reply was asked for: the `kind` label of the assistant's metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An `@gpt` mention, answered into the room.
+    Room,
+    /// `AskAssistant`, streamed to the caller alone.
+    Stream,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Room => "room",
+            Kind::Stream => "stream",
+        }
+    }
+}
+
+/// A reply measured from its start to its end: when it ends, `chat.assistant.requests` and
+/// `chat.assistant.duration` count it with its outcome (`ok`, `error`, or `cancelled` when it
+/// was dropped unfinished, such as a client cancelling its stream), and a failure counts in
+/// `chat.assistant.failures` by reason. A reply that ends with no text is the failure
+/// [`Reason::Empty`]. `chat.assistant.in_flight` counts replies not yet ended.
+pub fn measured(deltas: Deltas, kind: Kind) -> Deltas {
+    metrics::gauge!("chat.assistant.in_flight").increment(1.0);
+    Box::pin(Measured {
+        deltas,
+        kind,
+        started: Instant::now(),
+        has_text: false,
+        ended: false,
+    })
+}
+
+struct Measured {
+    deltas: Deltas,
+    kind: Kind,
+    started: Instant,
+    has_text: bool,
+    ended: bool,
+}
+
+impl Measured {
+    fn end(&mut self, outcome: &'static str, failure: Option<Reason>) {
+        if std::mem::replace(&mut self.ended, true) {
+            return;
+        }
+        let kind = self.kind.as_str();
+        metrics::gauge!("chat.assistant.in_flight").decrement(1.0);
+        metrics::counter!("chat.assistant.requests", "kind" => kind, "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("chat.assistant.duration", "kind" => kind, "outcome" => outcome)
+            .record(self.started.elapsed().as_secs_f64());
+        if let Some(reason) = failure {
+            metrics::counter!("chat.assistant.failures", "kind" => kind, "reason" => reason.as_str())
+                .increment(1);
+        }
+    }
+}
+
+impl Stream for Measured {
+    type Item = Result<String, Failure>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let polled = self.deltas.as_mut().poll_next(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(delta))) => {
+                self.has_text |= !delta.trim().is_empty();
+            }
+            Poll::Ready(Some(Err(failure))) => {
+                let reason = failure.reason;
+                self.end("error", Some(reason));
+            }
+            Poll::Ready(None) if self.has_text => self.end("ok", None),
+            Poll::Ready(None) => self.end("error", Some(Reason::Empty)),
+            Poll::Pending => {}
+        }
+        polled
+    }
+}
+
+impl Drop for Measured {
+    fn drop(&mut self) {
+        self.end("cancelled", None);
+    }
 }
 
 /// Limits for the assistant, from configuration.
@@ -267,7 +457,7 @@ pub fn mentions_assistant(content: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn deltas(chunks: &[&str]) -> Vec<Result<String, String>> {
+    fn deltas(chunks: &[&str]) -> Vec<Result<String, Failure>> {
         let body = futures_util::stream::iter(
             chunks
                 .iter()
@@ -296,9 +486,13 @@ mod tests {
         let got =
             deltas(&["data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: {oops\n\n"]);
         assert_eq!(got[0], Ok("a".to_owned()));
-        assert!(got[1].as_ref().unwrap_err().contains("malformed"));
+        let failure = got[1].as_ref().unwrap_err();
+        assert_eq!(failure.reason, Reason::Malformed);
+        assert!(failure.message.contains("malformed"));
         let got = deltas(&["data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n"]);
-        assert!(got[1].as_ref().unwrap_err().contains("cut off"));
+        let failure = got[1].as_ref().unwrap_err();
+        assert_eq!(failure.reason, Reason::CutOff);
+        assert!(failure.message.contains("cut off"));
     }
 
     #[test]

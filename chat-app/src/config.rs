@@ -20,6 +20,7 @@
 //! | `assistant_history_chars` | `ASSISTANT_HISTORY_CHARS` | `8000` | and at most this many characters of them |
 //! | `assistant_concurrency` | `ASSISTANT_CONCURRENCY` | `4` | replies generated at once, across rooms |
 //! | `assistant_rate_per_minute` | `ASSISTANT_RATE_PER_MINUTE` | `6` | `@gpt` requests one user may make per minute |
+//! | `openai_stream_usage` | `OPENAI_STREAM_USAGE` | `true` | ask the provider for token counts (`stream_options.include_usage`, for the token metrics); `false` for a provider that refuses that field |
 //! | `assistant_timeout_secs` | `ASSISTANT_TIMEOUT_SECS` | `60` | longest wait for the provider's next chunk |
 //! | `database_acquire_timeout_ms` | `DATABASE_ACQUIRE_TIMEOUT_MS` | `3000` | longest wait for a database connection; past it the request answers 503 |
 //! | `database_connect_attempts` | `DATABASE_CONNECT_ATTEMPTS` | `5` | tries to reach the database at start-up (1 s apart, doubling up to 8 s) before giving up |
@@ -32,6 +33,12 @@
 //! | `login_rate_per_address` | `LOGIN_RATE_PER_ADDRESS` | `30/60` | login attempts per client address |
 //! | `login_rate_per_name` | `LOGIN_RATE_PER_NAME` | `10/300` | login attempts per user name (guessing one account's password) |
 //! | `register_rate_per_address` | `REGISTER_RATE_PER_ADDRESS` | `20/600` | registrations per client address |
+//! | `metrics_token` | `METRICS_TOKEN` | unset | `GET /metrics` (Prometheus) then needs `Authorization: Bearer TOKEN`; at least 16 characters |
+//!
+//! `/metrics` is served on the app's own address. With `METRICS_TOKEN` set it takes that bearer
+//! token, in any environment. Without one it is open in development (which listens on loopback
+//! by default) and off in production: it answers 404 and nothing is recorded, so a service on
+//! a public address never shows its figures to anyone who asks.
 //!
 //! Rate limits and throttles are counted in Redis when `REDIS_URL` is set (shared by every
 //! process), else in the process. `RUST_LOG` sets the log filter (default `info`). A missing or
@@ -115,6 +122,19 @@ pub struct Config {
     pub password_hash_concurrency: usize,
     /// Rate limits and throttles.
     pub rates: Rates,
+    /// Who may read `/metrics`.
+    pub metrics: MetricsAccess,
+}
+
+/// Who may read `GET /metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricsAccess {
+    /// Anyone who reaches the address (development without a token).
+    Open,
+    /// Requests with `Authorization: Bearer` this token.
+    Token(Secret),
+    /// Nobody: 404, and no recorder is installed (production without a token).
+    Off,
 }
 
 /// Per-user rate limits and per-address/per-name throttles.
@@ -156,6 +176,8 @@ pub struct OpenAi {
     pub api_key: Secret,
     pub base_url: String,
     pub model: String,
+    /// Ask for the token usage chunk at the end of each streamed reply.
+    pub stream_usage: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -173,6 +195,7 @@ struct File {
     openai_api_key: Option<String>,
     openai_base_url: Option<String>,
     openai_model: Option<String>,
+    openai_stream_usage: Option<bool>,
     assistant_system_prompt: Option<String>,
     assistant_history_messages: Option<i64>,
     assistant_history_chars: Option<usize>,
@@ -190,6 +213,7 @@ struct File {
     login_rate_per_address: Option<String>,
     login_rate_per_name: Option<String>,
     register_rate_per_address: Option<String>,
+    metrics_token: Option<String>,
 }
 
 /// A number from the environment (which wins) or the file.
@@ -477,13 +501,23 @@ impl Config {
                 .map_err(|_| format!("MAX_MESSAGE_CHARS must be a whole number, not '{v}'"))?,
             None => file.max_message_chars.unwrap_or(4000),
         };
+        let stream_usage = flag(&env, "OPENAI_STREAM_USAGE", file.openai_stream_usage, true)?;
         let openai = pick("OPENAI_API_KEY", file.openai_api_key).map(|api_key| OpenAi {
             api_key: Secret::new(api_key),
             base_url: pick("OPENAI_BASE_URL", file.openai_base_url.clone())
                 .unwrap_or_else(|| "https://api.openai.com/v1".into()),
             model: pick("OPENAI_MODEL", file.openai_model.clone())
                 .unwrap_or_else(|| "gpt-4o-mini".into()),
+            stream_usage,
         });
+        let metrics = match pick("METRICS_TOKEN", file.metrics_token) {
+            Some(token) if token.len() < 16 => {
+                return Err("METRICS_TOKEN must be at least 16 characters".into())
+            }
+            Some(token) => MetricsAccess::Token(Secret::new(token)),
+            None if production => MetricsAccess::Off,
+            None => MetricsAccess::Open,
+        };
         let assistant = crate::assistant::Limits {
             concurrency: number(&env, "ASSISTANT_CONCURRENCY", file.assistant_concurrency, 4)?,
             per_user_per_minute: number(
@@ -588,6 +622,7 @@ impl Config {
             )?
             .max(1),
             rates,
+            metrics,
         })
     }
 }
@@ -833,5 +868,41 @@ mod tests {
         assert_eq!(config.rates.typing, Rate::new(2, 5));
         assert!(!config.stateful_reconnect);
         assert_eq!(config.database_acquire_timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn metrics_are_open_in_development_off_in_production_unless_a_token_is_set() {
+        let config = Config::resolve(File::default(), env(&[])).unwrap();
+        assert_eq!(config.metrics, MetricsAccess::Open);
+        const SECRET: (&str, &str) = ("JWT_SECRET", "a-production-secret-of-32-chars!!");
+        let config =
+            Config::resolve(File::default(), env(&[("APP_ENV", "production"), SECRET])).unwrap();
+        assert_eq!(config.metrics, MetricsAccess::Off);
+        for pairs in [
+            &[("METRICS_TOKEN", "scrape-token-0123456789")][..],
+            &[
+                ("APP_ENV", "production"),
+                SECRET,
+                ("METRICS_TOKEN", "scrape-token-0123456789"),
+            ][..],
+        ] {
+            let pairs: &'static [(&'static str, &'static str)] =
+                Box::leak(pairs.to_vec().into_boxed_slice());
+            let config = Config::resolve(File::default(), env(pairs)).unwrap();
+            assert_eq!(
+                config.metrics,
+                MetricsAccess::Token(Secret::new("scrape-token-0123456789"))
+            );
+            assert!(!format!("{config:?}").contains("scrape-token"));
+        }
+        let short = Config::resolve(File::default(), env(&[("METRICS_TOKEN", "short")]));
+        assert!(short
+            .unwrap_err()
+            .contains("METRICS_TOKEN must be at least 16"));
+        let file: File = toml::from_str("openai_stream_usage = false").unwrap();
+        let config = Config::resolve(file, env(&[("OPENAI_API_KEY", "sk-x")])).unwrap();
+        assert!(!config.openai.unwrap().stream_usage);
+        let config = Config::resolve(File::default(), env(&[("OPENAI_API_KEY", "sk-x")])).unwrap();
+        assert!(config.openai.unwrap().stream_usage, "on by default");
     }
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures_util::StreamExt;
 use signalr_core::{Context, FromContext, Hub, HubError, Policy, State, TypedClients};
 
-use crate::assistant::{mentions_assistant, Turn};
+use crate::assistant::{measured, mentions_assistant, Kind, Turn};
 use crate::auth::CurrentUser;
 use crate::clients::{
     AssistantNotice, ChatClient, ChatHub, NewOwner, ReplyChunk, RoomMember, RoomRef,
@@ -309,7 +309,7 @@ pub(crate) async fn reply_in_room(state: AppState, hub: ChatHub, room_id: i64, u
     };
     let conversation = state.assistant.conversation(&history, state.assistant_user);
     let message_id = format!("reply-{}", NEXT_REPLY.fetch_add(1, Ordering::Relaxed));
-    let mut deltas = provider.reply(conversation);
+    let mut deltas = measured(provider.reply(conversation), Kind::Room);
     let mut content = String::new();
     while let Some(delta) = deltas.next().await {
         match delta {
@@ -325,14 +325,14 @@ pub(crate) async fn reply_in_room(state: AppState, hub: ChatHub, room_id: i64, u
                     .send(ChatClient::ReceiveMessageChunk { chunk })
                     .await;
             }
-            Err(error) => {
+            Err(failure) => {
                 let streamed = !content.is_empty();
                 return assistant_error(
                     &hub,
                     room_id,
                     user_id,
                     Some(&message_id),
-                    &error,
+                    &failure.message,
                     streamed,
                 )
                 .await;
@@ -375,9 +375,9 @@ async fn ask_assistant(
     Ok(
         futures_util::stream::once(async move { assistant.slot().await }).flat_map(move |slot| {
             // The concurrency slot is held for as long as the reply streams.
-            provider.reply(conversation.clone()).map(move |delta| {
+            measured(provider.reply(conversation.clone()), Kind::Stream).map(move |delta| {
                 let _held = &slot;
-                delta.map_err(HubError::new)
+                delta.map_err(|failure| HubError::new(failure.message))
             })
         }),
     )

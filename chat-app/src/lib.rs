@@ -1,6 +1,7 @@
 #![forbid(unsafe_code)]
 //! The chat service: rooms with persistent membership and history (SQLite or PostgreSQL), a
-//! REST API, health endpoints, and the `/hubs/chat` SignalR hub, all in one axum app.
+//! REST API, health endpoints, `/metrics` (Prometheus; see [`observe`]), and the `/hubs/chat`
+//! SignalR hub, all in one axum app.
 //!
 //! Run it with `cargo run --release -p chat-app`; see [`config`] for every setting. With
 //! `REDIS_URL` set, several processes on one database serve as one service (the hub scales out
@@ -15,6 +16,7 @@ pub mod config;
 pub mod hub;
 pub mod limits;
 pub mod messaging;
+pub mod observe;
 pub mod secrets;
 pub mod store;
 pub mod web;
@@ -74,6 +76,8 @@ pub struct AppState {
 pub struct Service {
     pub state: AppState,
     pub hub: ChatHub,
+    /// `GET /metrics`.
+    pub metrics: observe::MetricsEndpoint,
 }
 
 impl FromRef<Service> for AppState {
@@ -154,8 +158,11 @@ pub async fn build(config: &config::Config) -> Result<(Router, signalr_core::Hub
             openai.api_key.expose(),
             &openai.model,
             config.assistant_timeout,
+            openai.stream_usage,
         )) as Arc<dyn assistant::Provider>
     });
+    // Before the hub is built, so that its first connections are counted.
+    let metrics = observe::MetricsEndpoint::new(&config.metrics, store.clone());
     let limiter = match &config.redis {
         Some(redis) => limits::Limiter::redis(&redis.url, &redis.channel_prefix)?,
         None => limits::Limiter::local(),
@@ -215,6 +222,7 @@ pub async fn build(config: &config::Config) -> Result<(Router, signalr_core::Hub
     let service = Service {
         state,
         hub: ChatHub::new(&hub.context()),
+        metrics,
     };
     let app = Router::new()
         .route("/api/v1/auth/register", post(api::register))
@@ -232,13 +240,15 @@ pub async fn build(config: &config::Config) -> Result<(Router, signalr_core::Hub
         .route("/health", get(api::health))
         .route("/health/live", get(api::live))
         .route("/health/ready", get(api::ready))
+        .route("/metrics", get(observe::metrics))
         .merge(messaging::routes())
         .merge(web::routes())
         .nest_service("/hubs/chat", hub.service())
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .with_state(service);
-    Ok((app, hub))
+    // The hub's mount point (as given to `nest_service` above) labels its requests.
+    Ok((observe::instrument(app, &["/hubs/chat"]), hub))
 }
 
 #[cfg(test)]

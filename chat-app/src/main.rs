@@ -1,5 +1,6 @@
 //! `cargo run --release -p chat-app`: the chat service on its configured address.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 
 use chat_app::config::Config;
@@ -8,8 +9,10 @@ use chat_app::secrets::redact_url;
 #[tokio::main]
 async fn main() {
     // Logs go to stderr; stdout carries the one "listening on" line scripts read.
+    // Colours only on a terminal: a log file or a collector gets plain text.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
@@ -40,9 +43,15 @@ async fn run() -> Result<(), String> {
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     // Scripts read this line to find the port (LISTEN_ADDR may say port 0).
     println!("chat-app listening on http://{address}");
+    let metrics = match &config.metrics {
+        chat_app::config::MetricsAccess::Open => "open at /metrics",
+        chat_app::config::MetricsAccess::Token(_) => "at /metrics with METRICS_TOKEN",
+        chat_app::config::MetricsAccess::Off => "off (set METRICS_TOKEN to serve /metrics)",
+    };
     tracing::info!(
         database = %redact_url(&config.database_url),
         production = config.production,
+        metrics,
         "chat-app started"
     );
     // The peer address feeds the per-address login and registration throttles.

@@ -68,6 +68,17 @@ pub struct Departure {
     pub closed: bool,
 }
 
+/// A snapshot of the connection pool (sampled for `/metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Connections open, in use or idle.
+    pub size: u32,
+    /// Open connections no request holds.
+    pub idle: u32,
+    /// The most connections the pool opens.
+    pub max: u32,
+}
+
 /// The role that lets a member add and remove others.
 pub const OWNER: &str = "owner";
 
@@ -89,8 +100,17 @@ pub fn describe(error: &sqlx::Error) -> String {
     }
 }
 
-/// Logs a failed database call: unavailability as a warning, anything else as an error.
+/// Logs a failed database call (unavailability as a warning, anything else as an error) and
+/// counts it in `chat.db.errors` by a fixed `error.type`.
 pub fn log_error(error: &sqlx::Error) {
+    let kind = match error {
+        sqlx::Error::PoolTimedOut => "pool_timeout",
+        sqlx::Error::PoolClosed => "pool_closed",
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) => "io",
+        sqlx::Error::Database(_) => "database",
+        _ => "other",
+    };
+    metrics::counter!("chat.db.errors", "error.type" => kind).increment(1);
     match error {
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
             tracing::warn!(reason = %describe(error), "database unavailable")
@@ -149,6 +169,15 @@ impl Store {
             sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         }
         Ok(Store { pool })
+    }
+
+    /// The connection pool now: connections open, of which idle, and the most it opens.
+    pub fn pool_stats(&self) -> PoolStats {
+        PoolStats {
+            size: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            max: self.pool.options().get_max_connections(),
+        }
     }
 
     /// Whether the database answers.

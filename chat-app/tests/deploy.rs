@@ -426,7 +426,12 @@ fn the_env_example_lists_exactly_what_compose_interpolates_and_holds_no_secret()
             );
         }
     }
-    for secret in ["JWT_SECRET", "POSTGRES_PASSWORD", "OPENAI_API_KEY"] {
+    for secret in [
+        "JWT_SECRET",
+        "POSTGRES_PASSWORD",
+        "OPENAI_API_KEY",
+        "METRICS_TOKEN",
+    ] {
         assert_eq!(example[secret], "", "no secret is committed: {secret}");
     }
 }
@@ -484,6 +489,38 @@ fn nginx_hashes_hub_requests_on_the_connection_id_and_knows_every_replica() {
         );
     }
     assert!(conf.contains("~*^websocket$ chat_websockets;"));
+    // Access logs name a format that leaves out the query string (access tokens travel there).
+    let access_log = conf
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("access_log "))
+        .expect("an access_log");
+    let format = access_log.trim_end_matches(';').split_whitespace().nth(2);
+    let format = format.expect("access_log names its format (the default logs the query)");
+    let definition = conf
+        .split(&format!("log_format {format} "))
+        .nth(1)
+        .expect("the access log's format is defined")
+        .split(';')
+        .next()
+        .unwrap();
+    for leaky in [
+        "$request ",
+        "$request\"",
+        "$request_uri",
+        "$args",
+        "$query_string",
+        "$arg_",
+    ] {
+        assert!(!definition.contains(leaky), "the access log shows {leaky}");
+    }
+    assert!(definition.contains("$uri"));
+    // Each replica's /metrics is scraped directly, never through the balancer.
+    let metrics = conf
+        .split("location = /metrics {")
+        .nth(1)
+        .expect("a location for /metrics");
+    assert!(metrics.trim_start().starts_with("return 404;"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -870,7 +907,12 @@ fn the_secret_template_has_every_key_the_pods_read_and_no_secret_value() {
         referenced, template,
         "the template holds exactly the keys the pods read"
     );
-    for key in ["JWT_SECRET", "DATABASE_URL", "POSTGRES_PASSWORD"] {
+    for key in [
+        "JWT_SECRET",
+        "DATABASE_URL",
+        "POSTGRES_PASSWORD",
+        "METRICS_TOKEN",
+    ] {
         assert_eq!(data[key], "", "{key} must not be committed");
     }
     // Applying the kustomization must never overwrite the real Secret with the template.
@@ -913,4 +955,104 @@ fn the_readme_walks_from_one_instance_to_a_cluster() {
         assert!(section.contains(step), "the Deploying section shows {step}");
     }
     assert!(repo().join("deploy/smoke.sh").exists());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Grafana
+
+const DASHBOARD: &str = "deploy/grafana/signalr-chat.json";
+
+/// The metric families a PromQL expression selects: the names written just before `{`.
+fn selected_families(expr: &str) -> Vec<String> {
+    let mut families = Vec::new();
+    let bytes = expr.as_bytes();
+    for (at, _) in expr.match_indices('{') {
+        let start = bytes[..at]
+            .iter()
+            .rposition(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
+            .map_or(0, |i| i + 1);
+        if start < at {
+            families.push(expr[start..at].to_owned());
+        }
+    }
+    families
+}
+
+#[test]
+fn the_dashboard_is_a_grafana_model_on_a_prometheus_variable_showing_documented_metrics() {
+    let dashboard: Value = serde_json::from_str(&read(DASHBOARD))
+        .unwrap_or_else(|e| panic!("{DASHBOARD} is not JSON: {e}"));
+    for field in ["title", "uid"] {
+        assert!(dashboard[field].is_string(), "the dashboard has a {field}");
+    }
+    assert!(dashboard["schemaVersion"].as_u64().unwrap() >= 36);
+    let variables = dashboard["templating"]["list"].as_array().unwrap();
+    let datasource = variables
+        .iter()
+        .find(|v| v["type"] == "datasource")
+        .expect("a datasource variable, so the dashboard imports onto any Prometheus");
+    assert_eq!(datasource["query"], "prometheus");
+    let reference = format!(
+        "${{{}}}",
+        str_of(&datasource["name"], "the variable's name")
+    );
+    let readme = read("README.md");
+    let mut ids = BTreeSet::new();
+    let mut cells = BTreeSet::new();
+    let mut families = BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        let title = str_of(&panel["title"], "a panel's title");
+        assert!(
+            ids.insert(panel["id"].as_u64().unwrap()),
+            "panel ids are unique"
+        );
+        let grid = &panel["gridPos"];
+        let [x, y, w, h] = ["x", "y", "w", "h"].map(|k| grid[k].as_u64().unwrap());
+        assert!(
+            w >= 1 && x + w <= 24 && h >= 1,
+            "{title} fits the 24-column grid"
+        );
+        for column in x..x + w {
+            for row in y..y + h {
+                assert!(
+                    cells.insert((column, row)),
+                    "{title} overlaps another panel"
+                );
+            }
+        }
+        if panel["type"] == "row" {
+            continue;
+        }
+        assert_eq!(panel["datasource"]["type"], "prometheus", "{title}");
+        assert_eq!(panel["datasource"]["uid"], reference.as_str(), "{title}");
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{title} has queries");
+        let mut refs = BTreeSet::new();
+        for target in targets {
+            assert!(refs.insert(str_of(&target["refId"], "refId").to_owned()));
+            assert_eq!(target["datasource"]["uid"], reference.as_str(), "{title}");
+            let expr = str_of(&target["expr"], "a query");
+            assert_eq!(
+                expr.matches('(').count(),
+                expr.matches(')').count(),
+                "{expr}"
+            );
+            let selected = selected_families(expr);
+            assert!(!selected.is_empty(), "{title} selects no metric: {expr}");
+            families.extend(selected);
+        }
+    }
+    // Every family shown is in the README's list of metrics, by its Prometheus name (a
+    // histogram's, without `_bucket`, `_count` or `_sum`).
+    for family in &families {
+        let name = ["_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|suffix| family.strip_suffix(suffix))
+            .unwrap_or(family);
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "the dashboard shows {name}, which the README's list of metrics lacks"
+        );
+    }
+    assert!(families.contains("signalr_server_active_connections"));
 }

@@ -101,6 +101,23 @@ fn assistant_end_to_end() {
     let _ = std::fs::remove_file(&file);
 }
 
+/// `/metrics` and the request log over every transport (SQLite): connection, duration,
+/// invocation, HTTP, database pool and assistant metrics as scraped, no query string or access
+/// token in the metrics or the log, and who may read `/metrics`.
+#[test]
+fn metrics_and_request_logs() {
+    let workdir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let file = workdir.join(format!("chat-metrics-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    run_file(
+        "chat/metrics.test.mjs",
+        &format!("sqlite://{}?mode=rwc", file.display()),
+        workdir,
+        &[],
+    );
+    let _ = std::fs::remove_file(&file);
+}
+
 /// Creates a throwaway PostgreSQL database, runs `suite` on its URL, and drops it; `None`
 /// when PostgreSQL is missing (outside CI).
 async fn with_postgres(suite: impl FnOnce(String) + Send + 'static) -> Option<()> {

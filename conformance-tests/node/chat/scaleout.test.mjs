@@ -105,6 +105,17 @@ describe("two chat-app processes on one Redis", () => {
     }
     const history = await api(b, "GET", `/api/v1/rooms/${room.id}/messages`, { token: bob.token });
     assert.deepEqual(history.body.map((m) => m.content).sort(), ["hello from A", "hello from B", "to both of bob's devices", "welcome carol", "hi dan"].sort());
+
+    // Each process's /metrics shows its backplane traffic (counters of its own, never summed
+    // across processes): both published and received, and the lag of what they received.
+    for (const app of [a, b]) {
+      const text = await (await fetch(`${app.base}/metrics`)).text();
+      const sample = (name) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1] ?? 0);
+      assert.ok(sample("signalr_backplane_published_total") > 0, text);
+      assert.ok(sample("signalr_backplane_received_total") > 0);
+      assert.ok(sample("signalr_backplane_lag_seconds_count") > 0);
+      assert.equal(sample("signalr_backplane_publish_failures_total"), 0);
+    }
   });
 });
 
