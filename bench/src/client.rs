@@ -191,6 +191,15 @@ pub async fn open(url: &str, target: &str, protocol: Protocol) -> Result<Socket,
     Ok(socket)
 }
 
+/// Drops a connection with a TCP reset instead of a close: with `SO_LINGER` 0, closing the
+/// socket sends RST, as a crashed client or a dropped NAT entry would look to the server.
+pub fn reset(socket: Socket) {
+    if let MaybeTlsStream::Plain(tcp) = socket.get_ref() {
+        let _ = tcp.set_zero_linger();
+    }
+    drop(socket);
+}
+
 /// The next frame, which must start with `prefix` (a SignalR handshake answer comes as a binary
 /// frame when the protocol is binary, so either kind is accepted).
 async fn next_text(socket: &mut Socket, target: &str, prefix: &str) -> Result<String, String> {
@@ -244,65 +253,87 @@ pub async fn next_answer(socket: &mut Socket, wire: Wire) -> Result<(), String> 
     }
 }
 
-/// A SignalR connection over long polling: a negotiated token, a poll loop feeding `received`,
-/// and POSTs for sending.
-pub struct LongPolling {
-    http: reqwest::Client,
-    url: String,
-    pub received: mpsc::UnboundedReceiver<Vec<u8>>,
-    poller: tokio::task::JoinHandle<()>,
+/// The two HTTP transports, which share negotiate and sending by POST.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpTransport {
+    LongPolling,
+    ServerSentEvents,
 }
 
-impl Drop for LongPolling {
+/// A SignalR connection over long polling or Server-Sent Events: a negotiated token, a reader
+/// (the poll loop, or the event stream) feeding `received`, and POSTs for sending.
+pub struct HttpConnection {
+    http: reqwest::Client,
+    url: String,
+    transport: HttpTransport,
+    pub received: mpsc::UnboundedReceiver<Vec<u8>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for HttpConnection {
     fn drop(&mut self) {
-        self.poller.abort();
+        self.reader.abort();
     }
 }
 
-impl LongPolling {
-    /// Negotiates, starts polling and completes the JSON handshake.
-    pub async fn connect(http: &reqwest::Client, port: u16) -> Result<LongPolling, String> {
+impl HttpConnection {
+    /// Negotiates, starts reading and completes the handshake for `protocol` (Server-Sent
+    /// Events carry text only, so JSON there).
+    pub async fn connect(
+        http: &reqwest::Client,
+        port: u16,
+        transport: HttpTransport,
+        protocol: Protocol,
+    ) -> Result<HttpConnection, String> {
         let token = negotiate(http, port).await?;
         let url = format!("http://127.0.0.1:{port}/hub?id={token}");
         let (tx, received) = mpsc::unbounded_channel();
-        let poller = tokio::spawn({
-            let http = http.clone();
-            let url = url.clone();
-            async move {
-                loop {
-                    let Ok(response) = http.get(&url).send().await else {
-                        return;
-                    };
-                    // 204 means the server closed the connection.
-                    if response.status() != reqwest::StatusCode::OK {
-                        return;
-                    }
-                    let Ok(body) = response.bytes().await else {
-                        return;
-                    };
-                    if !body.is_empty() && tx.send(body.to_vec()).is_err() {
-                        return;
-                    }
+        let reader = match transport {
+            HttpTransport::LongPolling => tokio::spawn(poll_loop(http.clone(), url.clone(), tx)),
+            HttpTransport::ServerSentEvents => {
+                // The stream binds the transport, so it must be open before the handshake is
+                // posted; `send` returns once the response headers are in.
+                let response = http
+                    .get(&url)
+                    .header(reqwest::header::ACCEPT, "text/event-stream")
+                    .send()
+                    .await
+                    .map_err(|e| format!("event stream: {e}"))?;
+                if response.status() != reqwest::StatusCode::OK {
+                    return Err(format!("event stream: {}", response.status()));
                 }
+                tokio::spawn(read_events(response, tx))
             }
-        });
-        let mut connection = LongPolling {
+        };
+        let mut connection = HttpConnection {
             http: http.clone(),
             url,
+            transport,
             received,
-            poller,
+            reader,
         };
         connection
-            .send(b"{\"protocol\":\"json\",\"version\":1}\x1e".to_vec())
+            .send(
+                format!(
+                    "{{\"protocol\":\"{}\",\"version\":1}}\u{1e}",
+                    protocol.name()
+                )
+                .into_bytes(),
+            )
             .await?;
         let answer = tokio::time::timeout(Duration::from_secs(10), connection.received.recv())
             .await
-            .map_err(|_| "long polling: no handshake answer".to_string())?
-            .ok_or("long polling: closed during the handshake")?;
+            .map_err(|_| format!("{transport:?}: no handshake answer"))?
+            .ok_or_else(|| format!("{transport:?}: closed during the handshake"))?;
         if answer.starts_with(b"{\"error\"") {
-            return Err("long polling: handshake refused".into());
+            return Err(format!("{transport:?}: handshake refused"));
         }
         Ok(connection)
+    }
+
+    /// Long polling over JSON, as the echo scenario uses it.
+    pub async fn long_polling(http: &reqwest::Client, port: u16) -> Result<HttpConnection, String> {
+        Self::connect(http, port, HttpTransport::LongPolling, Protocol::Json).await
     }
 
     pub async fn send(&self, body: Vec<u8>) -> Result<(), String> {
@@ -316,8 +347,92 @@ impl LongPolling {
         if response.status().is_success() {
             Ok(())
         } else {
-            Err(format!("long polling send: {}", response.status()))
+            Err(format!("{:?} send: {}", self.transport, response.status()))
         }
+    }
+
+    /// Leaves the way a client's `stop()` does: DELETE for long polling (the server then ends
+    /// the pending poll); Server-Sent Events have no DELETE, so the stream is closed.
+    pub async fn close(self) -> Result<(), String> {
+        if self.transport == HttpTransport::LongPolling {
+            let response = self
+                .http
+                .delete(&self.url)
+                .send()
+                .await
+                .map_err(|e| format!("DELETE: {e}"))?;
+            if !response.status().is_success() {
+                return Err(format!("DELETE: {}", response.status()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Polls until the server ends the connection (204) or the connection is dropped.
+async fn poll_loop(http: reqwest::Client, url: String, tx: mpsc::UnboundedSender<Vec<u8>>) {
+    loop {
+        let Ok(response) = http.get(&url).send().await else {
+            return;
+        };
+        // 204 means the server closed the connection.
+        if response.status() != reqwest::StatusCode::OK {
+            return;
+        }
+        let Ok(body) = response.bytes().await else {
+            return;
+        };
+        if !body.is_empty() && tx.send(body.to_vec()).is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads an event stream, handing each event's data on.
+async fn read_events(mut response: reqwest::Response, tx: mpsc::UnboundedSender<Vec<u8>>) {
+    let mut events = EventParser::default();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        for data in events.push(&chunk) {
+            if tx.send(data).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Splits a `text/event-stream` into the data of its events: `data:` lines joined with `\n`,
+/// an event ending at a blank line; comments and other fields are skipped.
+#[derive(Default)]
+pub struct EventParser {
+    line: Vec<u8>,
+    data: Option<Vec<u8>>,
+}
+
+impl EventParser {
+    /// Feeds a chunk; returns the data of every event it completed.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<Vec<u8>> {
+        let mut done = Vec::new();
+        for &byte in chunk {
+            if byte != b'\n' {
+                self.line.push(byte);
+                continue;
+            }
+            let line = std::mem::take(&mut self.line);
+            let line = line.strip_suffix(b"\r").unwrap_or(&line);
+            if line.is_empty() {
+                done.extend(self.data.take());
+            } else if let Some(value) = line.strip_prefix(b"data:") {
+                let value = value.strip_prefix(b" ").unwrap_or(value);
+                match &mut self.data {
+                    Some(data) => {
+                        data.push(b'\n');
+                        data.extend_from_slice(value);
+                    }
+                    None => self.data = Some(value.to_vec()),
+                }
+            }
+        }
+        done
     }
 }
 
@@ -356,6 +471,20 @@ mod tests {
         let framed = format!("{{\"type\":3,\"result\":\"{text}\"}}\u{1e}@12{{\"x\":\"{text}\"}}");
         let found: Vec<u64> = markers(framed.as_bytes()).collect();
         assert_eq!(found, vec![micros(at), micros(at)]);
+    }
+
+    #[test]
+    fn event_streams_yield_each_event_s_data_across_chunk_boundaries() {
+        let mut parser = EventParser::default();
+        // A comment, an event in two chunks, a two-line event, and a half event.
+        assert!(parser.push(b":\r\n").is_empty());
+        assert!(parser.push(b"data: {}\x1e\r").is_empty());
+        assert_eq!(parser.push(b"\n\r\n"), vec![b"{}\x1e".to_vec()]);
+        assert_eq!(
+            parser.push(b"data: a\r\ndata:b\r\n\r\ndata: c"),
+            vec![b"a\nb".to_vec()]
+        );
+        assert_eq!(parser.push(b"\n\n"), vec![b"c".to_vec()]);
     }
 
     #[test]

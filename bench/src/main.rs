@@ -5,15 +5,31 @@
 //!
 //! ```text
 //! signalr-bench run [--smoke] [--json] [--only TEXT] [--no-peers] [--reps N]
-//! signalr-bench table REPORT.json         # the table of a saved JSON report
+//! signalr-bench table REPORT.json         # the table of a saved JSON report (any command's)
 //! signalr-bench serve ours|raw           # one server; prints "LISTENING <port>"
+//! signalr-bench attack [--smoke] [--json] [--attackers N] [--duration D] [--record-bytes N]
+//!                      [--probe-rate N] [--endless]   # hostile framing: CPU and fairness
+//! signalr-bench soak [--duration D] [--csv PATH] [--json] [--workers N] [--steady N]
+//!                    [--only MIX]                    # churn, then: does memory come back?
 //! ```
 //! Servers run as child processes pinned to core 0 when `taskset` exists; run the generator
 //! on another core (`taskset -c 1 signalr-bench run`) for the cleanest figures.
 
+mod attack;
 mod client;
 mod scenarios;
 mod servers;
+mod soak;
+
+// The allocator is a choice of this binary (and so of the servers it starts), never of the
+// library: `--features jemalloc` or `--features mimalloc` (mimalloc wins if both are on).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use std::time::Duration;
 
@@ -35,7 +51,10 @@ async fn main() {
             } else {
                 std::fs::read_to_string(path).unwrap_or_default()
             };
-            match serde_json::from_str(&text) {
+            match serde_json::from_str::<Value>(&text) {
+                // `attack` and `soak` reports have their own shapes.
+                Ok(report) if report.get("receive").is_some() => attack::print(&report),
+                Ok(report) if report.get("rss_kib").is_some() => soak::print(&report),
                 Ok(report) => print_table(&report),
                 Err(e) => {
                     eprintln!("not a signalr-bench report: {e}");
@@ -71,14 +90,148 @@ async fn main() {
                 print_table(&report);
             }
         }
-        _ => {
-            eprintln!(
-                "usage: signalr-bench run [--smoke] [--json] [--only TEXT] [--no-peers] [--reps N] \
-                 | signalr-bench table REPORT.json | signalr-bench serve ours|raw"
-            );
-            std::process::exit(2);
+        Some("attack") => {
+            let options = attack_options(&args).unwrap_or_else(|e| usage(&e));
+            match attack::run(&options).await {
+                Ok(report) if flag(&args, "--json") => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                ),
+                Ok(report) => attack::print(&report),
+                Err(e) => {
+                    eprintln!("attack failed: {e}");
+                    std::process::exit(1);
+                }
+            }
         }
+        Some("soak") => {
+            let options = soak_options(&args).unwrap_or_else(|e| usage(&e));
+            match soak::run(&options).await {
+                Ok(report) if flag(&args, "--json") => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                ),
+                Ok(report) => soak::print(&report),
+                Err(e) => {
+                    eprintln!("soak failed: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        _ => usage(""),
     }
+}
+
+fn usage(problem: &str) -> ! {
+    if !problem.is_empty() {
+        eprintln!("{problem}");
+    }
+    eprintln!(
+        "usage: signalr-bench run [--smoke] [--json] [--only TEXT] [--no-peers] [--reps N]\n\
+         \x20      signalr-bench table REPORT.json\n\
+         \x20      signalr-bench serve ours|raw\n\
+         \x20      signalr-bench attack [--smoke] [--json] [--attackers N] [--duration D] \
+         [--record-bytes N] [--probe-rate N] [--endless]\n\
+         \x20      signalr-bench soak [--duration D] [--csv PATH] [--json] [--workers N] [--steady N] \
+         [--only MIX]\n\
+         durations: 90 (seconds), 500ms, 60s, 3m, 1h"
+    );
+    std::process::exit(2);
+}
+
+fn flag(args: &[String], name: &str) -> bool {
+    args.iter().any(|a| a == name)
+}
+
+/// The value after `--name`, parsed; `Ok(None)` when the option is absent.
+fn option<T>(
+    args: &[String],
+    name: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Option<T>, String> {
+    match args.iter().position(|a| a == name) {
+        None => Ok(None),
+        Some(i) => match args.get(i + 1).and_then(|v| parse(v)) {
+            Some(value) => Ok(Some(value)),
+            None => Err(format!("{name} needs a valid value")),
+        },
+    }
+}
+
+/// `90` (seconds), `500ms`, `60s`, `3m`, `1h`.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit {
+        "" | "s" => number,
+        "ms" => number / 1e3,
+        "m" | "min" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return None,
+    };
+    (seconds.is_finite() && seconds > 0.0).then(|| Duration::from_secs_f64(seconds))
+}
+
+fn attack_options(args: &[String]) -> Result<attack::AttackOptions, String> {
+    let mut options = attack::AttackOptions::new(flag(args, "--smoke"));
+    if let Some(n) = option(args, "--attackers", |v| v.parse().ok())? {
+        options.attackers = n;
+    }
+    if let Some(d) = option(args, "--duration", parse_duration)? {
+        options.duration = d;
+    }
+    if let Some(n) = option(args, "--record-bytes", |v| v.parse().ok())? {
+        options.record_bytes = n;
+    }
+    if let Some(n) = option(args, "--probe-rate", |v| v.parse().ok().filter(|&n| n > 0))? {
+        options.probe_rate = n;
+    }
+    options.endless = flag(args, "--endless");
+    Ok(options)
+}
+
+fn soak_options(args: &[String]) -> Result<soak::SoakOptions, String> {
+    Ok(soak::SoakOptions {
+        duration: option(args, "--duration", parse_duration)?
+            .unwrap_or(Duration::from_secs(30 * 60)),
+        csv: option(args, "--csv", |v| Some(std::path::PathBuf::from(v)))?,
+        workers: option(args, "--workers", |v| v.parse().ok())?.unwrap_or(32),
+        steady: option(args, "--steady", |v| v.parse().ok())?.unwrap_or(4),
+        only: option(args, "--only", |v| Some(v.to_owned()))?,
+    })
+}
+
+/// The allocator this binary (and so every server it starts) uses, with the glibc settings
+/// that change its behaviour when they are set.
+pub fn allocator() -> String {
+    let (mut name, settings): (String, &[&str]) = if cfg!(feature = "mimalloc") {
+        ("mimalloc".into(), &[])
+    } else if cfg!(feature = "jemalloc") {
+        // tikv-jemallocator's symbols are prefixed, and so is its settings variable.
+        (
+            "jemalloc (tikv-jemallocator)".into(),
+            &["_RJEM_MALLOC_CONF"],
+        )
+    } else {
+        (
+            "system (glibc malloc)".into(),
+            &["MALLOC_ARENA_MAX", servers::MALLOC_TRIM_SETTING],
+        )
+    };
+    let mut set: Vec<(String, String)> = std::env::vars()
+        .filter(|(key, _)| {
+            settings.contains(&key.as_str())
+                || (cfg!(feature = "mimalloc") && key.starts_with("MIMALLOC_"))
+        })
+        .collect();
+    set.sort();
+    for (key, value) in set {
+        name.push_str(&format!(", {key}={value}"));
+    }
+    name
 }
 
 struct Options {
@@ -353,7 +506,7 @@ async fn run(options: &Options) -> Value {
 }
 
 /// The processor model and core count, for the report.
-fn machine() -> String {
+pub fn machine() -> String {
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
         .lines()
@@ -434,5 +587,34 @@ fn print_table(report: &Value) {
                 why.as_str().unwrap_or("")
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(parse_duration("90"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("60s"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("3m"), Some(Duration::from_secs(180)));
+        assert_eq!(parse_duration("1.5h"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("0"), None);
+        assert_eq!(parse_duration("10 s"), None);
+        assert_eq!(parse_duration("fast"), None);
+    }
+
+    #[test]
+    fn a_missing_value_is_an_error_not_a_default() {
+        let args: Vec<String> = ["soak", "--duration"].map(String::from).to_vec();
+        assert!(soak_options(&args).is_err());
+        let args: Vec<String> = ["soak", "--duration", "2m", "--workers", "8"]
+            .map(String::from)
+            .to_vec();
+        let options = soak_options(&args).expect("valid");
+        assert_eq!(options.duration, Duration::from_secs(120));
+        assert_eq!(options.workers, 8);
     }
 }

@@ -9,7 +9,7 @@ use signalr_core::protocol::Protocol;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message as Ws;
 
-use crate::client::{self, frame_bytes, markers, micros, payload, LongPolling, Socket, Wire};
+use crate::client::{self, frame_bytes, markers, micros, payload, HttpConnection, Socket, Wire};
 use crate::servers::{cpu_seconds, rss_kib, Server};
 
 pub type Metrics = Vec<(String, f64)>;
@@ -87,7 +87,7 @@ pub async fn run_once(
 }
 
 /// Quantiles of a latency sample, in microseconds.
-fn quantile(sorted: &[u64], q: f64) -> f64 {
+pub fn quantile(sorted: &[u64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -141,7 +141,7 @@ async fn pace(at: Instant) {
 
 /// Reads a connection until `until`, returning the latency of every marked message sent
 /// inside `[from, to)` (microsecond timestamps).
-fn spawn_counter(
+pub fn spawn_counter(
     mut stream: SplitStream<Socket>,
     from: u64,
     to: u64,
@@ -242,11 +242,11 @@ async fn echo_long_polling(
         .map_err(|e| e.to_string())?;
     let port = server.port;
     let opened = futures_util::stream::iter(0..connections)
-        .map(|_| LongPolling::connect(&http, port))
+        .map(|_| HttpConnection::long_polling(&http, port))
         .buffered(50)
         .collect::<Vec<_>>()
         .await;
-    let polls: Vec<LongPolling> = opened.into_iter().collect::<Result<_, _>>()?;
+    let polls: Vec<HttpConnection> = opened.into_iter().collect::<Result<_, _>>()?;
     let start = Instant::now() + timing.warmup;
     let end = start + timing.window;
     let Ws::Text(body) =

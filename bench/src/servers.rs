@@ -36,6 +36,7 @@ pub async fn serve(target: &str) {
     );
     match target {
         "ours" => {
+            trim_periodically();
             // The idle ramp opens 19,000 connections, past the default cap of 10,000; this
             // process holds little else, so the 20,000-file limit is what bounds it.
             let options = signalr_core::ServeOptions::default().max_connections(None);
@@ -50,6 +51,43 @@ pub async fn serve(target: &str) {
         }
         _ => serve_raw(listener).await,
     }
+}
+
+/// The environment variable that makes `serve ours` return freed memory to the system every
+/// so many seconds with glibc's `malloc_trim` (an alternative to changing the allocator).
+pub const MALLOC_TRIM_SETTING: &str = "SIGNALR_BENCH_MALLOC_TRIM_SECS";
+
+/// Starts the `malloc_trim` loop when asked for and the allocator is glibc's.
+fn trim_periodically() {
+    let Some(every) = std::env::var(MALLOC_TRIM_SETTING)
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v > 0.0)
+    else {
+        return;
+    };
+    #[cfg(all(
+        target_os = "linux",
+        target_env = "gnu",
+        not(any(feature = "jemalloc", feature = "mimalloc"))
+    ))]
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(every));
+        loop {
+            tick.tick().await;
+            // SAFETY: malloc_trim only walks glibc's own heap under its locks; it takes no
+            // pointers from us.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+    });
+    #[cfg(not(all(
+        target_os = "linux",
+        target_env = "gnu",
+        not(any(feature = "jemalloc", feature = "mimalloc"))
+    )))]
+    eprintln!("{MALLOC_TRIM_SETTING}={every}: ignored, the allocator is not glibc's");
 }
 
 /// The hub every SignalR target exposes: echo, broadcast to all, and groups.

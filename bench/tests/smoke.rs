@@ -74,3 +74,53 @@ fn every_scenario_runs_and_reports_sane_numbers() {
         }
     }
 }
+
+/// `attack` with tiny sizes (a few seconds): every figure is present and sane. Asserts no speed.
+#[test]
+fn attack_reports_receive_cost_and_probe_latency() {
+    let output = Command::new(env!("CARGO_BIN_EXE_signalr-bench"))
+        .args(["attack", "--smoke", "--json"])
+        .output()
+        .expect("the attack runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON report");
+    let receive = report["receive"].as_array().expect("receive costs");
+    let protocols: Vec<&str> = receive
+        .iter()
+        .filter_map(|r| r["protocol"].as_str())
+        .collect();
+    assert_eq!(protocols, ["json", "messagepack"]);
+    for row in receive {
+        assert!(row["record_bytes"].as_u64() > Some(1_000), "{row}");
+        for framing in ["one_message", "one_byte_messages"] {
+            let cost = &row[framing];
+            assert!(cost["records"].as_u64() >= Some(1), "{framing}: {cost}");
+            let cpu = cost["server_cpu_seconds"].as_f64().expect("CPU seconds");
+            assert!(cpu.is_finite() && cpu >= 0.0, "{framing}: {cost}");
+        }
+        // The ratio is left out only when the one-message side stayed under one /proc tick.
+        assert!(
+            row["ratio"].is_null() || row["ratio"].as_f64() > Some(0.0),
+            "{row}"
+        );
+    }
+    let phases = report["fairness"]["phases"].as_array().expect("phases");
+    assert_eq!(phases.len(), 3, "baseline, JSON and MessagePack attackers");
+    assert_eq!(phases[0]["attackers"], 0);
+    for phase in phases {
+        let ms = |key: &str| phase[key].as_f64().expect(key);
+        assert!(phase["probe_answered"].as_u64() > Some(0), "{phase}");
+        assert!(
+            0.0 < ms("p50_ms") && ms("p50_ms") <= ms("p99_ms") && ms("p99_ms") <= ms("max_ms"),
+            "{phase}"
+        );
+        if phase["attackers"].as_u64() > Some(0) {
+            assert!(phase["attacker_connections"].as_u64() > Some(0), "{phase}");
+            assert!(ms("attacker_bytes_per_second") > 0.0, "{phase}");
+        }
+    }
+}
