@@ -111,10 +111,10 @@
 
 mod backplane;
 mod error;
-mod observe;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod observe;
 mod presence;
 pub mod protocol;
 

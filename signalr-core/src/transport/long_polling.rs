@@ -72,6 +72,13 @@ impl PollQueue {
             state.polling = true;
             state.generation
         };
+        // Ends the poll however it ends: when its request goes away mid-wait (the client
+        // vanished), hyper drops this future, and the poll must still count as over, or the
+        // watchdog would wait for it forever and the connection would never be let go.
+        let _in_flight = PollInFlight {
+            queue: self,
+            generation,
+        };
         // Wake an older poll so that it sees it was superseded.
         self.changed.notify_waiters();
         let deadline = Instant::now() + timeout;
@@ -95,14 +102,6 @@ impl PollQueue {
                 break PollOutcome::Empty;
             }
         };
-        {
-            let mut state = self.lock();
-            if state.generation == generation {
-                state.polling = false;
-                state.last_poll_end = Instant::now();
-            }
-        }
-        self.drained.notify_waiters();
         outcome
     }
 
@@ -139,6 +138,25 @@ impl PollQueue {
     fn close(&self) {
         self.lock().closed = true;
         self.changed.notify_waiters();
+    }
+}
+
+/// A poll in flight; dropping it (the poll answered, or its request abandoned) ends it.
+struct PollInFlight<'a> {
+    queue: &'a PollQueue,
+    generation: u64,
+}
+
+impl Drop for PollInFlight<'_> {
+    fn drop(&mut self) {
+        {
+            let mut state = self.queue.lock();
+            if state.generation == self.generation {
+                state.polling = false;
+                state.last_poll_end = Instant::now();
+            }
+        }
+        self.queue.drained.notify_waiters();
     }
 }
 
@@ -201,5 +219,47 @@ impl TransportSink for LongPollSink {
     async fn close(&mut self) {
         let _ = self.flush().await;
         self.queue.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: Duration = Duration::from_secs(15);
+
+    /// A client that vanishes mid-poll: hyper drops the poll's future. Before, the poll stayed
+    /// "in flight" forever, the watchdog never fired, and the connection (3.5 KiB each in the
+    /// soak) was never let go.
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_poll_ends_so_the_watchdog_lets_the_client_go() {
+        let queue = PollQueue::new(1024);
+        let mut poll = Box::pin(queue.poll(Duration::from_secs(90)));
+        assert!(futures_util::FutureExt::now_or_never(poll.as_mut()).is_none());
+        tokio::time::advance(Duration::from_secs(5)).await;
+        drop(poll);
+        let started = Instant::now();
+        let stopped = tokio::time::timeout(Duration::from_secs(60), queue.stopped_polling(LIMIT))
+            .await
+            .expect("the watchdog fires");
+        assert!(stopped);
+        assert_eq!(started.elapsed(), LIMIT);
+    }
+
+    /// A poll that is still waiting keeps the client: nothing expires before it ends.
+    #[tokio::test(start_paused = true)]
+    async fn a_poll_in_flight_holds_off_the_watchdog_until_it_ends() {
+        let queue = PollQueue::new(1024);
+        let poll = queue.poll(Duration::from_secs(90));
+        let watchdog = queue.stopped_polling(LIMIT);
+        let started = Instant::now();
+        let (outcome, stopped) = tokio::time::timeout(Duration::from_secs(600), async {
+            tokio::join!(poll, watchdog)
+        })
+        .await
+        .expect("the watchdog fires after the poll");
+        assert!(matches!(outcome, PollOutcome::Empty));
+        assert!(stopped);
+        assert_eq!(started.elapsed(), Duration::from_secs(90) + LIMIT);
     }
 }
