@@ -6,6 +6,10 @@ use std::net::SocketAddr;
 use chat_app::config::Config;
 use chat_app::secrets::redact_url;
 
+/// jemalloc, not the system allocator: see the dependency's note in Cargo.toml.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() {
     // Logs go to stderr; stdout carries the one "listening on" line scripts read.
