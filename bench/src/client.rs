@@ -86,7 +86,7 @@ impl Wire {
     pub fn of(target: &str, protocol: Protocol) -> Wire {
         match target {
             "raw" => Wire::Raw(protocol),
-            "socket.io" => Wire::SocketIo,
+            "socket.io" | "socketioxide" => Wire::SocketIo,
             _ => Wire::SignalR(protocol),
         }
     }
@@ -149,7 +149,9 @@ pub async fn connect(
             Some(room) => format!("ws://127.0.0.1:{port}/room/{room}"),
             None => format!("ws://127.0.0.1:{port}/echo"),
         },
-        "socket.io" => format!("ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"),
+        "socket.io" | "socketioxide" => {
+            format!("ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket")
+        }
         _ => format!("ws://127.0.0.1:{port}/hub"),
     };
     tokio::time::timeout(Duration::from_secs(20), open(&url, target, protocol))
@@ -164,7 +166,7 @@ pub async fn open(url: &str, target: &str, protocol: Protocol) -> Result<Socket,
         .map_err(|e| format!("{target}: {e}"))?;
     match target {
         "raw" => {}
-        "socket.io" => {
+        "socket.io" | "socketioxide" => {
             // The Engine.IO open packet, then a connect to the main namespace.
             next_text(&mut socket, target, "0").await?;
             socket
@@ -202,8 +204,16 @@ pub fn reset(socket: Socket) {
 
 /// The next frame, which must start with `prefix` (a SignalR handshake answer comes as a binary
 /// frame when the protocol is binary, so either kind is accepted).
+/// An Engine.IO ping met on the way (socketioxide pings as soon as a socket opens) is answered.
 async fn next_text(socket: &mut Socket, target: &str, prefix: &str) -> Result<String, String> {
-    let frame = socket.next().await;
+    let mut frame = socket.next().await;
+    while matches!(&frame, Some(Ok(Ws::Text(text))) if text.as_str() == "2" && prefix != "2") {
+        socket
+            .send(Ws::text("3"))
+            .await
+            .map_err(|e| e.to_string())?;
+        frame = socket.next().await;
+    }
     let text = match &frame {
         Some(Ok(frame)) => frame_bytes(frame).map(String::from_utf8_lossy),
         _ => None,

@@ -6,17 +6,22 @@
 //! ```text
 //! signalr-bench run [--smoke] [--json] [--only TEXT] [--no-peers] [--reps N]
 //! signalr-bench table REPORT.json         # the table of a saved JSON report (any command's)
-//! signalr-bench serve ours|raw           # one server; prints "LISTENING <port>"
+//! signalr-bench serve ours|raw|socketioxide   # one server; prints "LISTENING <port>"
 //! signalr-bench attack [--smoke] [--json] [--attackers N] [--duration D] [--record-bytes N]
 //!                      [--probe-rate N] [--endless]   # hostile framing: CPU and fairness
 //! signalr-bench soak [--duration D] [--csv PATH] [--json] [--workers N] [--steady N]
 //!                    [--only MIX]                    # churn, then: does memory come back?
+//! signalr-bench ir [--json] [--only SCENARIO] [--scale N]  # instructions and allocations per
+//!                                                # message under callgrind (valgrind needed)
+//! signalr-bench work SCENARIO TARGET PORT K       # the fixed work `ir` measures, against a
+//!                                                # running server
 //! ```
 //! Servers run as child processes pinned to core 0 when `taskset` exists; run the generator
 //! on another core (`taskset -c 1 signalr-bench run`) for the cleanest figures.
 
 mod attack;
 mod client;
+mod ir;
 mod scenarios;
 mod servers;
 mod soak;
@@ -55,6 +60,7 @@ async fn main() {
                 // `attack` and `soak` reports have their own shapes.
                 Ok(report) if report.get("receive").is_some() => attack::print(&report),
                 Ok(report) if report.get("rss_kib").is_some() => soak::print(&report),
+                Ok(report) if report["scenarios"][0].get("unit").is_some() => ir::print(&report),
                 Ok(report) => print_table(&report),
                 Err(e) => {
                     eprintln!("not a signalr-bench report: {e}");
@@ -92,33 +98,54 @@ async fn main() {
         }
         Some("attack") => {
             let options = attack_options(&args).unwrap_or_else(|e| usage(&e));
-            match attack::run(&options).await {
-                Ok(report) if flag(&args, "--json") => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                ),
-                Ok(report) => attack::print(&report),
-                Err(e) => {
-                    eprintln!("attack failed: {e}");
-                    std::process::exit(1);
-                }
-            }
+            let report = attack::run(&options).await;
+            finish("attack", report, flag(&args, "--json"), attack::print);
         }
         Some("soak") => {
             let options = soak_options(&args).unwrap_or_else(|e| usage(&e));
-            match soak::run(&options).await {
-                Ok(report) if flag(&args, "--json") => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                ),
-                Ok(report) => soak::print(&report),
-                Err(e) => {
-                    eprintln!("soak failed: {e}");
-                    std::process::exit(1);
-                }
+            let report = soak::run(&options).await;
+            finish("soak", report, flag(&args, "--json"), soak::print);
+        }
+        Some("ir") => {
+            let options = ir::IrOptions {
+                only: option(&args, "--only", |v| Some(v.to_owned())).unwrap_or_else(|e| usage(&e)),
+                scale: option(&args, "--scale", |v| v.parse().ok().filter(|&n| n > 0))
+                    .unwrap_or_else(|e| usage(&e))
+                    .unwrap_or(1),
+            };
+            let report = ir::run(&options).await;
+            finish("ir", report, flag(&args, "--json"), ir::print);
+        }
+        Some("work") => {
+            // Fixed work against a server that is already running (for profiling by hand).
+            let work = args.get(1).and_then(|w| ir::Work::parse(w));
+            let target = args.get(2);
+            let port = args.get(3).and_then(|p| p.parse().ok());
+            let k = args.get(4).and_then(|k| k.parse().ok());
+            let (Some(work), Some(target), Some(port), Some(k)) = (work, target, port, k) else {
+                usage("work needs SCENARIO TARGET PORT K");
+            };
+            if let Err(e) = ir::fixed_work(work, target, port, k).await {
+                eprintln!("work failed: {e}");
+                std::process::exit(1);
             }
         }
         _ => usage(""),
+    }
+}
+
+/// Prints a command's report (as JSON or as its table), or its failure and exits with 1.
+fn finish(command: &str, report: Result<Value, String>, json: bool, print: fn(&Value)) {
+    match report {
+        Ok(report) if json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        ),
+        Ok(report) => print(&report),
+        Err(e) => {
+            eprintln!("{command} failed: {e}");
+            std::process::exit(1);
+        }
     }
 }
 
@@ -134,6 +161,8 @@ fn usage(problem: &str) -> ! {
          [--record-bytes N] [--probe-rate N] [--endless]\n\
          \x20      signalr-bench soak [--duration D] [--csv PATH] [--json] [--workers N] [--steady N] \
          [--only MIX]\n\
+         \x20      signalr-bench ir [--json] [--only SCENARIO] [--scale N]\n\
+         \x20      signalr-bench work echo-json|echo-messagepack|broadcast ours|raw|socketioxide PORT K\n\
          durations: 90 (seconds), 500ms, 60s, 3m, 1h"
     );
     std::process::exit(2);
@@ -252,7 +281,9 @@ struct Scenario {
     primary: &'static str,
 }
 
-const BOTH_PEERS: &[&str] = &["aiosignalr", "socket.io"];
+/// socketioxide is served by this binary, so it is always there; the others need
+/// `bench/peers/setup.sh`.
+const WEBSOCKET_JSON_PEERS: &[&str] = &["aiosignalr", "socket.io", "socketioxide"];
 
 /// The scenario list; sizes shrink in smoke mode.
 fn scenarios(smoke: bool) -> Vec<Scenario> {
@@ -269,7 +300,7 @@ fn scenarios(smoke: bool) -> Vec<Scenario> {
             },
             // Socket.IO has no MessagePack counterpart in its default parser.
             peers: if protocol == Protocol::Json {
-                BOTH_PEERS
+                WEBSOCKET_JSON_PEERS
             } else {
                 &["aiosignalr"]
             },
@@ -296,7 +327,7 @@ fn scenarios(smoke: bool) -> Vec<Scenario> {
             connections,
             rate,
         },
-        peers: BOTH_PEERS,
+        peers: WEBSOCKET_JSON_PEERS,
         primary: "messages_per_second",
     });
     let broadcasts: &[(usize, u64)] = if smoke {
@@ -311,7 +342,7 @@ fn scenarios(smoke: bool) -> Vec<Scenario> {
                 subscribers as u64 * rate
             ),
             kind: Kind::Broadcast { subscribers, rate },
-            peers: BOTH_PEERS,
+            peers: WEBSOCKET_JSON_PEERS,
             primary: "deliveries_per_second",
         });
     }
@@ -328,7 +359,7 @@ fn scenarios(smoke: bool) -> Vec<Scenario> {
             size: 10,
             rate: rate as u64,
         },
-        peers: BOTH_PEERS,
+        peers: WEBSOCKET_JSON_PEERS,
         primary: "deliveries_per_second",
     });
     let levels = if smoke {
@@ -544,9 +575,9 @@ fn ratio(ours: &Value, other: &Value) -> String {
 fn print_table(report: &Value) {
     println!("machine: {}", report["machine"].as_str().unwrap_or(""));
     println!(
-        "| scenario | metric | ours | raw | ours/raw | aiosignalr | ours/aiosignalr | socket.io | ours/socket.io |"
+        "| scenario | metric | ours | raw | ours/raw | aiosignalr | ours/aiosignalr | socket.io | ours/socket.io | socketioxide | ours/socketioxide |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for scenario in report["scenarios"].as_array().into_iter().flatten() {
         let results = &scenario["results"];
         let name = scenario["scenario"].as_str().unwrap_or("");
@@ -557,7 +588,7 @@ fn print_table(report: &Value) {
                 continue;
             }
             let mut row = format!("| {name} | {metric} | {} |", figure(ours));
-            for other in ["raw", "aiosignalr", "socket.io"] {
+            for other in ["raw", "aiosignalr", "socket.io", "socketioxide"] {
                 let value = &results[other][metric];
                 if value.is_null() {
                     // Not run: the peer does not apply to the scenario, was skipped, or failed.
@@ -576,7 +607,7 @@ fn print_table(report: &Value) {
             println!("{row}");
         }
         if results["ours"].is_null() {
-            println!("| {name} | ours failed | – | – | – | – | – | – | – |");
+            println!("| {name} | ours failed | – | – | – | – | – | – | – | – | – |");
         }
     }
     for scenario in report["scenarios"].as_array().into_iter().flatten() {

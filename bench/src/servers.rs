@@ -27,7 +27,7 @@ pub fn ws_config() -> WebSocketConfig {
         .write_buffer_size(8 * 1024)
 }
 
-/// `signalr-bench serve ours|raw`: binds a loopback port, prints it, serves until killed.
+/// `signalr-bench serve ours|raw|socketioxide`: binds a loopback port, prints it, serves until killed.
 pub async fn serve(target: &str) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     println!(
@@ -37,6 +37,7 @@ pub async fn serve(target: &str) {
     match target {
         "ours" => {
             trim_periodically();
+            report_allocator_periodically();
             // The idle ramp opens 19,000 connections, past the default cap of 10,000; this
             // process holds little else, so the 20,000-file limit is what bounds it.
             let options = signalr_core::ServeOptions::default().max_connections(None);
@@ -49,8 +50,53 @@ pub async fn serve(target: &str) {
             )
             .await;
         }
+        "socketioxide" => serve_socketioxide(listener).await,
         _ => serve_raw(listener).await,
     }
+}
+
+/// socketioxide (the Rust Socket.IO server) with the Socket.IO peer's four events, on axum as
+/// its documentation shows: WebSocket transport only, pings once a minute, like
+/// `peers/socketio-server.mjs`.
+async fn serve_socketioxide(listener: TcpListener) {
+    use socketioxide::extract::{AckSender, Data, SocketRef};
+    use socketioxide::{SocketIo, TransportType};
+
+    let (layer, io) = SocketIo::builder()
+        .transports([TransportType::Websocket])
+        .ping_interval(Duration::from_secs(60))
+        .ping_timeout(Duration::from_secs(60))
+        .build_layer();
+    io.ns("/", async |socket: SocketRef| {
+        socket.on(
+            "Echo",
+            async |socket: SocketRef, Data(value): Data<String>| {
+                let _ = socket.emit("Echo", &value);
+            },
+        );
+        socket.on(
+            "Broadcast",
+            async |io: SocketIo, Data(value): Data<String>| {
+                let _ = io.emit("Msg", &value).await;
+            },
+        );
+        // Acknowledged, so the generator knows the membership is in place before it sends.
+        socket.on(
+            "JoinGroup",
+            async |socket: SocketRef, Data(group): Data<String>, ack: AckSender| {
+                socket.join(group);
+                let _ = ack.send(&());
+            },
+        );
+        socket.on(
+            "SendToGroup",
+            async |io: SocketIo, Data((group, value)): Data<(String, String)>| {
+                let _ = io.to(group).emit("Msg", &value).await;
+            },
+        );
+    });
+    let app = axum::Router::new().layer(layer);
+    let _ = axum::serve(listener, app).await;
 }
 
 /// The environment variable that makes `serve ours` return freed memory to the system every
@@ -88,6 +134,85 @@ fn trim_periodically() {
         not(any(feature = "jemalloc", feature = "mimalloc"))
     )))]
     eprintln!("{MALLOC_TRIM_SETTING}={every}: ignored, the allocator is not glibc's");
+}
+
+/// The environment variable naming a file that `serve ours`, built with jemalloc, rewrites every
+/// second with the allocator's own counts: `allocated active resident metadata retained`, in
+/// bytes. `soak` sets it, so that RSS left after churn can be told apart into memory still in
+/// use (allocated), pages held by partly used slabs (active - allocated) and pages not yet given
+/// back (resident - active - metadata).
+pub const ALLOC_STATS_SETTING: &str = "SIGNALR_BENCH_ALLOC_STATS";
+
+/// jemalloc's counts, as `serve ours` writes them.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct AllocatorCounts {
+    pub allocated: u64,
+    pub active: u64,
+    pub resident: u64,
+    pub metadata: u64,
+    pub retained: u64,
+}
+
+impl AllocatorCounts {
+    /// Reads the file `serve ours` writes; `None` when it is missing or not yet whole.
+    pub fn read(path: &std::path::Path) -> Option<AllocatorCounts> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let values: Vec<u64> = text
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        match values[..] {
+            [allocated, active, resident, metadata, retained] => Some(AllocatorCounts {
+                allocated,
+                active,
+                resident,
+                metadata,
+                retained,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Starts the allocator report when asked for and the allocator is jemalloc.
+fn report_allocator_periodically() {
+    let Some(path) = std::env::var_os(ALLOC_STATS_SETTING).map(PathBuf::from) else {
+        return;
+    };
+    #[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+    tokio::spawn(async move {
+        use tikv_jemalloc_ctl::{epoch, stats};
+        let partial = path.with_extension("partial");
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            // The counts are a snapshot taken when the epoch advances.
+            if epoch::advance().is_err() {
+                continue;
+            }
+            let read = (|| {
+                Some([
+                    stats::allocated::read().ok()?,
+                    stats::active::read().ok()?,
+                    stats::resident::read().ok()?,
+                    stats::metadata::read().ok()?,
+                    stats::retained::read().ok()?,
+                ])
+            })();
+            let Some(values) = read else { continue };
+            let line = values.map(|v| v.to_string()).join(" ");
+            // Written aside and renamed, so a reader never sees half a line.
+            if std::fs::write(&partial, line).is_ok() {
+                let _ = std::fs::rename(&partial, &path);
+            }
+        }
+    });
+    #[cfg(not(all(feature = "jemalloc", not(feature = "mimalloc"))))]
+    eprintln!(
+        "{ALLOC_STATS_SETTING}={}: ignored, the allocator is not jemalloc",
+        path.display()
+    );
 }
 
 /// The hub every SignalR target exposes: echo, broadcast to all, and groups.
@@ -273,8 +398,11 @@ pub fn peer_missing(target: &str) -> Option<String> {
 
 /// Starts a target as a pinned child process and waits for its port.
 pub async fn start(target: &str) -> Result<Server, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let dir = peers_dir();
+    start_with_env(target, &[]).await
+}
+
+/// [`start`], with extra environment variables for the child.
+pub async fn start_with_env(target: &str, env: &[(&str, &str)]) -> Result<Server, String> {
     // SIGNALR_BENCH_WRAP puts a command in front of our server, for profiling it, for
     // example `valgrind --tool=callgrind`.
     let wrap: Vec<String> = std::env::var("SIGNALR_BENCH_WRAP")
@@ -282,13 +410,25 @@ pub async fn start(target: &str) -> Result<Server, String> {
         .filter(|_| target == "ours")
         .map(|w| w.split_whitespace().map(str::to_owned).collect())
         .unwrap_or_default();
+    start_under(target, wrap, env).await
+}
+
+/// Starts a target with `wrap` (a profiler and its arguments; empty for none) in front of it.
+/// Only the targets this binary serves can be wrapped.
+pub async fn start_under(
+    target: &str,
+    wrap: Vec<String>,
+    env: &[(&str, &str)],
+) -> Result<Server, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dir = peers_dir();
     let (program, args): (PathBuf, Vec<String>) = match (target, wrap.split_first()) {
-        ("ours", Some((wrapper, wrapper_args))) => {
+        ("ours" | "raw" | "socketioxide", Some((wrapper, wrapper_args))) => {
             let mut args = wrapper_args.to_vec();
-            args.extend([exe.display().to_string(), "serve".into(), "ours".into()]);
+            args.extend([exe.display().to_string(), "serve".into(), target.into()]);
             (wrapper.into(), args)
         }
-        ("ours" | "raw", _) => (exe, vec!["serve".into(), target.into()]),
+        ("ours" | "raw" | "socketioxide", _) => (exe, vec!["serve".into(), target.into()]),
         ("aiosignalr", _) => (
             dir.join("venv/bin/python"),
             vec![scripts_dir()
@@ -321,6 +461,7 @@ pub async fn start(target: &str) -> Result<Server, String> {
     let mut child = command
         .args(&args)
         .env("SIGNALR_BENCH_PEERS", &dir)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()

@@ -403,6 +403,8 @@ pub struct Sample {
     pub phase: Phase,
     pub rss_kib: u64,
     pub open_files: usize,
+    /// jemalloc's own counts, when the server is built with it.
+    pub allocator: Option<servers::AllocatorCounts>,
 }
 
 /// Before (the end of the first phase), peak and after (the end of the run) of one figure.
@@ -467,7 +469,13 @@ pub async fn run(options: &SoakOptions) -> Result<Value, String> {
             options.only
         ));
     }
-    let server = servers::start("ours").await?;
+    // A server built with jemalloc reports its allocator's counts through this file.
+    let alloc_stats_path =
+        std::env::temp_dir().join(format!("signalr-bench-alloc-{}.txt", std::process::id()));
+    let _ = std::fs::remove_file(&alloc_stats_path);
+    let alloc_stats = alloc_stats_path.display().to_string();
+    let server =
+        servers::start_with_env("ours", &[(servers::ALLOC_STATS_SETTING, &alloc_stats)]).await?;
     let pid = server.pid();
     let port = server.port;
     let total = options.duration.as_secs_f64();
@@ -498,7 +506,9 @@ pub async fn run(options: &SoakOptions) -> Result<Value, String> {
             writeln!(
                 file,
                 "seconds,phase,server_rss_kib,server_open_files,server_cpu_seconds,\
-                 generator_open_files,connections_opened,resets,abandoned,graceful,echoes,errors"
+                 generator_open_files,connections_opened,resets,abandoned,graceful,echoes,errors,\
+                 server_allocated_kib,server_active_kib,server_resident_kib,server_metadata_kib,\
+                 server_retained_kib"
             )
             .map_err(|e| e.to_string())?;
             Some(file)
@@ -562,6 +572,7 @@ pub async fn run(options: &SoakOptions) -> Result<Value, String> {
             phase,
             rss_kib: rss_kib(pid),
             open_files: open_files(pid),
+            allocator: servers::AllocatorCounts::read(&alloc_stats_path),
         };
         let own_files = open_files(std::process::id());
         counts.throttled.store(
@@ -574,7 +585,7 @@ pub async fn run(options: &SoakOptions) -> Result<Value, String> {
         if let Some(file) = &mut csv {
             writeln!(
                 file,
-                "{:.1},{},{},{},{:.2},{},{},{},{},{},{},{}",
+                "{:.1},{},{},{},{:.2},{},{},{},{},{},{},{},{}",
                 sample.seconds,
                 phase.name(),
                 sample.rss_kib,
@@ -587,6 +598,11 @@ pub async fn run(options: &SoakOptions) -> Result<Value, String> {
                 counts.graceful.load(Ordering::Relaxed),
                 counts.echoes.load(Ordering::Relaxed),
                 counts.errors.load(Ordering::Relaxed),
+                sample.allocator.map_or(",,,,".to_string(), |a| {
+                    [a.allocated, a.active, a.resident, a.metadata, a.retained]
+                        .map(|v| (v / 1024).to_string())
+                        .join(",")
+                }),
             )
             .map_err(|e| e.to_string())?;
         }
@@ -617,6 +633,28 @@ pub async fn run(options: &SoakOptions) -> Result<Value, String> {
         }
     }
     let (rss, files) = summarize(&samples);
+    let _ = std::fs::remove_file(&alloc_stats_path);
+    // Where the RSS that is left went, when the allocator says.
+    let allocator = samples.iter().any(|s| s.allocator.is_some()).then(|| {
+        let kib = |pick: fn(&servers::AllocatorCounts) -> u64| {
+            let value = move |s: &Sample| {
+                s.allocator
+                    .as_ref()
+                    .map_or(0.0, |a| pick(a) as f64 / 1024.0)
+            };
+            json!({
+                "before": settled(&samples, Phase::Before, value),
+                "peak": samples.iter().map(value).fold(0.0, f64::max),
+                "after": settled(&samples, Phase::After, value),
+            })
+        };
+        json!({
+            "allocated": kib(|a| a.allocated),
+            "active": kib(|a| a.active),
+            "resident": kib(|a| a.resident),
+            "metadata": kib(|a| a.metadata),
+        })
+    });
     let churn_seconds = total * (1.0 - AFTER_FRACTION - BEFORE_FRACTION);
     let opened: serde_json::Map<String, Value> = mixes
         .iter()
@@ -646,6 +684,7 @@ pub async fn run(options: &SoakOptions) -> Result<Value, String> {
         "rss_after_over_before": rss.ratio(),
         "rss_within_20_percent": rss.ratio() <= RSS_RATIO_TARGET,
         "open_files": {"before": files.before, "peak": files.peak, "after": files.after},
+        "allocator_kib": allocator,
         "server_cpu_seconds": cpu_seconds(pid),
     }))
 }
@@ -698,6 +737,22 @@ pub fn print(report: &Value) {
             "NOT within 20 %"
         }
     );
+    if let Some(counts) = report.get("allocator_kib").filter(|v| v.is_object()) {
+        for (name, what) in [
+            ("allocated", "in use by the program"),
+            ("active", "in pages holding something"),
+            ("resident", "resident, as jemalloc counts it"),
+            ("metadata", "jemalloc's own bookkeeping"),
+        ] {
+            let levels = &counts[name];
+            println!(
+                "  jemalloc {name:<9} ({what}): before {:.1} MiB, peak {:.1} MiB, after {:.1} MiB",
+                mib(&levels["before"]),
+                mib(&levels["peak"]),
+                mib(&levels["after"]),
+            );
+        }
+    }
     let files = &report["open_files"];
     println!(
         "server open files: before churn {:.0}, peak {:.0}, after churn stopped {:.0}",
@@ -717,6 +772,7 @@ mod tests {
             phase,
             rss_kib,
             open_files,
+            allocator: None,
         }
     }
 

@@ -4,10 +4,10 @@
 
 use std::process::Command;
 
-#[test]
-fn every_scenario_runs_and_reports_sane_numbers() {
+/// Runs the benchmark with `args`, which must succeed, and reads its JSON report.
+fn report_of(args: &[&str]) -> serde_json::Value {
     let output = Command::new(env!("CARGO_BIN_EXE_signalr-bench"))
-        .args(["run", "--smoke", "--json"])
+        .args(args)
         .output()
         .expect("the benchmark runs");
     assert!(
@@ -15,7 +15,12 @@ fn every_scenario_runs_and_reports_sane_numbers() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON report");
+    serde_json::from_slice(&output.stdout).expect("JSON report")
+}
+
+#[test]
+fn every_scenario_runs_and_reports_sane_numbers() {
+    let report = report_of(&["run", "--smoke", "--json"]);
     let scenarios = report["scenarios"].as_array().expect("scenarios");
     let names: Vec<&str> = scenarios
         .iter()
@@ -72,22 +77,23 @@ fn every_scenario_runs_and_reports_sane_numbers() {
                 assert!(errors.is_some(), "{name} {target}: errors are counted");
             }
         }
+        // socketioxide is served by the benchmark itself, so it is never skipped where it
+        // applies: the JSON WebSocket scenarios.
+        if name.contains("json, WebSockets") || name.contains("broadcast") {
+            let primary_figure = &scenario["results"]["socketioxide"][primary]["median"];
+            assert!(
+                primary_figure.as_f64() > Some(0.0),
+                "{name}: socketioxide: {}",
+                scenario["skipped"]
+            );
+        }
     }
 }
 
 /// `attack` with tiny sizes (a few seconds): every figure is present and sane. Asserts no speed.
 #[test]
 fn attack_reports_receive_cost_and_probe_latency() {
-    let output = Command::new(env!("CARGO_BIN_EXE_signalr-bench"))
-        .args(["attack", "--smoke", "--json"])
-        .output()
-        .expect("the attack runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON report");
+    let report = report_of(&["attack", "--smoke", "--json"]);
     let receive = report["receive"].as_array().expect("receive costs");
     let protocols: Vec<&str> = receive
         .iter()
@@ -123,4 +129,35 @@ fn attack_reports_receive_cost_and_probe_latency() {
             assert!(ms("attacker_bytes_per_second") > 0.0, "{phase}");
         }
     }
+}
+
+/// `ir` on one scenario (about 10 s under callgrind): every target yields a positive cost per
+/// echo from two runs of different length, and the report has the shape documented in
+/// BENCHMARKS.md. Asserts no speed.
+#[test]
+fn instruction_counts_come_from_two_runs_under_callgrind() {
+    let report = report_of(&["ir", "--json", "--only", "echo json"]);
+    let scenarios = report["scenarios"].as_array().expect("scenarios");
+    assert_eq!(scenarios.len(), 1, "{report}");
+    let scenario = &scenarios[0];
+    assert_eq!(scenario["scenario"], "echo json");
+    for target in ["ours", "raw", "socketioxide"] {
+        let result = &scenario["results"][target];
+        let ir = result["ir_per_message"].as_f64().expect("instructions");
+        let allocs = result["allocs_per_message"].as_f64().expect("allocations");
+        assert!(ir > 100.0 && allocs >= 0.0, "{target}: {result}");
+        let runs = &result["runs"];
+        assert!(
+            runs["long"]["instructions"].as_u64() > runs["short"]["instructions"].as_u64(),
+            "{target}: {runs}"
+        );
+    }
+    assert!(
+        scenario["ratios"]["ours/raw"].as_f64() > Some(0.0),
+        "{scenario}"
+    );
+    assert!(
+        scenario["ratios"]["ours/socketioxide"].as_f64() > Some(0.0),
+        "{scenario}"
+    );
 }

@@ -491,6 +491,7 @@ mod raw;
 mod request;
 #[cfg(feature = "server")]
 mod serve;
+mod shrink;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 mod transport;

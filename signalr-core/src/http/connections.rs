@@ -8,6 +8,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use tokio::sync::mpsc;
 
+use crate::shrink::Shrinker;
 use crate::transport::long_polling::PollQueue;
 use crate::transport::websocket::{WsSink, WsStream};
 use crate::transport::TransportKind;
@@ -161,6 +162,8 @@ pub(crate) struct HttpConnections {
     by_token: DashMap<String, Arc<HttpConnection>>,
     /// Tokens still waiting for their transport.
     pending: AtomicUsize,
+    /// Gives the map's capacity back after a burst (see `crate::shrink`).
+    shrinker: Shrinker,
 }
 
 impl HttpConnections {
@@ -198,6 +201,7 @@ impl HttpConnections {
     pub(crate) fn remove(&self, token: &str) {
         if let Some((_, connection)) = self.by_token.remove(token) {
             connection.mark_closed();
+            self.shrinker.removed(&self.by_token);
         }
     }
 
@@ -209,6 +213,7 @@ impl HttpConnections {
         if let Some((_, connection)) = removed {
             self.pending.fetch_sub(1, Ordering::Relaxed);
             connection.mark_closed();
+            self.shrinker.removed(&self.by_token);
         }
     }
 }

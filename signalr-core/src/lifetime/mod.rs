@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::connection::ConnectionShared;
 use crate::error::Error;
+use crate::shrink::Shrinker;
 use record::LazyRecord;
 
 pub mod backplane;
@@ -26,18 +27,25 @@ pub(crate) struct ConnectionRegistry {
     users: DashMap<Arc<str>, Members>,
     /// The number of connections, observable so that shutdown can wait for zero.
     count: watch::Sender<usize>,
+    /// Give the maps' capacity back after a burst (see `crate::shrink`).
+    connections_shrinker: Shrinker,
+    groups_shrinker: Shrinker,
+    users_shrinker: Shrinker,
 }
 
 fn join(index: &DashMap<Arc<str>, Members>, key: &Arc<str>, id: &Arc<str>) {
     index.entry(key.clone()).or_default().insert(id.clone());
 }
 
-fn leave(index: &DashMap<Arc<str>, Members>, key: &str, id: &str) {
+fn leave(index: &DashMap<Arc<str>, Members>, shrinker: &Shrinker, key: &str, id: &str) {
     // Groups and users exist only while they have members.
-    index.remove_if_mut(key, |_, members| {
+    let emptied = index.remove_if_mut(key, |_, members| {
         members.remove(id);
         members.is_empty()
     });
+    if emptied.is_some() {
+        shrinker.removed(index);
+    }
 }
 
 impl ConnectionRegistry {
@@ -47,6 +55,9 @@ impl ConnectionRegistry {
             groups: DashMap::new(),
             users: DashMap::new(),
             count: watch::Sender::new(0),
+            connections_shrinker: Shrinker::default(),
+            groups_shrinker: Shrinker::default(),
+            users_shrinker: Shrinker::default(),
         }
     }
 
@@ -64,12 +75,13 @@ impl ConnectionRegistry {
         let Some((_, conn)) = self.connections.remove(id) else {
             return Vec::new();
         };
+        self.connections_shrinker.removed(&self.connections);
         let groups = conn.leave_all_groups();
         for group in &groups {
-            leave(&self.groups, group, id);
+            leave(&self.groups, &self.groups_shrinker, group, id);
         }
         if let Some(user) = &conn.user_id {
-            leave(&self.users, user, id);
+            leave(&self.users, &self.users_shrinker, user, id);
         }
         self.count.send_modify(|n| *n -= 1);
         groups
@@ -113,7 +125,7 @@ impl ConnectionRegistry {
         let conn = self.get(id)?;
         let mut left = false;
         conn.leave_group(group, || {
-            leave(&self.groups, group, id);
+            leave(&self.groups, &self.groups_shrinker, group, id);
             left = true;
         });
         Some(left)

@@ -82,6 +82,8 @@ impl Drop for IpSlot {
             *count -= 1;
             if *count == 0 {
                 counts.remove(&self.ip);
+                // Many addresses at once (a spread-out flood) must not leave a large table.
+                crate::shrink::shrink_if_sparse(&mut counts);
             }
         }
     }
