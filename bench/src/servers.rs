@@ -55,18 +55,18 @@ pub async fn serve(target: &str) {
     }
 }
 
-/// socketioxide (the Rust Socket.IO server) with the Socket.IO peer's four events, on axum as
-/// its documentation shows: WebSocket transport only, pings once a minute, like
-/// `peers/socketio-server.mjs`.
+/// socketioxide (the Rust Socket.IO server) with the Socket.IO peer's four events, as a hyper
+/// service the way its hyper example serves it: WebSocket transport only, pings once a minute,
+/// like `peers/socketio-server.mjs`.
 async fn serve_socketioxide(listener: TcpListener) {
     use socketioxide::extract::{AckSender, Data, SocketRef};
     use socketioxide::{SocketIo, TransportType};
 
-    let (layer, io) = SocketIo::builder()
+    let (service, io) = SocketIo::builder()
         .transports([TransportType::Websocket])
         .ping_interval(Duration::from_secs(60))
         .ping_timeout(Duration::from_secs(60))
-        .build_layer();
+        .build_svc();
     io.ns("/", async |socket: SocketRef| {
         socket.on(
             "Echo",
@@ -95,8 +95,17 @@ async fn serve_socketioxide(listener: TcpListener) {
             },
         );
     });
-    let app = axum::Router::new().layer(layer);
-    let _ = axum::serve(listener, app).await;
+    while let Ok((stream, _)) = listener.accept().await {
+        let _ = stream.set_nodelay(true);
+        let service = service.clone();
+        tokio::spawn(async move {
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .with_upgrades()
+                .await;
+        });
+    }
 }
 
 /// The environment variable that makes `serve ours` return freed memory to the system every

@@ -296,8 +296,22 @@ fn decoder(protocol: Protocol, data: &[u8]) {
 }
 
 /// The JSON decoder: whole buffer against every chunking, never past the size limit.
+///
+/// Every record in it (the bytes between separators) also goes through the fast path for the
+/// common shapes: where that answers, serde must give the same message.
 pub fn json_decode(data: &[u8]) {
     decoder(Protocol::Json, data);
+    for record in data.split(|&b| b == crate::protocol::json::RECORD_SEPARATOR) {
+        if let Some(fast) = crate::protocol::json::parse_common(record) {
+            let slow = crate::protocol::json::parse_record_with_serde(record);
+            assert_eq!(
+                Ok(Some(fast)),
+                slow,
+                "the fast path and serde read {:?} differently",
+                String::from_utf8_lossy(record)
+            );
+        }
+    }
 }
 
 /// The MessagePack decoder: whole buffer against every chunking, never past the size limit.

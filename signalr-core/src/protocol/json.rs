@@ -162,7 +162,27 @@ fn missing(property: &str) -> ProtocolError {
 }
 
 /// Parses one record (without its separator). `Ok(None)` for an unknown message type.
-fn parse_record(record: &[u8]) -> Result<Option<InboundMessage>, ProtocolError> {
+///
+/// The two records a client sends most, an invocation with plain strings for its id and target
+/// and a ping, are read by [`common::parse`] without serde; everything else, and every record
+/// that is not valid, goes through serde, which then decides the outcome and its error text.
+pub(crate) fn parse_record(record: &[u8]) -> Result<Option<InboundMessage>, ProtocolError> {
+    if let Some(message) = common::parse(record) {
+        return Ok(Some(message));
+    }
+    parse_record_with_serde(record)
+}
+
+/// The fast path alone: `None` where serde would have to decide.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn parse_common(record: &[u8]) -> Option<InboundMessage> {
+    common::parse(record)
+}
+
+/// [`parse_record`] through serde alone (what the fast path must agree with).
+pub(crate) fn parse_record_with_serde(
+    record: &[u8],
+) -> Result<Option<InboundMessage>, ProtocolError> {
     let wire: WireMessage = serde_json::from_slice(record)
         .map_err(|e| ProtocolError::invalid(format!("Error reading JSON. {e}")))?;
     let kind = wire.kind.ok_or_else(|| missing("type"))?;
@@ -318,4 +338,366 @@ struct SequenceOut {
     kind: u8,
     #[serde(rename = "sequenceId")]
     sequence_id: u64,
+}
+
+/// The common records without serde: `{"type":1,"invocationId":"…","target":"…","arguments":[…]}`
+/// (properties in any order, the id optional, any JSON whitespace) and `{"type":6}`.
+///
+/// This is a recognizer, not a second JSON parser with its own opinions: it answers only when
+/// the record is certainly valid JSON of that shape, and returns `None` for anything else: a
+/// backslash in a string, another property, a duplicate, a `type` written other than as `1` or
+/// `6`, nesting deeper than [`common::MAX_DEPTH`], bytes after the object. serde then reads the
+/// record as before, so errors and rarer shapes are exactly what they were. Each argument is
+/// still handed to serde's `RawValue` as text, which checks it once more.
+mod common {
+    use serde_json::value::RawValue;
+
+    use super::super::{Arguments, Headers, InboundMessage, Invocation, Message, Payload};
+
+    /// Under serde_json's own recursion limit (128), so that what is recognized here could
+    /// never have been refused there for depth.
+    pub(super) const MAX_DEPTH: usize = 100;
+
+    pub(super) fn parse(record: &[u8]) -> Option<InboundMessage> {
+        // One UTF-8 check for the whole record; every slice taken below starts and ends at an
+        // ASCII delimiter, so it is a `&str` too.
+        let text = std::str::from_utf8(record).ok()?;
+        let mut scan = Scan {
+            text,
+            bytes: record,
+            at: 0,
+        };
+        let mut kind = None;
+        let mut invocation_id = None;
+        let mut target = None;
+        let mut arguments: Option<Vec<Payload>> = None;
+        scan.skip_whitespace();
+        scan.expect(b'{')?;
+        scan.skip_whitespace();
+        if scan.peek() == Some(b'}') {
+            return None;
+        }
+        loop {
+            scan.skip_whitespace();
+            let key = scan.string()?;
+            scan.skip_whitespace();
+            scan.expect(b':')?;
+            scan.skip_whitespace();
+            match key {
+                "type" if kind.is_none() => kind = Some(scan.small_integer()?),
+                "invocationId" if invocation_id.is_none() => invocation_id = Some(scan.string()?),
+                "target" if target.is_none() => target = Some(scan.string()?),
+                "arguments" if arguments.is_none() => arguments = Some(scan.arguments()?),
+                _ => return None,
+            }
+            scan.skip_whitespace();
+            match scan.next()? {
+                b',' => continue,
+                b'}' => break,
+                _ => return None,
+            }
+        }
+        scan.skip_whitespace();
+        if scan.at != record.len() {
+            return None;
+        }
+        match kind? {
+            1 => Some(Message::Invocation(Invocation {
+                headers: Headers::new(),
+                invocation_id: invocation_id.filter(|id| !id.is_empty()).map(str::to_owned),
+                target: target?.to_owned(),
+                arguments: Arguments(arguments?),
+                stream_ids: Vec::new(),
+            })),
+            6 => Some(Message::Ping),
+            _ => None,
+        }
+    }
+
+    struct Scan<'a> {
+        text: &'a str,
+        bytes: &'a [u8],
+        at: usize,
+    }
+
+    impl<'a> Scan<'a> {
+        fn peek(&self) -> Option<u8> {
+            self.bytes.get(self.at).copied()
+        }
+
+        fn next(&mut self) -> Option<u8> {
+            let byte = self.peek()?;
+            self.at += 1;
+            Some(byte)
+        }
+
+        fn expect(&mut self, byte: u8) -> Option<()> {
+            (self.next()? == byte).then_some(())
+        }
+
+        fn skip_whitespace(&mut self) {
+            while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+                self.at += 1;
+            }
+        }
+
+        /// A string without escapes or control characters: its contents. One pass, since
+        /// the strings of a hub message are short.
+        fn string(&mut self) -> Option<&'a str> {
+            self.expect(b'"')?;
+            let start = self.at;
+            loop {
+                match self.next()? {
+                    b'"' => return self.text.get(start..self.at - 1),
+                    b'\\' | 0..=0x1f => return None,
+                    _ => {}
+                }
+            }
+        }
+
+        /// `1` or `6`: the message types recognized here, written the plain way.
+        fn small_integer(&mut self) -> Option<u8> {
+            let digit = self.next()?;
+            let value = matches!(digit, b'1' | b'6').then(|| digit - b'0')?;
+            // `16`, `1.0`, `1e0` and the like are left to serde.
+            match self.peek() {
+                Some(b) if b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E') => None,
+                _ => Some(value),
+            }
+        }
+
+        /// `[value, ...]`, each value as the payload of its raw text.
+        fn arguments(&mut self) -> Option<Vec<Payload>> {
+            self.expect(b'[')?;
+            let mut values = Vec::new();
+            self.skip_whitespace();
+            if self.peek() == Some(b']') {
+                self.at += 1;
+                return Some(values);
+            }
+            loop {
+                self.skip_whitespace();
+                let start = self.at;
+                self.value(2)?;
+                let text = self.text.get(start..self.at)?;
+                values.push(Payload::json(RawValue::from_string(text.to_owned()).ok()?));
+                self.skip_whitespace();
+                match self.next()? {
+                    b',' => continue,
+                    b']' => return Some(values),
+                    _ => return None,
+                }
+            }
+        }
+
+        /// Steps over one JSON value at nesting `depth`.
+        fn value(&mut self, depth: usize) -> Option<()> {
+            match self.peek()? {
+                b'"' => self.string().map(drop),
+                b'{' | b'[' if depth >= MAX_DEPTH => None,
+                b'{' => {
+                    self.at += 1;
+                    self.skip_whitespace();
+                    if self.peek() == Some(b'}') {
+                        self.at += 1;
+                        return Some(());
+                    }
+                    loop {
+                        self.skip_whitespace();
+                        self.string()?;
+                        self.skip_whitespace();
+                        self.expect(b':')?;
+                        self.skip_whitespace();
+                        self.value(depth + 1)?;
+                        self.skip_whitespace();
+                        match self.next()? {
+                            b',' => continue,
+                            b'}' => return Some(()),
+                            _ => return None,
+                        }
+                    }
+                }
+                b'[' => {
+                    self.at += 1;
+                    self.skip_whitespace();
+                    if self.peek() == Some(b']') {
+                        self.at += 1;
+                        return Some(());
+                    }
+                    loop {
+                        self.skip_whitespace();
+                        self.value(depth + 1)?;
+                        self.skip_whitespace();
+                        match self.next()? {
+                            b',' => continue,
+                            b']' => return Some(()),
+                            _ => return None,
+                        }
+                    }
+                }
+                b't' => self.word(b"true"),
+                b'f' => self.word(b"false"),
+                b'n' => self.word(b"null"),
+                b'-' | b'0'..=b'9' => self.number(),
+                _ => None,
+            }
+        }
+
+        fn word(&mut self, word: &[u8]) -> Option<()> {
+            let end = self.at + word.len();
+            (self.bytes.get(self.at..end)? == word).then(|| self.at = end)
+        }
+
+        fn digits(&mut self) -> usize {
+            let start = self.at;
+            while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+                self.at += 1;
+            }
+            self.at - start
+        }
+
+        /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`
+        fn number(&mut self) -> Option<()> {
+            if self.peek() == Some(b'-') {
+                self.at += 1;
+            }
+            match self.next()? {
+                b'0' => {}
+                b'1'..=b'9' => {
+                    self.digits();
+                }
+                _ => return None,
+            }
+            if self.peek() == Some(b'.') {
+                self.at += 1;
+                (self.digits() > 0).then_some(())?;
+            }
+            if matches!(self.peek(), Some(b'e' | b'E')) {
+                self.at += 1;
+                if matches!(self.peek(), Some(b'+' | b'-')) {
+                    self.at += 1;
+                }
+                (self.digits() > 0).then_some(())?;
+            }
+            Some(())
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::super::parse_record_with_serde;
+        use super::*;
+
+        /// The fast path answers for these, and its answer is serde's.
+        const RECOGNIZED: &[&str] = &[
+            r#"{"type":1,"invocationId":"1","target":"Echo","arguments":["hello"]}"#,
+            r#"{"type":1,"target":"Send","arguments":[]}"#,
+            r#"{"arguments":[1,-2.5e3,true,false,null,{"a":[{}]},[[]]],"target":"T","type":1}"#,
+            r#" { "type" : 1 , "invocationId" : "" , "target" : "x" , "arguments" : [ 0 , "é✓" ] } "#,
+            "{\"type\":1,\"target\":\"x\",\"arguments\":[{\"k\":\n\"v\"}]}",
+            r#"{"type":6}"#,
+            r#"{"type":6,"target":"ignored"}"#,
+            r#"{"type":1,"target":"","arguments":[-0,0.5,1E+2,3e-1]}"#,
+        ];
+
+        /// Left to serde: each is either an error there or a shape not recognized here.
+        const DEFERRED: &[&str] = &[
+            r#"{"type":1,"target":"E\"cho","arguments":[]}"#,
+            r#"{"type":1,"target":"Echo","arguments":["a\nb"]}"#,
+            r#"{"type":1,"target":"Echo","arguments":[],"headers":{"a":"b"}}"#,
+            r#"{"type":1,"target":"Echo","arguments":[],"streamIds":["1"]}"#,
+            r#"{"type":1,"target":"A","target":"B","arguments":[]}"#,
+            r#"{"type":1.0,"target":"A","arguments":[]}"#,
+            r#"{"type":16,"target":"A","arguments":[]}"#,
+            r#"{"type":"1","target":"A","arguments":[]}"#,
+            r#"{"type":1,"target":"A","arguments":[01]}"#,
+            r#"{"type":1,"target":"A","arguments":[1.]}"#,
+            r#"{"type":1,"target":"A","arguments":[.5]}"#,
+            r#"{"type":1,"target":"A","arguments":[1e]}"#,
+            r#"{"type":1,"target":"A","arguments":[tru]}"#,
+            r#"{"type":1,"target":"A","arguments":[1,]}"#,
+            r#"{"type":1,"target":"A","arguments":[{"a":1,}]}"#,
+            r#"{"type":1,"target":"A","arguments":[{1:2}]}"#,
+            r#"{"type":1,"target":"A","arguments":[]}x"#,
+            r#"{"type":1,"target":"A","arguments":[]"#,
+            r#"{"type":1,"target":"A"}"#,
+            r#"{"type":1,"arguments":[]}"#,
+            r#"{"target":"A","arguments":[]}"#,
+            r#"{"type":1,"target":"A","arguments":"x"}"#,
+            "{\"type\":1,\"target\":\"\t\",\"arguments\":[]}",
+            r#"{"type":3,"invocationId":"1","result":1}"#,
+            r#"{}"#,
+            r#"[]"#,
+            "",
+        ];
+
+        #[test]
+        fn the_common_shapes_are_read_as_serde_reads_them() {
+            for record in RECOGNIZED {
+                let fast =
+                    parse(record.as_bytes()).unwrap_or_else(|| panic!("not recognized: {record}"));
+                let slow = parse_record_with_serde(record.as_bytes());
+                assert_eq!(Ok(Some(fast)), slow, "{record}");
+            }
+        }
+
+        #[test]
+        fn anything_else_is_left_to_serde() {
+            for record in DEFERRED {
+                assert_eq!(parse(record.as_bytes()), None, "{record}");
+            }
+        }
+
+        #[test]
+        fn invalid_utf8_and_deep_nesting_are_left_to_serde() {
+            let mut bad = br#"{"type":1,"target":"A","arguments":[""#.to_vec();
+            bad.extend_from_slice(&[0xff, 0xfe]);
+            bad.extend_from_slice(br#""]}"#);
+            assert_eq!(parse(&bad), None);
+            let deep = format!(
+                r#"{{"type":1,"target":"A","arguments":[{}{}]}}"#,
+                "[".repeat(MAX_DEPTH),
+                "]".repeat(MAX_DEPTH)
+            );
+            assert_eq!(parse(deep.as_bytes()), None);
+            let shallow = format!(
+                r#"{{"type":1,"target":"A","arguments":[{}{}]}}"#,
+                "[".repeat(MAX_DEPTH - 3),
+                "]".repeat(MAX_DEPTH - 3)
+            );
+            assert!(parse(shallow.as_bytes()).is_some());
+        }
+
+        /// Every record the fast path reads, mutated byte by byte: where it still answers, it
+        /// answers what serde does.
+        #[test]
+        fn mutations_of_the_common_shapes_agree_with_serde() {
+            let alphabet = b" \t\n\"\\{}[],:01-.eE+truefalsn\x1f\xc3\xa9x";
+            let mut recognized = 0;
+            for record in RECOGNIZED {
+                let bytes = record.as_bytes();
+                for at in 0..bytes.len() {
+                    for &replacement in alphabet {
+                        for mutated in [
+                            [&bytes[..at], &[replacement], &bytes[at + 1..]].concat(),
+                            [&bytes[..at], &[replacement], &bytes[at..]].concat(),
+                            [&bytes[..at], &bytes[at + 1..]].concat(),
+                        ] {
+                            if let Some(fast) = parse(&mutated) {
+                                recognized += 1;
+                                assert_eq!(
+                                    Ok(Some(fast)),
+                                    parse_record_with_serde(&mutated),
+                                    "{}",
+                                    String::from_utf8_lossy(&mutated)
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            // The check would prove nothing if no mutation were still recognized.
+            assert!(recognized > 1_000, "{recognized}");
+        }
+    }
 }
