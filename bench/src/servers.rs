@@ -224,9 +224,20 @@ fn report_allocator_periodically() {
     );
 }
 
+/// The environment variable that sets our server's WebSocket read buffer (bytes), to compare
+/// what tungstenite's zeroing of it costs small messages against the reads large ones take.
+pub const WS_READ_BUFFER_SETTING: &str = "SIGNALR_BENCH_WS_READ_BUFFER";
+
 /// The hub every SignalR target exposes: echo, broadcast to all, and groups.
 fn bench_hub() -> Hub {
-    Hub::builder()
+    let mut builder = Hub::builder();
+    if let Some(bytes) = std::env::var(WS_READ_BUFFER_SETTING)
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        builder = builder.websocket_read_buffer_size(bytes);
+    }
+    builder
         .method("Echo", |value: Payload| async move { value })
         .method("Broadcast", |clients: Clients, value: Payload| async move {
             clients.all().send("Msg", (value,)).await?;

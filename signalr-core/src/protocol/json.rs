@@ -468,23 +468,37 @@ mod common {
 
         /// `[value, ...]`, each value as the payload of its raw text.
         fn arguments(&mut self) -> Option<Vec<Payload>> {
-            self.expect(b'[')?;
             let mut values = Vec::new();
+            self.sequence(b'[', b']', |scan| {
+                let start = scan.at;
+                scan.value(2)?;
+                let text = scan.text.get(start..scan.at)?;
+                values.push(Payload::json(RawValue::from_string(text.to_owned()).ok()?));
+                Some(())
+            })?;
+            Some(values)
+        }
+
+        /// `open item, item, ... close`, possibly empty, with whitespace anywhere between.
+        fn sequence(
+            &mut self,
+            open: u8,
+            close: u8,
+            mut item: impl FnMut(&mut Self) -> Option<()>,
+        ) -> Option<()> {
+            self.expect(open)?;
             self.skip_whitespace();
-            if self.peek() == Some(b']') {
+            if self.peek() == Some(close) {
                 self.at += 1;
-                return Some(values);
+                return Some(());
             }
             loop {
                 self.skip_whitespace();
-                let start = self.at;
-                self.value(2)?;
-                let text = self.text.get(start..self.at)?;
-                values.push(Payload::json(RawValue::from_string(text.to_owned()).ok()?));
+                item(self)?;
                 self.skip_whitespace();
                 match self.next()? {
                     b',' => continue,
-                    b']' => return Some(values),
+                    byte if byte == close => return Some(()),
                     _ => return None,
                 }
             }
@@ -495,46 +509,14 @@ mod common {
             match self.peek()? {
                 b'"' => self.string().map(drop),
                 b'{' | b'[' if depth >= MAX_DEPTH => None,
-                b'{' => {
-                    self.at += 1;
-                    self.skip_whitespace();
-                    if self.peek() == Some(b'}') {
-                        self.at += 1;
-                        return Some(());
-                    }
-                    loop {
-                        self.skip_whitespace();
-                        self.string()?;
-                        self.skip_whitespace();
-                        self.expect(b':')?;
-                        self.skip_whitespace();
-                        self.value(depth + 1)?;
-                        self.skip_whitespace();
-                        match self.next()? {
-                            b',' => continue,
-                            b'}' => return Some(()),
-                            _ => return None,
-                        }
-                    }
-                }
-                b'[' => {
-                    self.at += 1;
-                    self.skip_whitespace();
-                    if self.peek() == Some(b']') {
-                        self.at += 1;
-                        return Some(());
-                    }
-                    loop {
-                        self.skip_whitespace();
-                        self.value(depth + 1)?;
-                        self.skip_whitespace();
-                        match self.next()? {
-                            b',' => continue,
-                            b']' => return Some(()),
-                            _ => return None,
-                        }
-                    }
-                }
+                b'{' => self.sequence(b'{', b'}', |scan| {
+                    scan.string()?;
+                    scan.skip_whitespace();
+                    scan.expect(b':')?;
+                    scan.skip_whitespace();
+                    scan.value(depth + 1)
+                }),
+                b'[' => self.sequence(b'[', b']', |scan| scan.value(depth + 1)),
                 b't' => self.word(b"true"),
                 b'f' => self.word(b"false"),
                 b'n' => self.word(b"null"),
