@@ -45,10 +45,11 @@ pub fn decode_handshake_request(
     if end > max_size {
         return Err(HandshakeError::TooLarge);
     }
-    let record = buf.split_to(end + 1);
-    serde_json::from_slice::<HandshakeRequest>(&record[..end])
+    let request = serde_json::from_slice::<HandshakeRequest>(&buf[..end])
         .map(Some)
-        .map_err(|e| HandshakeError::Malformed(e.to_string()))
+        .map_err(|e| HandshakeError::Malformed(e.to_string()));
+    buf.advance(end + 1);
+    request
 }
 
 /// The handshake response record: `{}` on success, `{"error":"..."}` on failure.

@@ -10,9 +10,16 @@ use bytes::{Bytes, BytesMut};
 /// JSON record that arrives one byte at a time would be scanned from its start after every
 /// byte: a 32 KB record sent as 32,000 one-byte WebSocket messages cost half a billion byte
 /// comparisons. With it, every byte is looked at once, whatever the chunking.
+///
+/// A chunk that arrives while nothing else is buffered is kept as it came (usually a slice of
+/// the WebSocket's own read buffer), so whole records in one frame, the common case, are
+/// decoded without a copy; bytes are copied only when a record spans chunks.
 #[derive(Debug, Default, Clone)]
 pub struct InputBuffer {
-    bytes: BytesMut,
+    /// The received chunk, not copied; used while `joined` is empty.
+    chunk: Bytes,
+    /// Chunks joined because a record spans them; used while `chunk` is empty.
+    joined: BytesMut,
     /// Bytes at the front already known to hold no record separator.
     scanned: usize,
 }
@@ -23,27 +30,37 @@ impl InputBuffer {
         InputBuffer::default()
     }
 
-    /// Appends a chunk the transport delivered; when the buffer is empty and the chunk is
-    /// uniquely owned, it is taken without a copy.
+    /// Appends a chunk the transport delivered; when the buffer is empty it is kept without a
+    /// copy.
     pub fn push(&mut self, chunk: Bytes) {
-        if self.bytes.is_empty() {
+        if chunk.is_empty() {
+            return;
+        }
+        if self.is_empty() {
             self.scanned = 0;
-            self.bytes = chunk
-                .try_into_mut()
-                .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+            // What joined an earlier record is let go: an idle connection holds no buffer.
+            self.joined = BytesMut::new();
+            self.chunk = chunk;
         } else {
-            self.bytes.extend_from_slice(&chunk);
+            self.extend_from_slice(&chunk);
         }
     }
 
     /// Appends bytes (copied).
     pub fn extend_from_slice(&mut self, bytes: &[u8]) {
-        self.bytes.extend_from_slice(bytes);
+        if !self.chunk.is_empty() {
+            // From now on the bytes live in `joined`.
+            let chunk = std::mem::take(&mut self.chunk);
+            self.joined.reserve(chunk.len() + bytes.len());
+            self.joined.extend_from_slice(&chunk);
+        }
+        self.joined.extend_from_slice(bytes);
     }
 
     /// Drops everything buffered.
     pub fn clear(&mut self) {
-        self.bytes.clear();
+        self.chunk = Bytes::new();
+        self.joined.clear();
         self.scanned = 0;
     }
 
@@ -51,19 +68,40 @@ impl InputBuffer {
     /// there is none, the whole buffer counts as searched, so the next call starts at the
     /// bytes appended since.
     pub(crate) fn find(&mut self, byte: u8) -> Option<usize> {
-        match memchr::memchr(byte, &self.bytes[self.scanned..]) {
+        match memchr::memchr(byte, &self[self.scanned..]) {
             Some(offset) => Some(self.scanned + offset),
             None => {
-                self.scanned = self.bytes.len();
+                self.scanned = self.len();
                 None
             }
         }
     }
 
-    /// Takes the first `len` bytes off the front.
-    pub(crate) fn split_to(&mut self, len: usize) -> BytesMut {
+    /// Takes the first `len` bytes off the front, in a buffer of their own: values decoded
+    /// from them may outlive the read, and must not keep the transport's read buffer alive.
+    pub(crate) fn split_to(&mut self, len: usize) -> Bytes {
+        if self.chunk.is_empty() {
+            self.scanned = self.scanned.saturating_sub(len);
+            self.joined.split_to(len).freeze()
+        } else {
+            let taken = Bytes::copy_from_slice(&self.chunk[..len]);
+            self.advance(len);
+            taken
+        }
+    }
+
+    /// Drops the first `len` bytes (a record already read from the slice).
+    pub(crate) fn advance(&mut self, len: usize) {
         self.scanned = self.scanned.saturating_sub(len);
-        self.bytes.split_to(len)
+        if self.chunk.is_empty() {
+            bytes::Buf::advance(&mut self.joined, len);
+        } else {
+            bytes::Buf::advance(&mut self.chunk, len);
+            if self.chunk.is_empty() {
+                // An empty slice would still hold the transport's buffer.
+                self.chunk = Bytes::new();
+            }
+        }
     }
 }
 
@@ -71,13 +109,21 @@ impl Deref for InputBuffer {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        &self.bytes
+        if self.chunk.is_empty() {
+            &self.joined
+        } else {
+            &self.chunk
+        }
     }
 }
 
 impl From<BytesMut> for InputBuffer {
-    fn from(bytes: BytesMut) -> Self {
-        InputBuffer { bytes, scanned: 0 }
+    fn from(joined: BytesMut) -> Self {
+        InputBuffer {
+            chunk: Bytes::new(),
+            joined,
+            scanned: 0,
+        }
     }
 }
 
@@ -124,5 +170,31 @@ mod tests {
         assert_eq!(input.scanned, 4);
         input.extend_from_slice(b"\x1e");
         assert_eq!(input.find(0x1e), Some(4));
+    }
+
+    #[test]
+    fn a_chunk_is_kept_until_a_record_spans_chunks() {
+        let first = Bytes::from_static(b"{}\x1e{\"a\"");
+        let mut input = InputBuffer::new();
+        input.push(first.clone());
+        // Not copied: the buffer is the chunk itself.
+        assert_eq!(input.as_ptr(), first.as_ptr());
+        assert_eq!(input.find(0x1e), Some(2));
+        input.advance(3);
+        assert_eq!(&input[..], b"{\"a\"");
+        assert_eq!(input.find(0x1e), None);
+        input.push(Bytes::from_static(b":1}\x1e"));
+        assert_eq!(&input[..], b"{\"a\":1}\x1e");
+        assert_eq!(input.find(0x1e), Some(7));
+        assert_eq!(&input.split_to(8)[..], b"{\"a\":1}\x1e");
+        assert!(input.is_empty());
+        // Empty again: the next chunk is kept as it came.
+        let next = Bytes::from_static(b"x");
+        input.push(next.clone());
+        assert_eq!(input.as_ptr(), next.as_ptr());
+        input.push(Bytes::new());
+        assert_eq!(&input[..], b"x");
+        input.clear();
+        assert!(input.is_empty());
     }
 }

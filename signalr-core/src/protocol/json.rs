@@ -44,8 +44,10 @@ impl HubProtocol for JsonProtocol {
                     limit: max_message_size,
                 });
             }
-            let record = input.split_to(end + 1);
-            if let Some(message) = parse_record(&record[..end])? {
+            // Read from the buffer in place, then dropped from it.
+            let message = parse_record(&input[..end]);
+            input.advance(end + 1);
+            if let Some(message) = message? {
                 return Ok(Some(message));
             }
             // Unknown message type: skipped, like the reference does.

@@ -57,7 +57,7 @@ impl HubProtocol for MessagePackProtocol {
             if buf.len() < total {
                 return Ok(None);
             }
-            let record = buf.split_to(total).freeze();
+            let record = buf.split_to(total);
             if let Some(message) = parse_body(record.slice(prefix_len..))? {
                 return Ok(Some(message));
             }
