@@ -2,8 +2,6 @@
 //! hub: upload streams against the parallel-invocation limit, a read loop held up by a busy
 //! slot, and a client too slow to read what it is sent. In virtual time, through the test kit.
 
-use std::io;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -13,39 +11,8 @@ use signalr_core::protocol::{
 use signalr_core::test_util::{ServerMessage, TestClient};
 use signalr_core::{Hub, HubError, UploadStream};
 
-/// Log lines written while it is held, for tests that check what an operator would see.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Logs {
-    /// Captures this thread's logs (the tests run on a current-thread runtime, so every task
-    /// of the hub logs here) until the guard drops.
-    fn capture(&self) -> tracing::subscriber::DefaultGuard {
-        let logs = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .with_writer(move || logs.clone())
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-
-    fn count(&self, needle: &str) -> usize {
-        let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
-        text.lines().filter(|line| line.contains(needle)).count()
-    }
-}
-
-impl io::Write for Logs {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+mod common;
+use common::Logs;
 
 async fn echo(value: String) -> String {
     value
@@ -149,7 +116,7 @@ async fn an_upload_in_progress_does_not_hold_the_only_invocation_slot() {
 #[tokio::test(start_paused = true)]
 async fn a_read_loop_waiting_for_a_busy_slot_is_logged_once_and_not_timed_out() {
     let logs = Logs::default();
-    let _guard = logs.capture();
+    let _guard = logs.capture(tracing::Level::DEBUG);
     let hub = Hub::builder()
         .method("Busy", busy_for_two_hours)
         .method("Echo", echo)
@@ -177,7 +144,7 @@ async fn a_read_loop_waiting_for_a_busy_slot_is_logged_once_and_not_timed_out() 
 #[tokio::test(start_paused = true)]
 async fn an_upload_nobody_reads_is_backpressure_and_is_logged_once() {
     let logs = Logs::default();
-    let _guard = logs.capture();
+    let _guard = logs.capture(tracing::Level::DEBUG);
     let hub = Hub::builder()
         .method("NeverReads", never_reads)
         .method("Echo", echo)
@@ -203,7 +170,7 @@ async fn an_upload_nobody_reads_is_backpressure_and_is_logged_once() {
 #[tokio::test(start_paused = true)]
 async fn a_slow_client_is_closed_logged_and_counted_once() {
     let logs = Logs::default();
-    let _guard = logs.capture();
+    let _guard = logs.capture(tracing::Level::DEBUG);
     let hub = Hub::builder()
         .method("Echo", echo)
         .outbound_queue_capacity(4)
