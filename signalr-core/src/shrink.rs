@@ -7,6 +7,7 @@
 //! the map when it is under a quarter full: the check costs a read lock per shard, so it is done
 //! rarely, and the quarter keeps a map that shrinks from growing straight back.
 
+#[cfg(feature = "server")]
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -48,6 +49,7 @@ impl Shrinker {
 }
 
 /// For a map behind a lock the caller already holds: capacity is free to read, so no count.
+#[cfg(feature = "server")]
 pub(crate) fn shrink_if_sparse<K: Eq + Hash, V, S: BuildHasher>(map: &mut HashMap<K, V, S>) {
     if too_sparse(map.len(), map.capacity()) {
         map.shrink_to(map.len() * 2);
@@ -87,6 +89,11 @@ mod tests {
         assert!(!too_sparse(300, 1024));
         assert!(!too_sparse(30_000, 100_000));
         assert!(too_sparse(20_000, 100_000));
+    }
+
+    #[cfg(feature = "server")]
+    #[test]
+    fn a_locked_map_shrinks_when_sparse() {
         let mut locked: HashMap<u32, u32> = (0..50_000).map(|i| (i, i)).collect();
         locked.retain(|&k, _| k < 10);
         shrink_if_sparse(&mut locked);

@@ -79,6 +79,7 @@ impl InputBuffer {
 
     /// Takes the first `len` bytes off the front, in a buffer of their own: values decoded
     /// from them may outlive the read, and must not keep the transport's read buffer alive.
+    #[cfg(any(test, feature = "msgpack"))]
     pub(crate) fn split_to(&mut self, len: usize) -> Bytes {
         if self.chunk.is_empty() {
             self.scanned = self.scanned.saturating_sub(len);
