@@ -115,33 +115,9 @@ fn describe() {
         Unit::Seconds,
         "HTTP requests, until the response head (a WebSocket upgrade, an SSE stream's start)"
     );
-    describe_gauge!(
-        "signalr.server.active_connections",
-        "Hub connections open on this process"
-    );
-    describe_histogram!(
-        "signalr.server.connection.duration",
-        Unit::Seconds,
-        "How long hub connections lasted"
-    );
-    describe_histogram!(
-        "signalr.server.invocation.duration",
-        Unit::Seconds,
-        "Hub method invocations"
-    );
-    describe_counter!("signalr.server.invocations", "Hub method invocations");
-    describe_counter!("signalr.server.messages.received", "Hub messages received");
-    describe_counter!("signalr.server.messages.sent", "Hub messages sent");
-    describe_counter!(
-        "signalr.server.bytes.received",
-        "Hub payload bytes received"
-    );
-    describe_counter!("signalr.server.bytes.sent", "Hub payload bytes sent");
-    describe_histogram!(
-        "signalr.backplane.lag",
-        Unit::Seconds,
-        "How long a message from Redis waited before local delivery"
-    );
+    // The libraries describe their own metrics (units, help texts).
+    signalr_core::describe_metrics();
+    signalr_redis::describe_metrics();
     describe_gauge!("chat.db.pool.size", "Database connections open");
     describe_gauge!("chat.db.pool.idle", "Database connections open and idle");
     describe_gauge!(

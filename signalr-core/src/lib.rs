@@ -421,7 +421,10 @@
 //! Per-message counts are recorded once per read or write batch, and a method is labelled
 //! only by a name the hub registered, so a hostile client cannot grow the label set.
 //! [`Hub::connection_count`] and [`Hub::slow_client_closes`] give the same figures without a
-//! recorder. The Redis backplane's metrics are in `signalr-redis`.
+//! recorder. After installing a recorder, call `describe_metrics()` (this crate's, and
+//! `signalr_redis::describe_metrics()` for the backplane) to give it every metric's unit and
+//! help text: with an exporter that uses units, such as Prometheus's, the durations then get
+//! their `_seconds` suffix. The Redis backplane's metrics are in `signalr-redis`.
 //!
 //! # Where we differ from the reference
 //! - The client timeout counts from the handshake, not from the client's first Ping: a client
@@ -486,6 +489,8 @@ mod lifetime;
 mod log_limit;
 mod observe;
 mod options;
+#[cfg(feature = "metrics")]
+pub use observe::describe_metrics;
 pub use options::HubOptions;
 mod raw;
 mod request;

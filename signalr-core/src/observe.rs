@@ -151,6 +151,50 @@ mod record {
     pub(crate) fn sse_stream() {
         counter!("signalr.server.sse_streams").increment(1);
     }
+
+    /// Gives the installed recorder every metric's unit and help text.
+    pub fn describe_metrics() {
+        use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+        describe_gauge!(
+            "signalr.server.active_connections",
+            "Hub connections open on this process"
+        );
+        describe_histogram!(
+            "signalr.server.connection.duration",
+            Unit::Seconds,
+            "How long hub connections lasted"
+        );
+        describe_counter!("signalr.server.invocations", "Hub method invocations");
+        describe_histogram!(
+            "signalr.server.invocation.duration",
+            Unit::Seconds,
+            "Hub method invocations"
+        );
+        describe_counter!("signalr.server.messages.received", "Hub messages received");
+        describe_counter!("signalr.server.messages.sent", "Hub messages sent");
+        describe_counter!(
+            "signalr.server.bytes.received",
+            "Hub payload bytes received"
+        );
+        describe_counter!("signalr.server.bytes.sent", "Hub payload bytes sent");
+        describe_counter!(
+            "signalr.server.slow_client_closes",
+            "Connections closed because the client read too slowly"
+        );
+        describe_counter!(
+            "signalr.server.handshake.refusals",
+            "Handshakes refused, by reason"
+        );
+        describe_counter!(
+            "signalr.server.authentication.refusals",
+            "Requests refused by authentication, by HTTP status"
+        );
+        describe_counter!("signalr.server.long_polls", "Long-polling requests");
+        describe_counter!(
+            "signalr.server.sse_streams",
+            "Server-Sent Events streams opened"
+        );
+    }
 }
 
 #[cfg(not(feature = "metrics"))]
@@ -169,4 +213,6 @@ mod record {
     pub(crate) fn sse_stream() {}
 }
 
+#[cfg(feature = "metrics")]
+pub use record::describe_metrics;
 pub(crate) use record::*;

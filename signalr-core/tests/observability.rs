@@ -5,14 +5,16 @@
 //! One recorder per process, so everything is one test, in steps.
 
 use std::collections::HashMap;
-use std::io;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use metrics::Unit;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use metrics_util::MetricKind;
 use signalr_core::test_util::TestClient;
 use signalr_core::{Hub, HubError, TransportKind};
+
+mod common;
+use common::Logs;
 
 /// Everything recorded so far, by name and labels: the debugging recorder's snapshots are
 /// deltas (each resets what it read), so values and histogram sample counts are summed.
@@ -20,6 +22,8 @@ struct Recorded {
     snapshotter: Snapshotter,
     histograms: HashMap<String, usize>,
     values: HashMap<String, f64>,
+    /// Unit and help text of each metric name, as `describe_metrics` gave them.
+    described: HashMap<String, (Option<Unit>, String)>,
 }
 
 fn key(name: &str, labels: &[(&str, &str)]) -> String {
@@ -30,8 +34,12 @@ fn key(name: &str, labels: &[(&str, &str)]) -> String {
 
 impl Recorded {
     fn take(&mut self) {
-        for (composite, _, _, value) in self.snapshotter.snapshot().into_vec() {
+        for (composite, unit, help, value) in self.snapshotter.snapshot().into_vec() {
             let (kind, key_) = composite.into_parts();
+            if let Some(help) = help {
+                self.described
+                    .insert(key_.name().to_owned(), (unit, help.to_string()));
+            }
             let labels: Vec<(String, String)> = key_
                 .labels()
                 .map(|l| (l.key().to_owned(), l.value().to_owned()))
@@ -70,30 +78,6 @@ impl Recorded {
     }
 }
 
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Logs {
-    fn lines(&self, needle: &str) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .filter(|line| line.contains(needle))
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-impl io::Write for Logs {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 async fn echo(value: String) -> String {
     tracing::info!(%value, "echoing");
     value
@@ -116,18 +100,14 @@ async fn metrics_and_logs_follow_connections_and_invocations() {
         snapshotter: recorder.snapshotter(),
         histograms: HashMap::new(),
         values: HashMap::new(),
+        described: HashMap::new(),
     };
     recorder
         .install()
         .expect("the only recorder of this test binary");
+    signalr_core::describe_metrics();
     let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = logs.capture(tracing::Level::INFO);
 
     let hub = Hub::builder()
         .method("Echo", echo)
@@ -242,4 +222,26 @@ async fn metrics_and_logs_follow_connections_and_invocations() {
     let refusal = logs.lines("handshake refused");
     assert_eq!(refusal.len(), 1);
     assert!(refusal[0].contains("WARN") && refusal[0].contains("connection{id="));
+
+    // Every metric that was recorded carries the help text `describe_metrics` gave it, and
+    // the durations their unit (which gives Prometheus names their `_seconds` suffix).
+    recorded.take();
+    for name in [
+        ACTIVE,
+        DURATION,
+        "signalr.server.invocations",
+        "signalr.server.messages.sent",
+    ] {
+        assert!(
+            recorded
+                .described
+                .get(name)
+                .is_some_and(|(_, help)| !help.is_empty()),
+            "{name} is not described: {:?}",
+            recorded.described
+        );
+    }
+    for name in [DURATION, "signalr.server.invocation.duration"] {
+        assert_eq!(recorded.described[name].0, Some(Unit::Seconds), "{name}");
+    }
 }

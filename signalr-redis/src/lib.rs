@@ -105,6 +105,7 @@
 //!   `.reconnects`, and the `signalr.backplane.lag` histogram: seconds a message from Redis
 //!   waited in this process before it was delivered (a growing lag means delivery cannot keep
 //!   up; past the pending-message limit messages are dropped and counted).
+//!   `describe_metrics()` gives an installed recorder their units and help texts.
 //!
 //! This crate turns on `signalr-core`'s `msgpack` feature: every publication carries both
 //! protocols' records (see [Wire compatibility](#wire-compatibility)).
@@ -120,6 +121,8 @@ pub mod protocol;
 
 pub use backplane::{BackplaneStats, RedisBackplane, RedisBackplaneBuilder};
 pub use error::Error;
+#[cfg(feature = "metrics")]
+pub use observe::describe_metrics;
 pub use protocol::RedisChannels;
 
 /// The README's examples, compiled as doctests so they stay true.

@@ -28,6 +28,27 @@ mod record {
     pub(crate) fn reconnected() {
         counter!("signalr.backplane.reconnects").increment(1);
     }
+
+    /// Gives the installed recorder every backplane metric's unit and help text.
+    pub fn describe_metrics() {
+        use metrics::{describe_counter, describe_histogram, Unit};
+        describe_counter!("signalr.backplane.published", "Messages published to Redis");
+        describe_counter!(
+            "signalr.backplane.publish_failures",
+            "Messages Redis did not take"
+        );
+        describe_counter!("signalr.backplane.received", "Messages received from Redis");
+        describe_counter!(
+            "signalr.backplane.dropped",
+            "Received messages dropped because local delivery fell too far behind"
+        );
+        describe_counter!("signalr.backplane.reconnects", "Reconnections to Redis");
+        describe_histogram!(
+            "signalr.backplane.lag",
+            Unit::Seconds,
+            "How long a message from Redis waited before local delivery"
+        );
+    }
 }
 
 #[cfg(not(feature = "metrics"))]
@@ -42,4 +63,6 @@ mod record {
     pub(crate) fn reconnected() {}
 }
 
+#[cfg(feature = "metrics")]
+pub use record::describe_metrics;
 pub(crate) use record::*;

@@ -22,6 +22,7 @@ async fn publishes_receipts_and_lag_are_recorded() {
     recorder
         .install()
         .expect("the only recorder of this test binary");
+    signalr_redis::describe_metrics();
 
     let url = redis_url();
     let nonce = std::time::SystemTime::now()
@@ -70,8 +71,21 @@ async fn publishes_receipts_and_lag_are_recorded() {
     assert!(delivered, "a broadcast from the other process arrived");
 
     let (mut published, mut received, mut lag_samples) = (0, 0, 0);
-    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+    let mut lag_unit = None;
+    for (key, unit, help, value) in snapshotter.snapshot().into_vec() {
         let (kind, key) = key.into_parts();
+        // Each backplane metric carries the help text `describe_metrics` gave it (the hub's
+        // own, recorded too when signalr-core's `metrics` feature is on, are described there).
+        if key.name().starts_with("signalr.backplane.") {
+            assert!(
+                help.is_some_and(|h| !h.is_empty()),
+                "{} is not described",
+                key.name()
+            );
+        }
+        if key.name() == "signalr.backplane.lag" {
+            lag_unit = unit;
+        }
         match (kind, key.name(), value) {
             (MetricKind::Counter, "signalr.backplane.published", DebugValue::Counter(n)) => {
                 published += n
@@ -96,4 +110,5 @@ async fn publishes_receipts_and_lag_are_recorded() {
     assert_eq!(received, here.stats().received + there.stats().received);
     assert!(received >= 1);
     assert!(lag_samples >= received);
+    assert_eq!(lag_unit, Some(metrics::Unit::Seconds));
 }
