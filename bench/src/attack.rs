@@ -220,16 +220,23 @@ impl ReceiveCost {
 }
 
 /// Sends the record again and again, each time waiting for its echo, until the server has
-/// spent enough CPU for a precise figure or the budget is spent.
+/// spent enough CPU for a precise figure or the budget is spent. `target` is `ours` (the hub)
+/// or `raw` (the baseline's `/records`, which only finds records and sends them back).
 async fn receive_cost(
     server: &servers::Server,
+    target: &str,
     protocol: Protocol,
     record: &[u8],
     bytewise: bool,
     budget: Duration,
 ) -> Result<ReceiveCost, String> {
     let wire = Wire::SignalR(protocol);
-    let socket = client::connect(server.port, "ours", protocol, None).await?;
+    let socket = if target == "raw" {
+        let url = format!("ws://127.0.0.1:{}/records", server.port);
+        client::open(&url, target, protocol).await?
+    } else {
+        client::connect(server.port, target, protocol, None).await?
+    };
     let (mut sink, mut stream) = socket.split();
     let whole = whole_message(record, protocol)?;
     // One record first, outside the measurement: the connection's buffers reach their size.
@@ -478,14 +485,26 @@ async fn fairness_phase(
 
 /// The whole run: receive cost per protocol and framing, then the fairness phases.
 pub async fn run(options: &AttackOptions) -> Result<Value, String> {
+    // The last row is the floor: a tokio-tungstenite server that only appends each frame to a
+    // buffer, finds the separator and sends the record back. What one-byte messages cost it is
+    // what they cost any server on this WebSocket stack, before a record is parsed at all.
     let mut receive = Vec::new();
-    for protocol in [Protocol::Json, Protocol::MessagePack] {
+    for (target, protocol) in [
+        ("ours", Protocol::Json),
+        ("ours", Protocol::MessagePack),
+        ("raw", Protocol::Json),
+    ] {
         let record = echo_record(protocol, options.record_bytes);
-        let server = servers::start("ours").await?;
-        eprintln!("receive cost, {protocol}, {} bytes", record.len());
-        let whole = receive_cost(&server, protocol, &record, false, options.receive_budget).await?;
-        let bytewise =
-            receive_cost(&server, protocol, &record, true, options.receive_budget).await?;
+        let server = servers::start(target).await?;
+        let name = if target == "raw" {
+            "raw records (the floor)".to_string()
+        } else {
+            protocol.name().to_string()
+        };
+        eprintln!("receive cost, {name}, {} bytes", record.len());
+        let budget = options.receive_budget;
+        let whole = receive_cost(&server, target, protocol, &record, false, budget).await?;
+        let bytewise = receive_cost(&server, target, protocol, &record, true, budget).await?;
         eprintln!(
             "  one message {:.3} ms/record, one-byte messages {:.3} ms/record",
             whole.cpu_ms_per_record(),
@@ -498,7 +517,8 @@ pub async fn run(options: &AttackOptions) -> Result<Value, String> {
             Value::Null
         };
         receive.push(json!({
-            "protocol": protocol.name(),
+            "protocol": name,
+            "target": target,
             "record_bytes": record.len(),
             "one_message": whole.to_json(),
             "one_byte_messages": bytewise.to_json(),

@@ -15,6 +15,8 @@
 //!                                                # message under callgrind (valgrind needed)
 //! signalr-bench work SCENARIO TARGET PORT K       # the fixed work `ir` measures, against a
 //!                                                # running server
+//! signalr-bench scale [--smoke] [--json] [--connections N] [--broadcasts N]
+//!                     # 100,000 connections over several servers joined by Redis, broadcasts
 //! ```
 //! Servers run as child processes pinned to core 0 when `taskset` exists; run the generator
 //! on another core (`taskset -c 1 signalr-bench run`) for the cleanest figures.
@@ -22,6 +24,7 @@
 mod attack;
 mod client;
 mod ir;
+mod scale;
 mod scenarios;
 mod servers;
 mod soak;
@@ -57,8 +60,9 @@ async fn main() {
                 std::fs::read_to_string(path).unwrap_or_default()
             };
             match serde_json::from_str::<Value>(&text) {
-                // `attack` and `soak` reports have their own shapes.
+                // `attack`, `soak`, `ir` and `scale` reports have their own shapes.
                 Ok(report) if report.get("receive").is_some() => attack::print(&report),
+                Ok(report) if report.get("deliveries_expected").is_some() => scale::print(&report),
                 Ok(report) if report.get("rss_kib").is_some() => soak::print(&report),
                 Ok(report) if report["scenarios"][0].get("unit").is_some() => ir::print(&report),
                 Ok(report) => print_table(&report),
@@ -105,6 +109,25 @@ async fn main() {
             let options = soak_options(&args).unwrap_or_else(|e| usage(&e));
             let report = soak::run(&options).await;
             finish("soak", report, flag(&args, "--json"), soak::print);
+        }
+        Some("scale") => {
+            let options = scale_options(&args).unwrap_or_else(|e| usage(&e));
+            let report = scale::run(&options).await;
+            finish("scale", report, flag(&args, "--json"), scale::print);
+        }
+        Some("scale-client") => {
+            // One of `scale`'s generator processes; not meant to be run by hand.
+            let ports: Option<Vec<u16>> = option(&args, "--ports", |v| {
+                v.split(',').map(|p| p.parse().ok()).collect()
+            })
+            .unwrap_or_else(|e| usage(&e));
+            let count = option(&args, "--count", |v| v.parse().ok()).unwrap_or_else(|e| usage(&e));
+            let source =
+                option(&args, "--source", |v| v.parse().ok()).unwrap_or_else(|e| usage(&e));
+            let (Some(ports), Some(count), Some(source)) = (ports, count, source) else {
+                usage("scale-client needs --ports, --count and --source");
+            };
+            scale::client_main(ports, count, source).await;
         }
         Some("ir") => {
             let options = ir::IrOptions {
@@ -162,6 +185,7 @@ fn usage(problem: &str) -> ! {
          \x20      signalr-bench soak [--duration D] [--csv PATH] [--json] [--workers N] [--steady N] \
          [--only MIX]\n\
          \x20      signalr-bench ir [--json] [--only SCENARIO] [--scale N]\n\
+         \x20      signalr-bench scale [--smoke] [--json] [--connections N] [--broadcasts N]\n\
          \x20      signalr-bench work echo-json|echo-messagepack|broadcast ours|raw|socketioxide PORT K\n\
          durations: 90 (seconds), 500ms, 60s, 3m, 1h"
     );
@@ -219,6 +243,17 @@ fn attack_options(args: &[String]) -> Result<attack::AttackOptions, String> {
         options.probe_rate = n;
     }
     options.endless = flag(args, "--endless");
+    Ok(options)
+}
+
+fn scale_options(args: &[String]) -> Result<scale::ScaleOptions, String> {
+    let mut options = scale::ScaleOptions::new(flag(args, "--smoke"));
+    if let Some(n) = option(args, "--connections", |v| v.parse().ok().filter(|&n| n > 0))? {
+        options.connections = n;
+    }
+    if let Some(n) = option(args, "--broadcasts", |v| v.parse().ok().filter(|&n| n > 0))? {
+        options.broadcasts = n;
+    }
     Ok(options)
 }
 

@@ -44,7 +44,7 @@ pub async fn serve(target: &str) {
             let _ = signalr_core::serve_with(
                 listener,
                 "/hub",
-                bench_hub(),
+                bench_hub().await,
                 options,
                 std::future::pending(),
             )
@@ -194,8 +194,24 @@ fn report_allocator_periodically() {
         use tikv_jemalloc_ctl::{epoch, stats};
         let partial = path.with_extension("partial");
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // SIGUSR1 writes jemalloc's full report (per size class: regions in use, slabs) beside
+        // the counts, to see which objects hold partly used pages after a churn.
+        let mut dump =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+                .expect("SIGUSR1 handler");
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = dump.recv() => {
+                    let mut report = Vec::new();
+                    let _ = tikv_jemalloc_ctl::stats_print::stats_print(
+                        &mut report,
+                        tikv_jemalloc_ctl::stats_print::Options::default(),
+                    );
+                    let _ = std::fs::write(path.with_extension("dump"), report);
+                    continue;
+                }
+            }
             // The counts are a snapshot taken when the epoch advances.
             if epoch::advance().is_err() {
                 continue;
@@ -229,8 +245,22 @@ fn report_allocator_periodically() {
 pub const WS_READ_BUFFER_SETTING: &str = "SIGNALR_BENCH_WS_READ_BUFFER";
 
 /// The hub every SignalR target exposes: echo, broadcast to all, and groups.
-fn bench_hub() -> Hub {
+/// With `SIGNALR_BENCH_REDIS` (a Redis URL) and `SIGNALR_BENCH_REDIS_PREFIX` set, the hub
+/// joins the Redis backplane under that prefix, so that several `serve ours` processes act as
+/// one hub (`scale`).
+async fn bench_hub() -> Hub {
     let mut builder = Hub::builder();
+    if let Ok(url) = std::env::var("SIGNALR_BENCH_REDIS") {
+        let prefix =
+            std::env::var("SIGNALR_BENCH_REDIS_PREFIX").unwrap_or_else(|_| "Bench.Hub".into());
+        match signalr_redis::RedisBackplane::connect(url.as_str(), prefix).await {
+            Ok(backplane) => builder = builder.backplane(backplane),
+            Err(e) => {
+                eprintln!("the Redis backplane at {url}: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     if let Some(bytes) = std::env::var(WS_READ_BUFFER_SETTING)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -261,7 +291,8 @@ fn bench_hub() -> Hub {
 type Rooms = Arc<Mutex<HashMap<String, Vec<(u64, mpsc::UnboundedSender<Ws>)>>>>;
 
 /// The raw baseline. `/room/<name>` joins a room whose every frame goes to all its members
-/// (the sender included, as `Clients.All` does); any other path echoes each frame back.
+/// (the sender included, as `Clients.All` does); `/records` echoes each 0x1E-terminated record
+/// however it was split into frames; any other path echoes each frame back.
 async fn serve_raw(listener: TcpListener) {
     let rooms: Rooms = Arc::default();
     let ids = Arc::new(AtomicU64::new(0));
@@ -292,6 +323,7 @@ async fn serve_raw(listener: TcpListener) {
             };
             match path.strip_prefix("/room/") {
                 Some(room) => raw_room(ws, rooms, room.to_owned(), id).await,
+                None if path == "/records" => raw_records(ws).await,
                 None => raw_echo(ws).await,
             }
         });
@@ -303,6 +335,32 @@ async fn raw_echo(mut ws: tokio_tungstenite::WebSocketStream<TcpStream>) {
         if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err() {
             break;
         }
+    }
+}
+
+/// The least any server must do to take in text records split over WebSocket frames: each
+/// frame's payload is appended to a buffer, the search for the 0x1E separator resumes where it
+/// stopped, and each whole record goes back as one text frame. `attack` measures this floor.
+async fn raw_records(mut ws: tokio_tungstenite::WebSocketStream<TcpStream>) {
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut scanned = 0;
+    while let Some(Ok(message)) = ws.next().await {
+        if !(message.is_text() || message.is_binary()) {
+            continue;
+        }
+        buffer.extend_from_slice(&message.into_data());
+        while let Some(at) = memchr::memchr(0x1e, &buffer[scanned..]) {
+            let end = scanned + at + 1;
+            let record = buffer.drain(..end).collect::<Vec<u8>>();
+            scanned = 0;
+            let Ok(text) = String::from_utf8(record) else {
+                return;
+            };
+            if ws.send(Ws::text(text)).await.is_err() {
+                return;
+            }
+        }
+        scanned = buffer.len();
     }
 }
 
@@ -433,12 +491,28 @@ pub async fn start_with_env(target: &str, env: &[(&str, &str)]) -> Result<Server
     start_under(target, wrap, env).await
 }
 
+/// [`start_with_env`] without pinning to core 0: for runs of several server processes that
+/// share the machine's cores (`scale`).
+pub async fn start_spread(target: &str, env: &[(&str, &str)]) -> Result<Server, String> {
+    spawn(target, Vec::new(), env, false).await
+}
+
 /// Starts a target with `wrap` (a profiler and its arguments; empty for none) in front of it.
 /// Only the targets this binary serves can be wrapped.
 pub async fn start_under(
     target: &str,
     wrap: Vec<String>,
     env: &[(&str, &str)],
+) -> Result<Server, String> {
+    let pinned = Command::new("taskset").arg("--version").output().is_ok();
+    spawn(target, wrap, env, pinned).await
+}
+
+async fn spawn(
+    target: &str,
+    wrap: Vec<String>,
+    env: &[(&str, &str)],
+    pinned: bool,
 ) -> Result<Server, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let dir = peers_dir();
@@ -465,7 +539,6 @@ pub async fn start_under(
         ),
         (other, _) => return Err(format!("unknown target {other}")),
     };
-    let pinned = Command::new("taskset").arg("--version").output().is_ok();
     let mut command = if pinned {
         let mut c = Command::new("taskset");
         c.args(["-c", "0"]).arg(&program);

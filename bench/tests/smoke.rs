@@ -99,7 +99,10 @@ fn attack_reports_receive_cost_and_probe_latency() {
         .iter()
         .filter_map(|r| r["protocol"].as_str())
         .collect();
-    assert_eq!(protocols, ["json", "messagepack"]);
+    assert_eq!(
+        protocols,
+        ["json", "messagepack", "raw records (the floor)"]
+    );
     for row in receive {
         assert!(row["record_bytes"].as_u64() > Some(1_000), "{row}");
         for framing in ["one_message", "one_byte_messages"] {
@@ -159,5 +162,32 @@ fn instruction_counts_come_from_two_runs_under_callgrind() {
     assert!(
         scenario["ratios"]["ours/socketioxide"].as_f64() > Some(0.0),
         "{scenario}"
+    );
+}
+
+/// `scale` with a few hundred connections over two server processes joined by the Redis
+/// backplane (`REDIS_URL`) and two generators with their own source addresses: every
+/// connection opens, and every broadcast reaches every connection, whichever process holds it.
+#[test]
+fn scale_reaches_every_connection_across_processes() {
+    let report = report_of(&["scale", "--smoke", "--json"]);
+    assert_eq!(report["server_processes"], 2, "{report}");
+    assert_eq!(report["connections_opened"], 400, "{report}");
+    assert_eq!(report["connections_failed"], 0, "{report}");
+    assert_eq!(report["connections_lost_before_report"], 0, "{report}");
+    assert_eq!(report["deliveries_expected"], 800, "{report}");
+    assert_eq!(report["deliveries"], 800, "{report}");
+    let p99 = report["latency_p99_ms"].as_f64().expect("p99");
+    assert!(
+        p99 > 0.0 && p99 <= report["latency_max_ms"].as_f64().unwrap(),
+        "{report}"
+    );
+    let per_process = report["server_rss_kib_per_process"]
+        .as_array()
+        .expect("RSS");
+    assert_eq!(per_process.len(), 2);
+    assert!(
+        report["server_rss_bytes_per_connection"].as_f64() > Some(0.0),
+        "{report}"
     );
 }
