@@ -15,6 +15,9 @@
 //!   `Echo` emit). A unit is one echo.
 //! - `broadcast`: 1,000 connections; one of them calls `Broadcast` K times in lockstep (the next
 //!   only when all 1,000 have received the last); a unit is one delivery.
+//! - `echo over long polling, json`: 10 long-polling connections (ours only), each making K
+//!   `Echo` round trips: a POST, and the answer on the pending poll. Compared with our own
+//!   `echo json` over WebSockets in the same run.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +40,7 @@ const PAYLOAD: &str = "@0000000000000000xxxxxxxxxxxxxxx";
 pub enum Work {
     Echo(Protocol),
     Broadcast,
+    EchoLongPolling,
 }
 
 impl Work {
@@ -45,6 +49,7 @@ impl Work {
             Work::Echo(Protocol::Json) => "echo json",
             Work::Echo(_) => "echo messagepack",
             Work::Broadcast => "broadcast",
+            Work::EchoLongPolling => "echo over long polling, json",
         }
     }
 
@@ -53,6 +58,7 @@ impl Work {
             Work::Echo(Protocol::Json),
             Work::Echo(Protocol::MessagePack),
             Work::Broadcast,
+            Work::EchoLongPolling,
         ]
         .into_iter()
         .find(|w| w.name().replace(' ', "-") == name.replace(' ', "-"))
@@ -61,7 +67,7 @@ impl Work {
     /// Connections the work runs over.
     pub fn connections(self) -> usize {
         match self {
-            Work::Echo(_) => ECHO_CONNECTIONS,
+            Work::Echo(_) | Work::EchoLongPolling => ECHO_CONNECTIONS,
             Work::Broadcast => BROADCAST_SUBSCRIBERS,
         }
     }
@@ -74,7 +80,7 @@ impl Work {
     fn protocol(self) -> Protocol {
         match self {
             Work::Echo(protocol) => protocol,
-            Work::Broadcast => Protocol::Json,
+            Work::Broadcast | Work::EchoLongPolling => Protocol::Json,
         }
     }
 
@@ -83,6 +89,7 @@ impl Work {
     fn targets(self) -> &'static [&'static str] {
         match self {
             Work::Echo(Protocol::MessagePack) => &["ours", "raw"],
+            Work::EchoLongPolling => &["ours"],
             _ => &["ours", "raw", "socketioxide"],
         }
     }
@@ -92,6 +99,7 @@ impl Work {
         match self {
             Work::Echo(_) => 500,
             Work::Broadcast => 20,
+            Work::EchoLongPolling => 200,
         }
     }
 }
@@ -102,6 +110,9 @@ const BROADCAST_SUBSCRIBERS: usize = 1_000;
 /// Drives exactly `k` units per connection of `work` against `target` on `port`, then closes
 /// every connection gracefully.
 pub async fn fixed_work(work: Work, target: &str, port: u16, k: u64) -> Result<(), String> {
+    if work == Work::EchoLongPolling {
+        return long_polling_echoes(port, k).await;
+    }
     let protocol = work.protocol();
     let wire = Wire::of(target, protocol);
     let room = (target == "raw" && work == Work::Broadcast).then_some("bench");
@@ -110,7 +121,8 @@ pub async fn fixed_work(work: Work, target: &str, port: u16, k: u64) -> Result<(
         sockets.push(client::connect(port, target, protocol, room).await?);
     }
     match work {
-        Work::Echo(_) => {
+        // Long polling has its own driver (above); the rest of the echoes are WebSockets.
+        Work::Echo(_) | Work::EchoLongPolling => {
             let tasks: Vec<_> = sockets
                 .into_iter()
                 .map(|mut socket| {
@@ -181,6 +193,56 @@ pub async fn fixed_work(work: Work, target: &str, port: u16, k: u64) -> Result<(
     // A moment for the server to see the closes inside the profile of both runs alike.
     tokio::time::sleep(Duration::from_millis(200)).await;
     Ok(())
+}
+
+/// `echo over long polling, json`: each of the connections posts `Echo` and waits for its
+/// Completion on the poll, K times, then leaves with a DELETE.
+async fn long_polling_echoes(port: u16, k: u64) -> Result<(), String> {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut connections = Vec::with_capacity(ECHO_CONNECTIONS);
+    for _ in 0..ECHO_CONNECTIONS {
+        connections.push(client::HttpConnection::long_polling(&http, port).await?);
+    }
+    let wire = Wire::SignalR(Protocol::Json);
+    let tasks: Vec<_> = connections
+        .into_iter()
+        .map(|mut connection| {
+            tokio::spawn(async move {
+                for id in 0..k {
+                    let call = wire.call("Echo", &[PAYLOAD], Some(id));
+                    let body = client::frame_bytes(&call).unwrap_or_default().to_vec();
+                    connection.send(body).await?;
+                    loop {
+                        let answer = tokio::time::timeout(
+                            Duration::from_secs(60),
+                            connection.received.recv(),
+                        )
+                        .await
+                        .map_err(|_| format!("no answer to echo {id}"))?
+                        .ok_or("the poll ended")?;
+                        if memchr_completion(&answer) {
+                            break;
+                        }
+                    }
+                }
+                connection.close().await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.map_err(|e| e.to_string())??;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(())
+}
+
+/// Whether a poll's body holds a Completion (`"type":3`).
+fn memchr_completion(body: &[u8]) -> bool {
+    memchr::memmem::find(body, b"\"type\":3").is_some()
 }
 
 /// What one callgrind run counted.
@@ -296,11 +358,12 @@ pub async fn run(options: &IrOptions) -> Result<Value, String> {
     if Command::new("valgrind").arg("--version").output().is_err() {
         return Err("valgrind is not installed (apt-get install valgrind)".into());
     }
-    let mut scenarios = Vec::new();
+    let mut scenarios: Vec<Value> = Vec::new();
     for work in [
         Work::Echo(Protocol::Json),
         Work::Echo(Protocol::MessagePack),
         Work::Broadcast,
+        Work::EchoLongPolling,
     ] {
         if options
             .only
@@ -322,7 +385,20 @@ pub async fn run(options: &IrOptions) -> Result<Value, String> {
             let theirs = results.get(other)?["ir_per_message"].as_f64()?;
             (theirs > 0.0).then(|| (ours / theirs * 100.0).round() / 100.0)
         };
-        let ratios = json!({"ours/raw": ratio("raw"), "ours/socketioxide": ratio("socketioxide")});
+        let mut ratios =
+            json!({"ours/raw": ratio("raw"), "ours/socketioxide": ratio("socketioxide")});
+        if work == Work::EchoLongPolling {
+            // Against our own WebSocket echo, when this run measured it too.
+            let websocket = scenarios
+                .iter()
+                .find(|s| s["scenario"] == Work::Echo(Protocol::Json).name())
+                .and_then(|s| s["results"]["ours"]["ir_per_message"].as_f64());
+            let ours = results["ours"]["ir_per_message"].as_f64();
+            if let (Some(ours), Some(websocket)) = (ours, websocket.filter(|&w| w > 0.0)) {
+                ratios["long polling/websockets"] =
+                    json!((ours / websocket * 100.0).round() / 100.0);
+            }
+        }
         let name = match work {
             Work::Broadcast => format!("broadcast to {BROADCAST_SUBSCRIBERS}"),
             _ => work.name().to_string(),
@@ -376,6 +452,14 @@ pub fn print(report: &Value) {
                 cell("socketioxide"),
                 ratio("raw"),
                 ratio("socketioxide"),
+            );
+        }
+    }
+    for scenario in report["scenarios"].as_array().into_iter().flatten() {
+        if let Some(ratio) = scenario["ratios"]["long polling/websockets"].as_f64() {
+            println!(
+                "{}: {ratio:.2}× our WebSocket JSON echo in instructions",
+                scenario["scenario"].as_str().unwrap_or("")
             );
         }
     }

@@ -562,6 +562,12 @@ pub fn negotiate_query(data: &[u8]) {
     // The query: what it says survives being written out and read again.
     let text = String::from_utf8_lossy(data);
     let query = Query::parse(Some(&text));
+    // Reading unescaped pairs in place changes nothing.
+    assert_eq!(
+        query_fields(&query),
+        query_fields(&Query::parse_decoding_everything(Some(&text))),
+        "the query {text:?} reads differently in place"
+    );
     let mut written = form_urlencoded::Serializer::new(String::new());
     if let Some(id) = &query.id {
         written.append_pair("id", id);

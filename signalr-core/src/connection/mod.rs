@@ -777,6 +777,10 @@ where
     let mut dispatched = false;
     // Received since the metrics were last told, which is once per batch, not per message.
     let (mut messages, mut bytes) = (0u64, 0u64);
+    // Made once, not per wait: registering a waiter with the token costs a lock each time.
+    // `session` is a child of `closing`: one wait covers both.
+    let session_ended = session.cancelled();
+    tokio::pin!(session_ended);
     loop {
         let step = {
             let mut machine = conn.machine();
@@ -837,8 +841,7 @@ where
         let armed = timer.arm(deadline);
         tokio::select! {
             biased;
-            // `session` is a child of `closing`: one wait covers both.
-            _ = session.cancelled() => return if conn.is_closing() {
+            _ = &mut session_ended => return if conn.is_closing() {
                 client_close_already_received(conn, inbound)
             } else {
                 ReadEnd::Failed("the transport failed".to_owned())
@@ -957,6 +960,10 @@ async fn write_loop<S: TransportSink>(
     let mut batch: Vec<Bytes> = Vec::new();
     // One lock of the machine per wake-up: it takes what to write and what to wait for.
     let mut next = conn.machine().writer_step(now(), &mut batch);
+    // Made once, not per wait (a lock of the token each time). Also fires on closing:
+    // `session` is its child.
+    let session_ended = session.cancelled();
+    tokio::pin!(session_ended);
     let result: io::Result<()> = async {
         loop {
             if !batch.is_empty() {
@@ -969,8 +976,7 @@ async fn write_loop<S: TransportSink>(
             let armed = timer.arm(deadline);
             tokio::select! {
                 biased;
-                // Also fires on closing: `session` is its child.
-                _ = session.cancelled() => return Ok(()),
+                _ = &mut session_ended => return Ok(()),
                 // The client left (an SSE request it aborted): a normal end, as in the reference.
                 _ = &mut gone => {
                     conn.close(Close::default());

@@ -149,13 +149,17 @@ where
         let transports = self.transports.clone();
         Box::pin(async move {
             let query = Query::parse(request.uri().query());
+            // Read once here, used again to route: every long poll passes this way.
+            let shape = Shape {
+                upgrade: websocket::is_upgrade(&request),
+                event_stream: request.method() == Method::GET && accepts_event_stream(&request),
+            };
             let identity = if request.method() == Method::OPTIONS {
                 Ok(None)
             } else {
                 // Browsers cannot set headers on WebSockets or EventSource: those may carry the
                 // token in the query string.
-                let token_in_query = websocket::is_upgrade(&request)
-                    || (request.method() == Method::GET && accepts_event_stream(&request));
+                let token_in_query = shape.upgrade || shape.event_stream;
                 let query_token = query.access_token.as_deref().filter(|_| token_in_query);
                 // The parts one by one: a request (its body) need not be `Sync`.
                 let auth_request = AuthRequest {
@@ -168,7 +172,7 @@ where
                 authorize(&hub, auth_request).await
             };
             let response = match identity {
-                Ok(identity) => route(hub, &transports, request, query, identity).await,
+                Ok(identity) => route(hub, &transports, request, shape, query, identity).await,
                 Err(refusal) => refusal,
             };
             Ok(response)
@@ -257,10 +261,20 @@ fn empty(status: StatusCode) -> Response<ResponseBody> {
     response
 }
 
+/// What kind of transport request this is, from its headers.
+#[derive(Clone, Copy)]
+struct Shape {
+    /// It asks to upgrade to a WebSocket.
+    upgrade: bool,
+    /// A GET that accepts `text/event-stream`: Server-Sent Events.
+    event_stream: bool,
+}
+
 async fn route<B>(
     hub: Arc<HubShared>,
     transports: &[TransportKind],
     request: Request<B>,
+    shape: Shape,
     query: Query,
     identity: Option<Identity>,
 ) -> Response<ResponseBody>
@@ -285,18 +299,17 @@ where
             _ => text(StatusCode::METHOD_NOT_ALLOWED, ""),
         };
     }
-    let event_stream = accepts_event_stream(&request);
     if method == Method::GET {
         if let Some(token) = &query.id {
             negotiate::adopt_portable_token(&hub, token).await;
         }
     }
     match method {
-        Method::GET if websocket::is_upgrade(&request) => {
+        Method::GET if shape.upgrade => {
             websocket::upgrade(hub, transports, request, query, identity)
         }
         Method::GET => {
-            let transport = if event_stream {
+            let transport = if shape.event_stream {
                 TransportKind::ServerSentEvents
             } else {
                 TransportKind::LongPolling
@@ -359,20 +372,47 @@ pub(crate) struct Query {
 }
 
 impl Query {
+    /// Reads the parameters the hub knows. Every long-polling request carries a query, so the
+    /// common case (nothing escaped) is read in place; a pair with `%` or `+` is decoded as
+    /// `application/x-www-form-urlencoded` says, exactly as `form_urlencoded` decodes it.
     pub(crate) fn parse(query: Option<&str>) -> Self {
         let mut parsed = Query::default();
-        for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-            if key.eq_ignore_ascii_case("id") {
-                parsed.id = Some(value.into_owned());
-            } else if key.eq_ignore_ascii_case("negotiateVersion") {
-                parsed.negotiate_version = Some(value.into_owned());
-            } else if key.eq_ignore_ascii_case("useStatefulReconnect") {
-                parsed.use_stateful_reconnect = value.eq_ignore_ascii_case("true");
-            } else if key == "access_token" {
-                parsed.access_token = Some(value.into_owned());
+        for pair in query.unwrap_or("").split('&') {
+            if pair.is_empty() {
+                continue;
+            }
+            if pair.bytes().any(|b| b == b'%' || b == b'+') {
+                if let Some((key, value)) = form_urlencoded::parse(pair.as_bytes()).next() {
+                    parsed.set(&key, &value);
+                }
+            } else {
+                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                parsed.set(key, value);
             }
         }
         parsed
+    }
+
+    /// The same, with every pair decoded by `form_urlencoded`: what `parse` must agree with.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn parse_decoding_everything(query: Option<&str>) -> Self {
+        let mut parsed = Query::default();
+        for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            parsed.set(&key, &value);
+        }
+        parsed
+    }
+
+    fn set(&mut self, key: &str, value: &str) {
+        if key.eq_ignore_ascii_case("id") {
+            self.id = Some(value.to_owned());
+        } else if key.eq_ignore_ascii_case("negotiateVersion") {
+            self.negotiate_version = Some(value.to_owned());
+        } else if key.eq_ignore_ascii_case("useStatefulReconnect") {
+            self.use_stateful_reconnect = value.eq_ignore_ascii_case("true");
+        } else if key == "access_token" {
+            self.access_token = Some(value.to_owned());
+        }
     }
 }
 
@@ -405,4 +445,48 @@ pub(crate) fn json(value: &serde_json::Value) -> Response<ResponseBody> {
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Query;
+
+    fn fields(query: &Query) -> (Option<&str>, Option<&str>, Option<&str>, bool) {
+        (
+            query.id.as_deref(),
+            query.negotiate_version.as_deref(),
+            query.access_token.as_deref(),
+            query.use_stateful_reconnect,
+        )
+    }
+
+    #[test]
+    fn queries_read_in_place_as_form_urlencoded_decodes_them() {
+        for text in [
+            "",
+            "id=abc&_=1733050000000",
+            "ID=abc",
+            "id=a%2Bb%3D%3D",
+            "id=a+b",
+            "i%64=escaped-key",
+            "id=first&id=second",
+            "id",
+            "id=",
+            "=x&&id=y&",
+            "negotiateVersion=1&useStatefulReconnect=TRUE",
+            "useStatefulReconnect=yes",
+            "access_token=eyJ.a-b_c.%2F&access_token=",
+            "id=%ZZ&id2=%",
+            "id=%C3%A9%FF",
+            "id=a=b=c",
+        ] {
+            let fast = Query::parse(Some(text));
+            let reference = Query::parse_decoding_everything(Some(text));
+            assert_eq!(fields(&fast), fields(&reference), "{text:?}");
+        }
+        let query = Query::parse(Some("id=abc&_=1&negotiateVersion=1&access_token=t"));
+        assert_eq!(fields(&query), (Some("abc"), Some("1"), Some("t"), false));
+        assert_eq!(Query::parse(Some("i%64=x")).id.as_deref(), Some("x"));
+        assert_eq!(Query::parse(Some("id=a+b%21")).id.as_deref(), Some("a b!"));
+    }
 }

@@ -380,22 +380,36 @@ pub(super) async fn drive<C, E>(
     let mut draining = false;
     // Set once an idle HTTP/2 connection got its GOAWAY.
     let mut hard_stop: Option<Instant> = None;
+    // Made once and reused: each request's start and end comes round this loop again.
+    let shutting_down = shutdown.cancelled();
+    tokio::pin!(shutting_down);
+    let idle = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(idle);
+    let mut armed: Option<Instant> = None;
     loop {
         let deadline = hard_stop.or_else(|| tracker.deadline());
+        if deadline != armed {
+            if let Some(deadline) = deadline {
+                idle.as_mut().reset(deadline);
+            }
+            armed = deadline;
+        }
         let changed = tracker.changed.notified();
         tokio::select! {
+            biased;
             result = connection.as_mut() => {
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "HTTP connection ended with an error");
                 }
                 return;
             }
-            _ = shutdown.cancelled(), if !draining => {
+            _ = &mut shutting_down, if !draining => {
                 draining = true;
                 graceful(connection.as_mut());
             }
             _ = changed => {}
-            _ = sleep_until(deadline), if deadline.is_some() => {
+            _ = &mut idle, if armed.is_some() => {
+                armed = None;
                 if hard_stop.is_some() {
                     return;
                 }
@@ -412,12 +426,5 @@ pub(super) async fn drive<C, E>(
                 }
             }
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
