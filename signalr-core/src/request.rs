@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use http::{Extensions, HeaderMap, Method, Uri, Version};
+use http::{Extensions, HeaderMap, HeaderValue, Method, Uri, Version};
 
 /// The peer address of a request. [`serve`](crate::serve) puts it in every request's
 /// extensions; an application serving the hub itself inserts it (under axum, from
@@ -35,6 +35,30 @@ impl HttpRequest {
             version: parts.version,
             headers: parts.headers,
             extensions: parts.extensions,
+        }
+    }
+
+    /// The same request with its URI and header values in allocations of their own.
+    ///
+    /// hyper parses them as slices of the buffer it read the request into (8–16 KiB), so a
+    /// connection that keeps its request for its whole life (every WebSocket, event stream and
+    /// long-polling connection does, for [`Context::http_request`](crate::Context::http_request))
+    /// would keep that whole buffer alive for a few hundred bytes of headers.
+    pub(crate) fn detached(self) -> Self {
+        let uri = Uri::try_from(self.uri.to_string()).unwrap_or(self.uri);
+        let mut headers = HeaderMap::with_capacity(self.headers.len());
+        for (name, value) in &self.headers {
+            let mut copy =
+                HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+            copy.set_sensitive(value.is_sensitive());
+            headers.append(name.clone(), copy);
+        }
+        HttpRequest {
+            method: self.method,
+            uri,
+            version: self.version,
+            headers,
+            extensions: self.extensions,
         }
     }
 
@@ -110,6 +134,48 @@ pub(crate) fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_detached_request_keeps_nothing_of_the_buffer_it_was_read_from() {
+        // What hyper does: the URI and header values are slices of its read buffer.
+        let (path, client, token) = (
+            "/hub?id=abc&name=J%C3%BCrgen",
+            "a-value-of-the-client",
+            "sensitive-token",
+        );
+        let buffer = bytes::Bytes::from(format!("{path}{client}{token}").into_bytes());
+        let (a, b) = (path.len(), path.len() + client.len());
+        let uri = Uri::from_maybe_shared(buffer.slice(..a)).unwrap();
+        let value = HeaderValue::from_maybe_shared(buffer.slice(a..b)).unwrap();
+        let mut secret = HeaderValue::from_maybe_shared(buffer.slice(b..)).unwrap();
+        secret.set_sensitive(true);
+        let request = http::Request::builder()
+            .uri(uri)
+            .header("x-client", value.clone())
+            .header("x-client", "second")
+            .header(http::header::AUTHORIZATION, secret)
+            .body(())
+            .unwrap();
+        let (parts, ()) = request.into_parts();
+        drop(value);
+        assert!(
+            !buffer.is_unique(),
+            "the parts share the buffer, as hyper's do"
+        );
+
+        let kept = HttpRequest::from_parts(parts).detached();
+        assert!(
+            buffer.is_unique(),
+            "the detached request still holds the read buffer"
+        );
+        assert_eq!(kept.uri(), "/hub?id=abc&name=J%C3%BCrgen");
+        assert_eq!(kept.query("name").as_deref(), Some("Jürgen"));
+        let values: Vec<_> = kept.headers().get_all("x-client").iter().collect();
+        assert_eq!(values, ["a-value-of-the-client", "second"]);
+        let secret = &kept.headers()[http::header::AUTHORIZATION];
+        assert_eq!(secret, "sensitive-token");
+        assert!(secret.is_sensitive());
+    }
 
     #[test]
     fn query_cookies_and_the_remote_address_are_read_from_the_parts() {

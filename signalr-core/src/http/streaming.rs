@@ -87,7 +87,8 @@ pub(super) fn server_sent_events(
         connection_id: connection.connection_id.clone(),
         transport: TransportKind::ServerSentEvents,
         identity,
-        request: Some(Arc::new(request)),
+        // Kept for the connection's life: detached from hyper's read buffer.
+        request: Some(Arc::new(request.detached())),
     };
     spawn_connection(
         &hub,
@@ -201,7 +202,8 @@ fn start_long_polling(
         connection_id: connection.connection_id.clone(),
         transport: TransportKind::LongPolling,
         identity,
-        request: Some(Arc::new(request)),
+        // Kept for the connection's life: detached from hyper's read buffer.
+        request: Some(Arc::new(request.detached())),
     };
 
     // A client that stops polling is let go after the disconnect timeout.

@@ -97,7 +97,8 @@ pub(super) fn upgrade<B>(
     let on_upgrade = hyper::upgrade::on(&mut request);
     let accept = derive_accept_key(key.as_bytes());
     let (parts, _body) = request.into_parts();
-    let request = Arc::new(HttpRequest::from_parts(parts));
+    // Kept for the connection's life: detached from hyper's read buffer.
+    let request = Arc::new(HttpRequest::from_parts(parts).detached());
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
