@@ -301,6 +301,9 @@ function renderActive() {
 }
 
 async function openConversation(kind, roomId, { keepFocus = false } = {}) {
+  // Where focus was when the conversation was asked for: if the person has moved on to another
+  // field by the time the history arrives, it stays there.
+  const focusedAtStart = document.activeElement;
   if (!isActive(roomId)) state.activeRole = null;
   state.active = { kind, id: roomId };
   state.streams.clear();
@@ -326,7 +329,8 @@ async function openConversation(kind, roomId, { keepFocus = false } = {}) {
     list.removeAttribute("aria-busy");
   }
   refreshMembers();
-  if (!keepFocus && !$("composer").hidden) $("composer-input").focus();
+  const focusMoved = document.activeElement !== focusedAtStart && document.activeElement !== document.body;
+  if (!keepFocus && !focusMoved && !$("composer").hidden) $("composer-input").focus();
 }
 
 function openPendingDirect(userName) {

@@ -68,8 +68,19 @@ describe("the web UI in Chromium", () => {
   const pageErrors = [];
   const people = {};
   const shot = (page, name) => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: false });
-  /** Waits until `selector` matches an element whose text contains `text`. */
-  const seeText = (page, selector, text, timeout = 10000) => page.locator(selector, { hasText: text }).first().waitFor({ timeout });
+  /**
+   * Waits until `selector` matches an element whose text contains `text`. On a timeout the
+   * error also says what the page showed: its last alert and the open conversation's title.
+   */
+  const seeText = async (page, selector, text, timeout = 10000) => {
+    try {
+      await page.locator(selector, { hasText: text }).first().waitFor({ timeout });
+    } catch (error) {
+      const read = (selector) => page.locator(selector).first().textContent({ timeout: 1000 }).catch(() => null);
+      const [alert, title] = [await read("#alert"), await read("#room-title")];
+      throw new Error(`${error.message}\n(the page's last alert: ${JSON.stringify(alert)}; conversation title: ${JSON.stringify(title)})`, { cause: error });
+    }
+  };
   const connectionState = (page) => page.locator("#connection").getAttribute("data-state");
   const send = async (page, text) => {
     await page.fill("#composer-input", text);
@@ -281,6 +292,35 @@ describe("the web UI in Chromium", () => {
     assert.equal(provider.requests.length, 1);
     assert.equal(provider.requests[0].authorization, "Bearer browser-test-key");
     assert.ok(provider.requests[0].body.messages.some((m) => m.content.includes("@gpt please say hello")));
+  });
+
+  it("leaves focus where the person moved it while a history loads", async () => {
+    const { alice } = people;
+    // A slow history: the person has moved on to another field before it arrives.
+    let arrived;
+    const loaded = new Promise((resolve) => { arrived = resolve; });
+    await alice.page.route("**/api/v1/rooms/*/messages?limit=*", async (route) => {
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      await route.continue();
+      arrived();
+    });
+    try {
+      await roomButton(alice.page, `lobby ${run}`).click();
+      await alice.page.getByLabel("New room").focus();
+      await alice.page.keyboard.type("typed while loading");
+      await loaded;
+      await alice.page.locator("#messages[aria-busy]").waitFor({ state: "detached" });
+      await alice.page.keyboard.type(", and after");
+      assert.equal(await alice.page.evaluate(() => document.activeElement.id), "new-room-name");
+      assert.equal(await alice.page.getByLabel("New room").inputValue(), "typed while loading, and after");
+      assert.equal(await alice.page.locator("#composer-input").inputValue(), "");
+    } finally {
+      await alice.page.unroute("**/api/v1/rooms/*/messages?limit=*");
+      await alice.page.getByLabel("New room").fill("");
+    }
+    // Without a detour, the message box gets focus once the history is in, as before.
+    await roomButton(alice.page, `lobby ${run}`).click();
+    await alice.page.waitForFunction(() => document.activeElement?.id === "composer-input");
   });
 
   it("fits a phone screen and works from the keyboard", async () => {
