@@ -384,14 +384,15 @@ fn now() -> std::time::Instant {
 }
 
 /// A timer re-armed lazily: it may fire early (the deadline moved later since it was set),
-/// and the machine then says nothing is due. Only an earlier deadline re-arms it at once.
-struct Timer {
+/// and its owner then finds nothing due. Only an earlier deadline re-arms it at once, so a
+/// deadline pushed back by every message (or every request) costs no timer reset.
+pub(crate) struct Timer {
     sleep: Pin<Box<Sleep>>,
     armed: Option<std::time::Instant>,
 }
 
 impl Timer {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Timer {
             sleep: Box::pin(tokio::time::sleep_until(Instant::now())),
             armed: None,
@@ -399,7 +400,7 @@ impl Timer {
     }
 
     /// Makes sure the timer fires no later than `deadline`; `false` when there is none.
-    fn arm(&mut self, deadline: Option<std::time::Instant>) -> bool {
+    pub(crate) fn arm(&mut self, deadline: Option<std::time::Instant>) -> bool {
         let Some(deadline) = deadline else {
             return false;
         };
@@ -410,7 +411,7 @@ impl Timer {
         true
     }
 
-    async fn fired(&mut self) {
+    pub(crate) async fn fired(&mut self) {
         self.sleep.as_mut().await;
         self.armed = None;
     }

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::ServeOptions;
 use http_body_util::combinators::UnsyncBoxBody;
 
+use crate::connection::Timer;
 use crate::http::BoxError;
 
 /// Refusals being written at once; past it a refused connection is closed without a word, so
@@ -383,17 +384,12 @@ pub(super) async fn drive<C, E>(
     // Made once and reused: each request's start and end comes round this loop again.
     let shutting_down = shutdown.cancelled();
     tokio::pin!(shutting_down);
-    let idle = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(idle);
-    let mut armed: Option<Instant> = None;
+    // Lazy: a keep-alive deadline pushed back by each request does not reset it; when it fires
+    // early, `expired` says so and it is armed again.
+    let mut idle = Timer::new();
     loop {
         let deadline = hard_stop.or_else(|| tracker.deadline());
-        if deadline != armed {
-            if let Some(deadline) = deadline {
-                idle.as_mut().reset(deadline);
-            }
-            armed = deadline;
-        }
+        let armed = idle.arm(deadline.map(Instant::into_std));
         let changed = tracker.changed.notified();
         tokio::select! {
             biased;
@@ -408,8 +404,7 @@ pub(super) async fn drive<C, E>(
                 graceful(connection.as_mut());
             }
             _ = changed => {}
-            _ = &mut idle, if armed.is_some() => {
-                armed = None;
+            _ = idle.fired(), if armed => {
                 if hard_stop.is_some() {
                     return;
                 }
