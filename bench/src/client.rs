@@ -270,6 +270,15 @@ pub enum HttpTransport {
     ServerSentEvents,
 }
 
+/// The HTTP client the long-polling echoes use: no proxy, and no Nagle delay on its sockets.
+pub fn http_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
 /// A SignalR connection over long polling or Server-Sent Events: a negotiated token, a reader
 /// (the poll loop, or the event stream) feeding `received`, and POSTs for sending.
 pub struct HttpConnection {

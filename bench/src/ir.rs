@@ -198,11 +198,7 @@ pub async fn fixed_work(work: Work, target: &str, port: u16, k: u64) -> Result<(
 /// `echo over long polling, json`: each of the connections posts `Echo` and waits for its
 /// Completion on the poll, K times, then leaves with a DELETE.
 async fn long_polling_echoes(port: u16, k: u64) -> Result<(), String> {
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .tcp_nodelay(true)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let http = client::http_client()?;
     let mut connections = Vec::with_capacity(ECHO_CONNECTIONS);
     for _ in 0..ECHO_CONNECTIONS {
         connections.push(client::HttpConnection::long_polling(&http, port).await?);
@@ -224,7 +220,7 @@ async fn long_polling_echoes(port: u16, k: u64) -> Result<(), String> {
                         .await
                         .map_err(|_| format!("no answer to echo {id}"))?
                         .ok_or("the poll ended")?;
-                        if memchr_completion(&answer) {
+                        if holds_completion(&answer) {
                             break;
                         }
                     }
@@ -241,7 +237,7 @@ async fn long_polling_echoes(port: u16, k: u64) -> Result<(), String> {
 }
 
 /// Whether a poll's body holds a Completion (`"type":3`).
-fn memchr_completion(body: &[u8]) -> bool {
+fn holds_completion(body: &[u8]) -> bool {
     memchr::memmem::find(body, b"\"type\":3").is_some()
 }
 

@@ -235,11 +235,7 @@ async fn echo_long_polling(
     connections: usize,
     timing: Timing,
 ) -> Result<Metrics, String> {
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .tcp_nodelay(true)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let http = client::http_client()?;
     let port = server.port;
     let opened = futures_util::stream::iter(0..connections)
         .map(|_| HttpConnection::long_polling(&http, port))
