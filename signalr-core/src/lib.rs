@@ -133,8 +133,10 @@
 //! the wrong type gives a distinct [`Error`]. While a method waits, it lends its
 //! parallel-invocation slot back to its connection, as the reference does, so that with the
 //! default limit of one the client's answer, and its other calls, are still read: awaiting the
-//! caller's own result cannot deadlock. Calling it from `on_connected` is refused (the
-//! connection is not read yet, so the answer could never arrive).
+//! caller's own result cannot deadlock. Calling it from `on_connected` (or its filters) is
+//! refused, as in the reference: the connection reads nothing until the hook returns. Asking a
+//! connection that is still in its `on_connected` from anywhere else (an HTTP endpoint, another
+//! connection's method) is fine: the answer is read once the hook is done.
 //!
 //! ```
 //! use futures_util::{Stream, StreamExt};

@@ -240,6 +240,43 @@ async fn client_results_are_refused_in_on_connected() {
     );
 }
 
+/// As in the reference, only the hub's own on_connected may not ask for client results. Code
+/// elsewhere (an HTTP endpoint, a background task) may ask a connection that is still in its
+/// on_connected: the question waits for the connection to start reading, and is answered.
+#[tokio::test(start_paused = true)]
+async fn a_client_result_asked_from_outside_during_on_connected_is_answered() {
+    let hub = echo_hub()
+        .on_connected(|_ctx: Context| async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        })
+        .build();
+    let mut client = connect(&hub, Protocol::Json).await;
+    let context = hub.context();
+    let id = client.connection_id().to_owned();
+    let asked = tokio::spawn(async move {
+        context
+            .clients()
+            .client(id)
+            .invoke::<String, _>("Name", ())
+            .await
+    });
+    let question = loop {
+        match client.recv().await.expect("the question") {
+            Message::Invocation(question) => break question,
+            Message::Ping => continue,
+            other => panic!("expected the server's invocation, got {other:?}"),
+        }
+    };
+    assert_eq!(question.target, "Name");
+    let answer = Message::<(), _>::Completion(signalr_core::protocol::Completion {
+        headers: Default::default(),
+        invocation_id: question.invocation_id.expect("an invocation id"),
+        result: CompletionResult::Value("kit"),
+    });
+    client.send_message(&answer).await;
+    assert_eq!(asked.await.unwrap().unwrap(), "kit");
+}
+
 #[tokio::test(start_paused = true)]
 async fn client_results_round_trip_through_the_kit() {
     async fn ask(ctx: Context) -> Result<String, signalr_core::Error> {

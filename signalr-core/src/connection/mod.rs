@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -65,8 +65,6 @@ pub(crate) struct ConnectionShared {
     invocations: Mutex<HashMap<String, CancellationToken>>,
     /// Client results awaited, by the server-chosen invocation id.
     pending_results: Mutex<HashMap<String, oneshot::Sender<Result<Payload, String>>>>,
-    /// Set once the read loop runs: client results need it to receive the answer.
-    reading: AtomicBool,
     /// The protocol state; the read and write loops each hold it only briefly.
     machine: Mutex<ConnectionMachine>,
     /// Wakes the write loop when the read side moved a write deadline or made room (Acks).
@@ -95,7 +93,6 @@ impl ConnectionShared {
             uploads: Mutex::default(),
             invocations: Mutex::default(),
             pending_results: Mutex::default(),
-            reading: AtomicBool::new(false),
             machine: Mutex::new(machine),
             writer_wake: Notify::new(),
             outbound,
@@ -287,10 +284,6 @@ impl ConnectionShared {
         id: &str,
     ) -> Option<oneshot::Sender<Result<Payload, String>>> {
         lock(&self.pending_results).remove(id)
-    }
-
-    pub(crate) fn is_reading(&self) -> bool {
-        self.reading.load(Ordering::Acquire)
     }
 
     /// The connection is over: stop its invocations and streams, fail awaited client results.
@@ -553,7 +546,6 @@ async fn run_connection<H, I, S>(
             ReadEnd::Failed(message)
         }
         Ok(()) => {
-            conn.reading.store(true, Ordering::Release);
             let mut dispatcher = host.dispatcher(&conn);
             let mut timer = Timer::new();
             loop {

@@ -497,7 +497,7 @@ impl ClientProxy {
                 ))
             }
         };
-        if !conn.is_reading() {
+        if super::IN_ON_CONNECTED.try_with(|_| ()).is_ok() {
             return Err(Error::with(
                 Kind::Protocol,
                 "Client results inside OnConnectedAsync Hub methods are not allowed.",

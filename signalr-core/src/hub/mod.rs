@@ -45,6 +45,14 @@ use crate::options::HubOptions;
 use crate::protocol::{Close, Protocol};
 use crate::transport::TransportKind;
 use dispatch::Dispatcher;
+
+tokio::task_local! {
+    /// Set while a connection's on_connected hook (and its filters) runs: as in the reference,
+    /// client results cannot be asked for from there, since the connection reads nothing until
+    /// the hook returns. Code elsewhere may ask a connection still in its hook; the answer is
+    /// read once the hook is done.
+    pub(crate) static IN_ON_CONNECTED: ();
+}
 use filter::{connect_chain, disconnect_chain, Filters};
 use handler::{ErasedHandler, HandlerFn};
 
@@ -724,7 +732,7 @@ impl ConnectionHost for HubShared {
             None => Box::pin(std::future::ready(Ok(()))),
         });
         let chain = connect_chain(&self.filters, terminal);
-        let result = AssertUnwindSafe(chain.run(self.context(conn)))
+        let result = AssertUnwindSafe(IN_ON_CONNECTED.scope((), chain.run(self.context(conn))))
             .catch_unwind()
             .await;
         let detailed = self.options.enable_detailed_errors;
