@@ -11,6 +11,7 @@
 //! and tested, without the hub.
 
 pub(crate) mod machine;
+mod outbound;
 mod replay;
 
 use std::collections::HashMap;
@@ -23,7 +24,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{FutureExt, Stream, StreamExt};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -37,6 +38,7 @@ use crate::request::{HttpRequest, RemoteAddr};
 use crate::transport::{TransportKind, TransportSink};
 pub(crate) use machine::{Config, Counters};
 use machine::{ConnectionMachine, Event};
+use outbound::{Outbound, PushError, CLOSING, SESSION_ENDED, STEP};
 
 pub(crate) use machine::error_close;
 
@@ -67,9 +69,10 @@ pub(crate) struct ConnectionShared {
     pending_results: Mutex<HashMap<String, oneshot::Sender<Result<Payload, String>>>>,
     /// The protocol state; the read and write loops each hold it only briefly.
     machine: Mutex<ConnectionMachine>,
-    /// Wakes the write loop when the read side moved a write deadline or made room (Acks).
-    writer_wake: Notify,
-    outbound: mpsc::Sender<Bytes>,
+    /// Records for the write loop, and the signals that wake the two loops.
+    outbound: Outbound,
+    /// Fires when the connection closes, for the hub's invocations and streams; the loops
+    /// wait on `outbound`'s signals instead, which cost less to poll.
     closing: CancellationToken,
 }
 
@@ -78,7 +81,7 @@ impl ConnectionShared {
         params: ConnectionParams,
         user_id: Option<Arc<str>>,
         protocol: Protocol,
-        outbound: mpsc::Sender<Bytes>,
+        outbound: Outbound,
         machine: ConnectionMachine,
     ) -> Self {
         ConnectionShared {
@@ -94,7 +97,6 @@ impl ConnectionShared {
             invocations: Mutex::default(),
             pending_results: Mutex::default(),
             machine: Mutex::new(machine),
-            writer_wake: Notify::new(),
             outbound,
             closing: CancellationToken::new(),
         }
@@ -112,10 +114,10 @@ impl ConnectionShared {
     /// Queues a record without waiting. A full queue means the client reads slower than we
     /// produce: it is closed rather than allowed to grow memory or stall the sender.
     pub(crate) fn try_send(&self, record: Bytes) -> Result<(), Error> {
-        match self.outbound.try_send(record) {
+        match self.outbound.push(record) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::new(Kind::Closed)),
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(PushError::Closed) => Err(Error::new(Kind::Closed)),
+            Err(PushError::Full(_)) => {
                 self.close_slow("outbound queue full");
                 Err(Error::with(Kind::Timeout, "outbound queue full"))
             }
@@ -125,19 +127,20 @@ impl ConnectionShared {
     /// Queues a record, waiting up to `timeout` for space; a client that stays full that long
     /// is closed.
     pub(crate) async fn send(&self, record: Bytes, timeout: Duration) -> Result<(), Error> {
-        if self.closing.is_cancelled() {
+        if self.is_closing() {
             return Err(Error::new(Kind::Closed));
         }
         // The queue usually has room: taking it directly spares a timer per record.
-        let record = match self.outbound.try_send(record) {
+        let record = match self.outbound.push(record) {
             Ok(()) => return Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::new(Kind::Closed)),
-            Err(mpsc::error::TrySendError::Full(record)) => record,
+            Err(PushError::Closed) => return Err(Error::new(Kind::Closed)),
+            Err(PushError::Full(record)) => record,
         };
-        match self.outbound.send_timeout(record, timeout).await {
+        let deadline = tokio::time::Instant::now() + timeout;
+        match self.outbound.push_waiting(record, deadline).await {
             Ok(()) => Ok(()),
-            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(Error::new(Kind::Closed)),
-            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+            Err(PushError::Closed) => Err(Error::new(Kind::Closed)),
+            Err(PushError::Full(_)) => {
                 self.close_slow("send timed out");
                 Err(Error::with(Kind::Timeout, "send timed out"))
             }
@@ -163,7 +166,7 @@ impl ConnectionShared {
             }
             first
         };
-        self.closing.cancel();
+        self.cancel_closing();
         if first {
             observe::slow_client_closed(self.transport);
             tracing::warn!(connection = %self.id, reason, "closing a client that reads too slowly");
@@ -174,6 +177,12 @@ impl ConnectionShared {
     /// transport. The first reason given wins.
     pub(crate) fn close(&self, close: Close) {
         self.machine().close(close, None);
+        self.cancel_closing();
+    }
+
+    /// Ends both loops (the writer after the close sequence) and the hub's invocations.
+    fn cancel_closing(&self) {
+        self.outbound.raise(CLOSING);
         self.closing.cancel();
     }
 
@@ -185,7 +194,7 @@ impl ConnectionShared {
             machine.is_ended()
         };
         if ended {
-            self.closing.cancel();
+            self.cancel_closing();
         }
         ended
     }
@@ -196,7 +205,7 @@ impl ConnectionShared {
     }
 
     pub(crate) fn is_closing(&self) -> bool {
-        self.closing.is_cancelled()
+        self.outbound.is_raised(CLOSING)
     }
 
     fn membership(&self) -> std::sync::MutexGuard<'_, Membership> {
@@ -379,9 +388,16 @@ fn now() -> std::time::Instant {
 /// A timer re-armed lazily: it may fire early (the deadline moved later since it was set),
 /// and its owner then finds nothing due. Only an earlier deadline re-arms it at once, so a
 /// deadline pushed back by every message (or every request) costs no timer reset.
+///
+/// Once polled, the timer is not polled again by the same task until it has elapsed: tokio
+/// keeps the waker it was given and wakes that task when the time comes, so polling it again
+/// at every other wake-up (every message) would only register the same waker again.
 pub(crate) struct Timer {
     sleep: Pin<Box<Sleep>>,
     armed: Option<std::time::Instant>,
+    /// The waker the sleep was last polled with, as the addresses of its data and vtable
+    /// (only compared), until it is reset or fires.
+    polled_with: Option<(usize, usize)>,
 }
 
 impl Timer {
@@ -389,6 +405,7 @@ impl Timer {
         Timer {
             sleep: Box::pin(tokio::time::sleep_until(Instant::now())),
             armed: None,
+            polled_with: None,
         }
     }
 
@@ -400,13 +417,38 @@ impl Timer {
         if self.armed.is_none_or(|armed| deadline < armed) {
             self.sleep.as_mut().reset(Instant::from_std(deadline));
             self.armed = Some(deadline);
+            self.polled_with = None;
         }
         true
     }
 
     pub(crate) async fn fired(&mut self) {
-        self.sleep.as_mut().await;
-        self.armed = None;
+        std::future::poll_fn(|cx| {
+            let waker = cx.waker();
+            let current = (
+                waker.data() as usize,
+                std::ptr::from_ref(waker.vtable()) as usize,
+            );
+            if self.polled_with == Some(current) && !self.sleep.is_elapsed() {
+                return std::task::Poll::Pending;
+            }
+            // Outside tokio's cooperative budget: a sleep whose task has used its budget
+            // answers Pending without registering its waker, and the timer would then
+            // never fire.
+            let sleep = std::pin::pin!(tokio::task::unconstrained(self.sleep.as_mut()));
+            match sleep.poll(cx) {
+                std::task::Poll::Ready(()) => {
+                    self.armed = None;
+                    self.polled_with = None;
+                    std::task::Poll::Ready(())
+                }
+                std::task::Poll::Pending => {
+                    self.polled_with = Some(current);
+                    std::task::Poll::Pending
+                }
+            }
+        })
+        .await
     }
 }
 
@@ -503,11 +545,10 @@ async fn run_connection<H, I, S>(
         return sink.close().await;
     }
 
-    let (tx, rx) = mpsc::channel(options.outbound_queue_capacity.max(1));
-    let outbound: SharedOutbound = Arc::new(tokio::sync::Mutex::new(rx));
+    let outbound = Outbound::new(options.outbound_queue_capacity);
     let user_id = params.identity.as_ref().and_then(|i| host.user_id_of(i));
     let conn = Arc::new(ConnectionShared::new(
-        params, user_id, protocol, tx, machine,
+        params, user_id, protocol, outbound, machine,
     ));
     host.register(&conn).await;
     let opened = tokio::time::Instant::now();
@@ -517,19 +558,9 @@ async fn run_connection<H, I, S>(
     if let Some(user) = &conn.user_id {
         span.record("user", &**user);
     }
-    // A child of `closing`: closing ends every session, so the loops wait on this one token.
-    let mut session = conn.closing.child_token();
     let send_timeout = options.send_timeout;
-    let mut writer = tokio::spawn(
-        write_loop(
-            conn.clone(),
-            outbound.clone(),
-            sink,
-            send_timeout,
-            session.clone(),
-        )
-        .instrument(span.clone()),
-    );
+    let mut writer =
+        tokio::spawn(write_loop(conn.clone(), sink, send_timeout).instrument(span.clone()));
     tracing::info!(stateful = reattach.is_some(), "connected");
     if options.close_on_authentication_expiration {
         if let Some(expires_at) = conn.identity.as_ref().and_then(|i| i.expires_at()) {
@@ -549,7 +580,7 @@ async fn run_connection<H, I, S>(
             let mut dispatcher = host.dispatcher(&conn);
             let mut timer = Timer::new();
             loop {
-                let read = read_loop(&conn, &mut dispatcher, &mut inbound, &session, &mut timer);
+                let read = read_loop(&conn, &mut dispatcher, &mut inbound, &mut timer);
                 let replacement = next_transport(&mut reattach);
                 let (end, next) = tokio::select! {
                     end = read => (Some(end), None),
@@ -565,7 +596,7 @@ async fn run_connection<H, I, S>(
                     {
                         // Stateful: the transport dropped; keep everything for the grace period.
                         tracing::info!(%error, "transport lost; waiting for a reconnect");
-                        session.cancel();
+                        conn.outbound.raise(SESSION_ENDED);
                         match Box::pin(await_reconnect(&conn, &mut reattach, &mut timer)).await {
                             Some(next) => next,
                             None => break ReadEnd::Failed(error),
@@ -574,7 +605,7 @@ async fn run_connection<H, I, S>(
                     (Some(end), _) => break end,
                     (None, None) => break ReadEnd::Ended,
                 };
-                session.cancel();
+                conn.outbound.raise(SESSION_ENDED);
                 let _ = (&mut writer).await;
                 tracing::info!("transport re-attached");
                 let (next_inbound, mut next_sink) = next;
@@ -582,16 +613,9 @@ async fn run_connection<H, I, S>(
                 next_sink.set_transfer_format(format);
                 inbound = next_inbound.fuse();
                 conn.machine().transport_replaced(now());
-                session = conn.closing.child_token();
+                conn.outbound.start_session();
                 writer = tokio::spawn(
-                    write_loop(
-                        conn.clone(),
-                        outbound.clone(),
-                        next_sink,
-                        send_timeout,
-                        session.clone(),
-                    )
-                    .instrument(span.clone()),
+                    write_loop(conn.clone(), next_sink, send_timeout).instrument(span.clone()),
                 );
             }
         }
@@ -751,7 +775,6 @@ async fn read_loop<D, I>(
     conn: &Arc<ConnectionShared>,
     dispatcher: &mut D,
     inbound: &mut I,
-    session: &CancellationToken,
     timer: &mut Timer,
 ) -> ReadEnd
 where
@@ -770,10 +793,8 @@ where
     let mut dispatched = false;
     // Received since the metrics were last told, which is once per batch, not per message.
     let (mut messages, mut bytes) = (0u64, 0u64);
-    // Made once, not per wait: registering a waiter with the token costs a lock each time.
-    // `session` is a child of `closing`: one wait covers both.
-    let session_ended = session.cancelled();
-    tokio::pin!(session_ended);
+    // The end of this session or of the connection; a flag and a waker, cheap to poll.
+    let mut stopped = std::future::poll_fn(|cx| conn.outbound.poll_reader_stop(cx));
     loop {
         let step = {
             let mut machine = conn.machine();
@@ -811,12 +832,12 @@ where
             Err(state) => state,
         };
         if let Some(error) = ended {
-            conn.closing.cancel();
+            conn.cancel_closing();
             return ReadEnd::Failed(error);
         }
         if stateful {
             // Acks may have made room, and processed messages are due an Ack.
-            conn.writer_wake.notify_one();
+            conn.outbound.raise(STEP);
         }
         match transport_end.take() {
             Some(Some(error)) => return transport_read_failed(conn, stateful, &error),
@@ -834,7 +855,7 @@ where
         let armed = timer.arm(deadline);
         tokio::select! {
             biased;
-            _ = &mut session_ended => return if conn.is_closing() {
+            _ = &mut stopped => return if conn.is_closing() {
                 client_close_already_received(conn, inbound)
             } else {
                 ReadEnd::Failed("the transport failed".to_owned())
@@ -920,43 +941,53 @@ where
     ReadEnd::Ended
 }
 
-/// The outbound queue, owned by whichever session is writing; it outlives a transport that
-/// drops while stateful reconnect keeps the connection.
-type SharedOutbound = Arc<tokio::sync::Mutex<mpsc::Receiver<Bytes>>>;
-
 /// How long closing may take: draining queued frames, the Close record, the peer's reply.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Frames written before one flush, so a burst becomes few syscalls without starving pings.
 const MAX_BATCH: usize = 64;
 
+impl ConnectionShared {
+    /// One lock of the machine per wake-up of the writer: the machine's own records (Ping,
+    /// Ack, Sequence and a replay) go first, then queued ones while the replay buffer has
+    /// room. Returns whether hub records may go out, and when the writer must wake next.
+    fn take_batch(
+        &self,
+        now: std::time::Instant,
+        batch: &mut Vec<Bytes>,
+    ) -> (bool, Option<std::time::Instant>) {
+        let mut machine = self.machine();
+        machine.writer_step(now, batch);
+        self.outbound.take(batch, MAX_BATCH, |record| {
+            if !machine.has_room() {
+                return false;
+            }
+            machine.on_send(now, record);
+            true
+        });
+        (machine.has_room(), machine.write_deadline())
+    }
+}
+
 /// Moves queued records and the machine's own to the transport, and performs the close
 /// sequence.
 ///
 /// Every write is bounded by `send_timeout` (the reference's `TransportSendTimeout`): a client
-/// that stops reading cannot hold this task, its socket and its queue forever. When `session`
-/// is cancelled the transport is abandoned (it dropped, or a reconnect replaced it) and the
+/// that stops reading cannot hold this task, its socket and its queue forever. When the
+/// session ends the transport is abandoned (it dropped, or a reconnect replaced it) and the
 /// queue is left for the next session.
 async fn write_loop<S: TransportSink>(
     conn: Arc<ConnectionShared>,
-    outbound: SharedOutbound,
     mut sink: S,
     send_timeout: Duration,
-    session: CancellationToken,
 ) {
-    let mut rx = outbound.lock().await;
     let mut timer = Timer::new();
     let gone = sink.gone();
     tokio::pin!(gone);
     let stateful = conn.machine().is_stateful();
-    // Reused for every batch: records taken off the queue under one lock of the machine.
+    // Reused for every batch.
     let mut batch: Vec<Bytes> = Vec::new();
-    // One lock of the machine per wake-up: it takes what to write and what to wait for.
-    let mut next = conn.machine().writer_step(now(), &mut batch);
-    // Made once, not per wait (a lock of the token each time). Also fires on closing:
-    // `session` is its child.
-    let session_ended = session.cancelled();
-    tokio::pin!(session_ended);
+    let mut next = conn.take_batch(now(), &mut batch);
     let result: io::Result<()> = async {
         loop {
             if !batch.is_empty() {
@@ -969,52 +1000,41 @@ async fn write_loop<S: TransportSink>(
             let armed = timer.arm(deadline);
             tokio::select! {
                 biased;
-                _ = &mut session_ended => return Ok(()),
+                // One wait for a queued record (when there is room for it), the connection
+                // closing, the session ending and the read side's Acks.
+                signals = std::future::poll_fn(|cx| conn.outbound.poll_writer(cx, room)) => {
+                    if signals & (CLOSING | SESSION_ENDED) != 0 {
+                        return Ok(());
+                    }
+                    next = conn.take_batch(now(), &mut batch);
+                }
                 // The client left (an SSE request it aborted): a normal end, as in the reference.
                 _ = &mut gone => {
                     conn.close(Close::default());
                     return Ok(());
                 }
-                // Only the read side of a stateful connection moves the writer's deadlines.
-                _ = conn.writer_wake.notified(), if stateful => {
-                    next = conn.machine().writer_step(now(), &mut batch);
-                }
-                record = rx.recv(), if room => {
-                    let Some(record) = record else { return Ok(()) };
-                    let now = now();
-                    let mut machine = conn.machine();
-                    machine.on_send(now, &record);
-                    batch.push(record);
-                    // Stateful, past the replay limit: the rest waits for acks.
-                    while batch.len() < MAX_BATCH && machine.has_room() {
-                        let Ok(record) = rx.try_recv() else { break };
-                        machine.on_send(now, &record);
-                        batch.push(record);
-                    }
-                    next = machine.writer_step(now, &mut batch);
-                }
                 _ = timer.fired(), if armed => {
                     conn.handle_timeout(now());
-                    next = conn.machine().writer_step(now(), &mut batch);
+                    next = conn.take_batch(now(), &mut batch);
                 }
             }
         }
     }
     .await;
 
-    if session.is_cancelled() && !conn.is_closing() {
+    if conn.outbound.is_raised(SESSION_ENDED) && !conn.is_closing() {
         // This transport is done; the connection waits for the next one.
         return;
     }
     if let Err(error) = result {
         if stateful {
             // Keep the connection: end this session only, and wait for a reconnect.
-            session.cancel();
+            conn.outbound.raise(SESSION_ENDED);
             return;
         }
         // The transport failed: make sure the read side stops too.
         conn.machine().transport_lost(now(), &error.to_string());
-        conn.closing.cancel();
+        conn.cancel_closing();
     } else {
         let close = conn
             .machine()
@@ -1022,8 +1042,7 @@ async fn write_loop<S: TransportSink>(
             .and_then(|ending| ending.close.clone());
         let protocol = conn.protocol;
         let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, async {
-            rx.close();
-            while let Some(record) = rx.recv().await {
+            for record in conn.outbound.close() {
                 sink.feed(record).await?;
             }
             match close {
@@ -1062,4 +1081,71 @@ async fn within(
     tokio::time::timeout(limit, write)
         .await
         .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "send timed out")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Poll;
+
+    fn after(duration: Duration) -> Option<std::time::Instant> {
+        Some(now() + duration)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timer_fires_on_time_through_other_wake_ups() {
+        let mut timer = Timer::new();
+        let started = Instant::now();
+        timer.arm(after(Duration::from_secs(10)));
+        let mut ticks = 0;
+        loop {
+            tokio::select! {
+                biased;
+                _ = timer.fired() => break,
+                // Other work wakes the task every second; the timer is not polled again.
+                _ = tokio::time::sleep(Duration::from_secs(1)) => ticks += 1,
+            }
+        }
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+        assert_eq!(ticks, 9);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_earlier_deadline_rearms_a_polled_timer_and_a_later_one_waits() {
+        let mut timer = Timer::new();
+        let started = Instant::now();
+        timer.arm(after(Duration::from_secs(10)));
+        assert!(timer.fired().now_or_never().is_none());
+        timer.arm(after(Duration::from_secs(2)));
+        timer.fired().await;
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        // A later deadline is not set until the timer has fired once more (lazily).
+        timer.arm(after(Duration::from_secs(5)));
+        timer.arm(after(Duration::from_secs(8)));
+        timer.fired().await;
+        assert_eq!(started.elapsed(), Duration::from_secs(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timer_polled_after_the_task_spent_its_budget_still_fires() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        for i in 0..1_000 {
+            tx.send(i).unwrap();
+        }
+        let mut timer = Timer::new();
+        let started = Instant::now();
+        timer.arm(after(Duration::from_secs(10)));
+        let mut fired = std::pin::pin!(timer.fired());
+        let first = std::future::poll_fn(|cx| {
+            // Spends tokio's cooperative budget for this poll (the channel says Pending then).
+            while let Poll::Ready(Some(_)) = rx.poll_recv(cx) {}
+            Poll::Ready(fired.as_mut().poll(cx))
+        })
+        .await;
+        assert!(first.is_pending());
+        tokio::time::timeout(Duration::from_secs(60), fired)
+            .await
+            .expect("the timer never fired");
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+    }
 }

@@ -19,6 +19,7 @@ use crate::error::{Error, Kind};
 use crate::hub::clients::REMOTE_DISCONNECTED;
 use crate::hub::{BoxFuture, HubShared};
 use crate::lifetime::record::{EncodeRecord, LazyRecord};
+use crate::log_limit::{LogLimiter, REPEAT_INTERVAL};
 use crate::protocol::{
     Completion, CompletionResult, Headers, InputBuffer, Message, NoValue, Payload, Protocol,
     ProtocolError,
@@ -33,10 +34,30 @@ pub struct SerializedMessage {
 
 impl SerializedMessage {
     /// A message from framed records, one per protocol.
+    ///
+    /// A JSON record that is not UTF-8 is left out (JSON clients get text frames, which must
+    /// be UTF-8, and records are written as they are, unchecked): its clients miss this message,
+    /// and a rate-limited warning says so.
     pub fn from_records(records: impl IntoIterator<Item = (Protocol, Bytes)>) -> Self {
-        SerializedMessage {
-            records: records.into_iter().collect(),
-        }
+        let records = records
+            .into_iter()
+            .filter(|(protocol, record)| {
+                let text = protocol.transfer_format() != crate::protocol::TransferFormat::Text;
+                if text || std::str::from_utf8(record).is_ok() {
+                    return true;
+                }
+                static INVALID: LogLimiter = LogLimiter::new(REPEAT_INTERVAL);
+                if let Some(suppressed) = INVALID.allow() {
+                    tracing::warn!(
+                        protocol = protocol.name(),
+                        suppressed,
+                        "a record from the backplane is not UTF-8; left out"
+                    );
+                }
+                false
+            })
+            .collect();
+        SerializedMessage { records }
     }
 
     /// The framed record for `protocol`, if the publisher included it.
@@ -381,5 +402,26 @@ impl LocalHub {
             });
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(feature = "msgpack")]
+    fn a_json_record_that_is_not_utf8_is_left_out_and_binary_records_are_kept() {
+        let bad = Bytes::from_static(b"{\"type\":1,\"target\":\"\xff\",\"arguments\":[]}\x1e");
+        let good = Bytes::from_static(b"{\"type\":6}\x1e");
+        let binary = Bytes::from_static(b"\x02\x91\x06\xff");
+        let message = SerializedMessage::from_records([
+            (Protocol::Json, bad),
+            (Protocol::MessagePack, binary.clone()),
+        ]);
+        assert_eq!(message.record(Protocol::Json), None);
+        assert_eq!(message.record(Protocol::MessagePack), Some(&binary));
+        let message = SerializedMessage::from_records([(Protocol::Json, good.clone())]);
+        assert_eq!(message.record(Protocol::Json), Some(&good));
     }
 }

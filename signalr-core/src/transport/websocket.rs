@@ -10,7 +10,8 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, Stream, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data as OpData, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
@@ -122,10 +123,13 @@ impl TransportSink for WsSink {
     async fn feed(&mut self, record: Bytes) -> io::Result<()> {
         let message = match self.format {
             TransferFormat::Binary => WsMessage::Binary(record),
-            TransferFormat::Text => WsMessage::Text(
-                Utf8Bytes::try_from(record)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
-            ),
+            // A text frame as it is: every text record is UTF-8 from where it was made (our
+            // JSON encoder writes strings; records from a backplane are checked when they
+            // arrive, `SerializedMessage::from_records`), so it is not checked again for each
+            // client it is written to.
+            TransferFormat::Text => {
+                WsMessage::Frame(Frame::message(record, OpCode::Data(OpData::Text), true))
+            }
         };
         self.inner.feed(message).await.map_err(io::Error::other)
     }
