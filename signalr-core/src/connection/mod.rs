@@ -484,13 +484,70 @@ pub(crate) async fn run<H, I, S>(
         .await
 }
 
+/// Runs one connection to its end: opening (the handshake), serving its transports, and
+/// finishing. Opening and finishing are boxed futures of their own, so that what they hold
+/// is not part of the state every open connection keeps for its whole life.
 async fn run_connection<H, I, S>(
     host: Arc<H>,
     params: ConnectionParams,
     inbound: I,
+    sink: S,
+    reattach: Option<mpsc::Receiver<(I, S)>>,
+) where
+    H: ConnectionHost,
+    I: Stream<Item = io::Result<Bytes>> + Unpin + Send,
+    S: TransportSink,
+{
+    let opening = Box::pin(open_connection(&host, params, inbound, sink, reattach));
+    let Some(opened) = opening.await else {
+        return;
+    };
+    let Opened {
+        conn,
+        mut inbound,
+        mut reattach,
+        mut writer,
+        span,
+        format,
+        since,
+    } = opened;
+    let send_timeout = host.options().send_timeout;
+    let end = serve_transports(
+        &host,
+        &conn,
+        &mut inbound,
+        &mut reattach,
+        &mut writer,
+        &span,
+        format,
+        send_timeout,
+    )
+    .await;
+    let finishing = Box::pin(finish_connection(&host, conn, end, writer, inbound, since));
+    finishing.await;
+}
+
+/// A connection past its handshake, registered, with its writer running.
+struct Opened<I, S> {
+    conn: Arc<ConnectionShared>,
+    inbound: futures_util::stream::Fuse<I>,
+    reattach: Option<mpsc::Receiver<(I, S)>>,
+    writer: tokio::task::JoinHandle<()>,
+    span: tracing::Span,
+    format: crate::protocol::TransferFormat,
+    since: tokio::time::Instant,
+}
+
+/// The handshake, then registration: `None` when the connection never opened (a refused or
+/// unfinished handshake, which has been answered and closed).
+async fn open_connection<H, I, S>(
+    host: &Arc<H>,
+    params: ConnectionParams,
+    inbound: I,
     mut sink: S,
     mut reattach: Option<mpsc::Receiver<(I, S)>>,
-) where
+) -> Option<Opened<I, S>>
+where
     H: ConnectionHost,
     I: Stream<Item = io::Result<Bytes>> + Unpin + Send,
     S: TransportSink,
@@ -500,14 +557,15 @@ async fn run_connection<H, I, S>(
     let options = host.options();
     let mut machine = ConnectionMachine::new(host.connection_config(params.transport), now());
 
-    // Large or one-off awaits are boxed throughout: a task's future is as big as its largest
-    // state, and every idle connection keeps its tasks resident.
-    let Some(request) = Box::pin(read_handshake(&mut machine, &mut inbound)).await else {
+    // Nothing here needs boxing: this whole future is boxed, and gone once the connection
+    // is open.
+    let Some(request) = read_handshake(&mut machine, &mut inbound).await else {
         if let Some(ending) = machine.ending() {
             tracing::warn!(reason = %ending.error, "handshake refused");
             observe::handshake_refused("invalid");
         }
-        return finish_unopened(&mut machine, &mut sink).await;
+        finish_unopened(&mut machine, &mut sink).await;
+        return None;
     };
     let protocol = match host.select_protocol(&request.protocol, request.version) {
         Ok(protocol) => protocol,
@@ -515,7 +573,8 @@ async fn run_connection<H, I, S>(
             tracing::warn!(reason = %message, "handshake refused");
             observe::handshake_refused("protocol");
             machine.refuse_handshake(&message);
-            return finish_unopened(&mut machine, &mut sink).await;
+            finish_unopened(&mut machine, &mut sink).await;
+            return None;
         }
     };
     let format = protocol.transfer_format();
@@ -528,7 +587,8 @@ async fn run_connection<H, I, S>(
         tracing::warn!(reason = %message, "handshake refused");
         observe::handshake_refused("transfer_format");
         machine.refuse_handshake(&message);
-        return finish_unopened(&mut machine, &mut sink).await;
+        finish_unopened(&mut machine, &mut sink).await;
+        return None;
     }
     sink.set_transfer_format(format);
 
@@ -542,7 +602,8 @@ async fn run_connection<H, I, S>(
         .then_some(options.stateful_reconnect_buffer_size);
     machine.accept_handshake(now(), protocol, replay_limit);
     if write_transmits(&mut machine, &mut sink).await.is_err() {
-        return sink.close().await;
+        sink.close().await;
+        return None;
     }
 
     let outbound = Outbound::new(options.outbound_queue_capacity);
@@ -559,7 +620,7 @@ async fn run_connection<H, I, S>(
         span.record("user", &**user);
     }
     let send_timeout = options.send_timeout;
-    let mut writer =
+    let writer =
         tokio::spawn(write_loop(conn.clone(), sink, send_timeout).instrument(span.clone()));
     tracing::info!(stateful = reattach.is_some(), "connected");
     if options.close_on_authentication_expiration {
@@ -568,59 +629,30 @@ async fn run_connection<H, I, S>(
         }
     }
 
-    let end = match Box::pin(host.on_connected(&conn)).await {
-        Err(message) => {
-            conn.close(Close {
-                error: Some(message.clone()),
-                allow_reconnect: false,
-            });
-            ReadEnd::Failed(message)
-        }
-        Ok(()) => {
-            let mut dispatcher = host.dispatcher(&conn);
-            let mut timer = Timer::new();
-            loop {
-                let read = read_loop(&conn, &mut dispatcher, &mut inbound, &mut timer);
-                let replacement = next_transport(&mut reattach);
-                let (end, next) = tokio::select! {
-                    end = read => (Some(end), None),
-                    next = replacement => (None, next),
-                };
-                let next = match (end, next) {
-                    // The client reconnected while the old socket still looked open.
-                    (None, Some(next)) => next,
-                    (Some(ReadEnd::Failed(error)), None)
-                        if reattach.is_some()
-                            && !conn.is_closing()
-                            && conn.machine().transport_lost(now(), &error) =>
-                    {
-                        // Stateful: the transport dropped; keep everything for the grace period.
-                        tracing::info!(%error, "transport lost; waiting for a reconnect");
-                        conn.outbound.raise(SESSION_ENDED);
-                        match Box::pin(await_reconnect(&conn, &mut reattach, &mut timer)).await {
-                            Some(next) => next,
-                            None => break ReadEnd::Failed(error),
-                        }
-                    }
-                    (Some(end), _) => break end,
-                    (None, None) => break ReadEnd::Ended,
-                };
-                conn.outbound.raise(SESSION_ENDED);
-                let _ = (&mut writer).await;
-                tracing::info!("transport re-attached");
-                let (next_inbound, mut next_sink) = next;
-                // The new socket speaks the format the handshake chose on the first one.
-                next_sink.set_transfer_format(format);
-                inbound = next_inbound.fuse();
-                conn.machine().transport_replaced(now());
-                conn.outbound.start_session();
-                writer = tokio::spawn(
-                    write_loop(conn.clone(), next_sink, send_timeout).instrument(span.clone()),
-                );
-            }
-        }
-    };
+    Some(Opened {
+        conn,
+        inbound,
+        reattach,
+        writer,
+        span,
+        format,
+        since: opened,
+    })
+}
 
+/// After the last transport: the close sequence, unregistering, the disconnect hook, and a
+/// short wait for the client's side of the close.
+async fn finish_connection<H, I>(
+    host: &Arc<H>,
+    conn: Arc<ConnectionShared>,
+    end: ReadEnd,
+    writer: tokio::task::JoinHandle<()>,
+    mut inbound: futures_util::stream::Fuse<I>,
+    opened: tokio::time::Instant,
+) where
+    H: ConnectionHost,
+    I: Stream<Item = io::Result<Bytes>> + Unpin + Send,
+{
     conn.close(Close::default());
     conn.end_calls();
     // Bounded: every write inside the writer has a timeout. Unregistering only after the
@@ -650,12 +682,85 @@ async fn run_connection<H, I, S>(
         Some(error) => tracing::info!(%error, status, "disconnected"),
         None => tracing::info!(status, "disconnected"),
     }
-    Box::pin(host.on_disconnected(&conn, disconnect_error)).await;
+    host.on_disconnected(&conn, disconnect_error).await;
     // Keep reading (and discarding) briefly so the transport can finish its close handshake.
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
         while let Some(Ok(_)) = inbound.next().await {}
     })
     .await;
+}
+
+/// The connection's life after the handshake: the connect hook, then reading each transport
+/// the client attaches until the connection ends. This is the state an open connection's
+/// task keeps, so its one-off awaits (the connect hook, a reconnect's wait) are boxed.
+#[allow(clippy::too_many_arguments)]
+async fn serve_transports<H, I, S>(
+    host: &Arc<H>,
+    conn: &Arc<ConnectionShared>,
+    inbound: &mut futures_util::stream::Fuse<I>,
+    reattach: &mut Option<mpsc::Receiver<(I, S)>>,
+    writer: &mut tokio::task::JoinHandle<()>,
+    span: &tracing::Span,
+    format: crate::protocol::TransferFormat,
+    send_timeout: Duration,
+) -> ReadEnd
+where
+    H: ConnectionHost,
+    I: Stream<Item = io::Result<Bytes>> + Unpin + Send,
+    S: TransportSink,
+{
+    match Box::pin(host.on_connected(conn)).await {
+        Err(message) => {
+            conn.close(Close {
+                error: Some(message.clone()),
+                allow_reconnect: false,
+            });
+            ReadEnd::Failed(message)
+        }
+        Ok(()) => {
+            let mut dispatcher = host.dispatcher(conn);
+            let mut timer = Timer::new();
+            loop {
+                let read = read_loop(conn, &mut dispatcher, inbound, &mut timer);
+                let replacement = next_transport(reattach);
+                let (end, next) = tokio::select! {
+                    end = read => (Some(end), None),
+                    next = replacement => (None, next),
+                };
+                let next = match (end, next) {
+                    // The client reconnected while the old socket still looked open.
+                    (None, Some(next)) => next,
+                    (Some(ReadEnd::Failed(error)), None)
+                        if reattach.is_some()
+                            && !conn.is_closing()
+                            && conn.machine().transport_lost(now(), &error) =>
+                    {
+                        // Stateful: the transport dropped; keep everything for the grace period.
+                        tracing::info!(%error, "transport lost; waiting for a reconnect");
+                        conn.outbound.raise(SESSION_ENDED);
+                        match Box::pin(await_reconnect(conn, reattach, &mut timer)).await {
+                            Some(next) => next,
+                            None => break ReadEnd::Failed(error),
+                        }
+                    }
+                    (Some(end), _) => break end,
+                    (None, None) => break ReadEnd::Ended,
+                };
+                conn.outbound.raise(SESSION_ENDED);
+                let _ = (&mut *writer).await;
+                tracing::info!("transport re-attached");
+                let (next_inbound, mut next_sink) = next;
+                // The new socket speaks the format the handshake chose on the first one.
+                next_sink.set_transfer_format(format);
+                *inbound = next_inbound.fuse();
+                conn.machine().transport_replaced(now());
+                conn.outbound.start_session();
+                *writer = tokio::spawn(
+                    write_loop(conn.clone(), next_sink, send_timeout).instrument(span.clone()),
+                );
+            }
+        }
+    }
 }
 
 /// Feeds received bytes to the machine until it has a whole handshake request; `None` when
@@ -1022,6 +1127,19 @@ async fn write_loop<S: TransportSink>(
     }
     .await;
 
+    let closing = Box::pin(end_session(conn, sink, stateful, result));
+    closing.await;
+}
+
+/// What the write loop does when it stops: nothing more for a session that ended (a stateful
+/// connection waits for the next transport); otherwise the close sequence, its own future so
+/// that the loop's state does not carry it.
+async fn end_session<S: TransportSink>(
+    conn: Arc<ConnectionShared>,
+    mut sink: S,
+    stateful: bool,
+    result: io::Result<()>,
+) {
     if conn.outbound.is_raised(SESSION_ENDED) && !conn.is_closing() {
         // This transport is done; the connection waits for the next one.
         return;
@@ -1041,7 +1159,7 @@ async fn write_loop<S: TransportSink>(
             .ending()
             .and_then(|ending| ending.close.clone());
         let protocol = conn.protocol;
-        let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, async {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
             for record in conn.outbound.close() {
                 sink.feed(record).await?;
             }
@@ -1054,10 +1172,10 @@ async fn write_loop<S: TransportSink>(
                 }
                 None => sink.flush().await,
             }
-        }))
+        })
         .await;
     }
-    let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, sink.close())).await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
 }
 
 /// Writes a batch of records and flushes once; the batch is left empty.
@@ -1078,7 +1196,9 @@ async fn within(
     if let std::task::Poll::Ready(result) = first {
         return result;
     }
-    tokio::time::timeout(limit, write)
+    // Boxed: the timer exists only while a write waits, not in every connection's writer.
+    let waiting = Box::pin(tokio::time::timeout(limit, write));
+    waiting
         .await
         .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "send timed out")))
 }
