@@ -202,6 +202,7 @@ pub(crate) async fn run<I, S>(
     let writer = tokio::spawn(async move {
         let gone = sink.gone();
         tokio::pin!(gone);
+        let mut format = TransferFormat::Text;
         loop {
             let next = tokio::select! {
                 biased;
@@ -215,9 +216,17 @@ pub(crate) async fn run<I, S>(
             };
             let written = match next {
                 None => break,
-                Some(Outgoing::Format(format)) => {
+                Some(Outgoing::Format(next)) => {
+                    format = next;
                     sink.set_transfer_format(format);
                     continue;
+                }
+                // The sinks write text as they are given it: the application's text is
+                // checked here, and a send that is not UTF-8 ends the connection.
+                Some(Outgoing::Data(data))
+                    if format == TransferFormat::Text && std::str::from_utf8(&data).is_err() =>
+                {
+                    break;
                 }
                 Some(Outgoing::Data(data)) => {
                     let write = async {

@@ -136,8 +136,7 @@ impl ConnectionShared {
             Err(PushError::Closed) => return Err(Error::new(Kind::Closed)),
             Err(PushError::Full(record)) => record,
         };
-        let deadline = tokio::time::Instant::now() + timeout;
-        match self.outbound.push_waiting(record, deadline).await {
+        match self.outbound.push_waiting(record, timeout).await {
             Ok(()) => Ok(()),
             Err(PushError::Closed) => Err(Error::new(Kind::Closed)),
             Err(PushError::Full(_)) => {
@@ -659,6 +658,9 @@ async fn finish_connection<H, I>(
     // Close went out means a graceful shutdown, which waits for the registry to empty, never
     // ends the process while a client's Close is still being written.
     let _ = writer.await;
+    // Whatever path the writer ended on, later sends are refused from here on (and senders
+    // waiting for room are released) rather than queued for nobody.
+    conn.outbound.close();
     host.unregister(&conn);
     let disconnect_error = match end {
         // A client that said goodbye ended gracefully, whatever its transport did next.
@@ -1105,6 +1107,12 @@ async fn write_loop<S: TransportSink>(
             let armed = timer.arm(deadline);
             tokio::select! {
                 biased;
+                // The client left (an SSE request it aborted): a normal end, as in the
+                // reference, even with records still queued for it.
+                _ = &mut gone => {
+                    conn.close(Close::default());
+                    return Ok(());
+                }
                 // One wait for a queued record (when there is room for it), the connection
                 // closing, the session ending and the read side's Acks.
                 signals = std::future::poll_fn(|cx| conn.outbound.poll_writer(cx, room)) => {
@@ -1112,11 +1120,6 @@ async fn write_loop<S: TransportSink>(
                         return Ok(());
                     }
                     next = conn.take_batch(now(), &mut batch);
-                }
-                // The client left (an SSE request it aborted): a normal end, as in the reference.
-                _ = &mut gone => {
-                    conn.close(Close::default());
-                    return Ok(());
                 }
                 _ = timer.fired(), if armed => {
                     conn.handle_timeout(now());

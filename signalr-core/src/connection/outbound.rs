@@ -49,11 +49,17 @@ pub(crate) struct Outbound {
     /// Senders waiting for room (`send`, never `try_send`) are woken here when a full queue
     /// drains or closes.
     room: Notify,
+    /// Senders waiting for room go one at a time, in the order they came (tokio's mutex is
+    /// fair): their records keep that order, and none is passed over until its deadline.
+    turn: tokio::sync::Mutex<()>,
 }
 
 struct Queue {
     records: VecDeque<Bytes>,
     closed: bool,
+    /// Senders inside `push_waiting`: while there are any, a new record does not take a slot
+    /// ahead of them (it waits behind them, or, from `try_send`, finds the queue full).
+    waiters: usize,
 }
 
 impl Outbound {
@@ -62,6 +68,7 @@ impl Outbound {
             queue: Mutex::new(Queue {
                 records: VecDeque::new(),
                 closed: false,
+                waiters: 0,
             }),
             queued: AtomicUsize::new(0),
             capacity: capacity.max(1),
@@ -69,6 +76,7 @@ impl Outbound {
             writer: AtomicWaker::new(),
             reader: AtomicWaker::new(),
             room: Notify::new(),
+            turn: tokio::sync::Mutex::const_new(()),
         }
     }
 
@@ -79,12 +87,16 @@ impl Outbound {
     /// Queues a record; the writer is woken when the queue was empty (otherwise a wake-up is
     /// already on its way, or the writer is still taking records and will see this one).
     pub(crate) fn push(&self, record: Bytes) -> Result<(), PushError> {
+        self.push_as(record, false)
+    }
+
+    fn push_as(&self, record: Bytes, waiter: bool) -> Result<(), PushError> {
         let was_empty = {
             let mut queue = self.queue();
             if queue.closed {
                 return Err(PushError::Closed);
             }
-            if queue.records.len() >= self.capacity {
+            if queue.records.len() >= self.capacity || (!waiter && queue.waiters > 0) {
                 return Err(PushError::Full(record));
             }
             queue.records.push_back(record);
@@ -97,18 +109,29 @@ impl Outbound {
         Ok(())
     }
 
-    /// Queues a record, waiting until `deadline` for room; `Err(Full)` when there was none by then.
+    /// Queues a record, waiting up to `timeout` for room, behind the senders already
+    /// waiting; `Err(Full)` when there was none by then. A timeout too large to add to the
+    /// clock (`Duration::MAX` for "never") waits as good as forever.
     pub(crate) async fn push_waiting(
         &self,
         mut record: Bytes,
-        deadline: tokio::time::Instant,
+        timeout: std::time::Duration,
     ) -> Result<(), PushError> {
+        let now = tokio::time::Instant::now();
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + std::time::Duration::from_secs(100 * 365 * 24 * 3600));
+        self.queue().waiters += 1;
+        let _waiting = Waiting(self);
+        let Ok(_turn) = tokio::time::timeout_at(deadline, self.turn.lock()).await else {
+            return Err(PushError::Full(record));
+        };
         loop {
             let room = self.room.notified();
             tokio::pin!(room);
             // Enabled before trying, so that room made between the try and the wait wakes it.
             room.as_mut().enable();
-            match self.push(record) {
+            match self.push_as(record, true) {
                 Err(PushError::Full(back)) => record = back,
                 done => return done,
             }
@@ -218,6 +241,15 @@ impl Outbound {
     }
 }
 
+/// Counts a sender out of `push_waiting` however it leaves (done, timed out, or dropped).
+struct Waiting<'a>(&'a Outbound);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.queue().waiters -= 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,10 +351,13 @@ mod tests {
     ) {
         let outbound = Arc::new(Outbound::new(1));
         assert!(outbound.push(record("a")).is_ok());
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let sending = {
             let outbound = outbound.clone();
-            tokio::spawn(async move { outbound.push_waiting(record("b"), deadline).await })
+            tokio::spawn(async move {
+                outbound
+                    .push_waiting(record("b"), Duration::from_secs(10))
+                    .await
+            })
         };
         (outbound, sending)
     }
@@ -336,11 +371,57 @@ mod tests {
         outbound.take(&mut batch, 8, |_| true);
         assert!(sending.await.unwrap().is_ok());
         // Nobody takes "b": the next sender gives up at its deadline.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let started = tokio::time::Instant::now();
-        let refused = outbound.push_waiting(record("c"), deadline).await;
+        let refused = outbound
+            .push_waiting(record("c"), Duration::from_secs(10))
+            .await;
         assert!(matches!(refused, Err(PushError::Full(r)) if r == "c"));
         assert_eq!(started.elapsed(), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_senders_get_room_in_the_order_they_came_and_new_ones_queue_behind() {
+        let (outbound, first) = full_queue_and_a_waiting_sender();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let second = {
+            let outbound = outbound.clone();
+            tokio::spawn(async move {
+                outbound
+                    .push_waiting(record("c"), Duration::from_secs(10))
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // A record that does not wait finds no room while others are waiting for it.
+        let mut batch = Vec::new();
+        outbound.take(&mut batch, 8, |_| true);
+        assert!(matches!(
+            outbound.push(record("x")),
+            Err(PushError::Full(_))
+        ));
+        for _ in 0..2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            outbound.take(&mut batch, 8, |_| true);
+        }
+        assert!(first.await.unwrap().is_ok());
+        assert!(second.await.unwrap().is_ok());
+        assert_eq!(batch, [record("a"), record("b"), record("c")]);
+        // Nobody waits any more: a plain push takes the free slot again.
+        assert!(outbound.push(record("d")).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timeout_too_large_for_the_clock_waits_instead_of_overflowing() {
+        let outbound = Arc::new(Outbound::new(1));
+        assert!(outbound.push(record("a")).is_ok());
+        let sending = {
+            let outbound = outbound.clone();
+            tokio::spawn(async move { outbound.push_waiting(record("b"), Duration::MAX).await })
+        };
+        tokio::time::sleep(Duration::from_secs(365 * 24 * 3600)).await;
+        assert!(!sending.is_finished());
+        outbound.close();
+        assert!(matches!(sending.await.unwrap(), Err(PushError::Closed)));
     }
 
     #[tokio::test(start_paused = true)]
