@@ -1,5 +1,6 @@
 //! Server-Sent Events and long polling at the HTTP level: the status codes, headers and bodies
-//! the reference server gives, over real loopback sockets.
+//! the reference server gives, over real loopback sockets; and what a raw connection's
+//! WebSocket carries.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -649,4 +650,39 @@ async fn an_sse_client_that_goes_away_is_noticed_at_once() {
     assert_eq!(disconnected.lock().unwrap().len(), 1);
     // The reference treats an aborted SSE request as the transport's normal end.
     assert_eq!(disconnected.lock().unwrap()[0], None);
+}
+
+/// A raw connection's text must be UTF-8, and WebSocket text frames are written without a
+/// check of their own: a send that is not UTF-8 ends the connection, and neither it nor what
+/// follows it reaches the client as a frame.
+#[tokio::test]
+async fn a_raw_connection_whose_text_is_not_utf8_is_ended_before_it_reaches_the_client() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+    let handler = signalr_core::ConnectionHandler::new(|connection| async move {
+        let _ = connection.send(Bytes::from_static(b"first")).await;
+        let _ = connection
+            .send(Bytes::from_static(b"\xff\xfe not text"))
+            .await;
+        let _ = connection.send(Bytes::from_static(b"after")).await;
+        tokio::time::sleep(WAIT).await;
+    });
+    let app: axum::Router = axum::Router::new().nest_service("/raw", handler.service());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/raw"))
+        .await
+        .unwrap();
+    match tokio::time::timeout(WAIT, socket.next()).await.unwrap() {
+        Some(Ok(Message::Text(text))) => assert_eq!(text.as_str(), "first"),
+        other => panic!("expected the first text, got {other:?}"),
+    }
+    // The next thing the client sees is the end of the connection.
+    match tokio::time::timeout(WAIT, socket.next()).await.unwrap() {
+        None | Some(Ok(Message::Close(_))) => {}
+        Some(Err(WsError::Utf8(_))) => panic!("the client received text that is not UTF-8"),
+        Some(Err(_)) => {}
+        Some(Ok(other)) => panic!("nothing more was to arrive, got {other:?}"),
+    }
 }
