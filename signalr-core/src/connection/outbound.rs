@@ -344,8 +344,10 @@ mod tests {
         assert!(!outbound.is_raised(STEP));
     }
 
-    /// A full queue of one ("a" in it), and a sender of "b" with ten seconds to wait.
-    fn full_queue_and_a_waiting_sender() -> (
+    /// A full queue of one ("a" in it), and a sender of "b" with `timeout` to wait.
+    fn full_queue_and_a_waiting_sender(
+        timeout: Duration,
+    ) -> (
         Arc<Outbound>,
         tokio::task::JoinHandle<Result<(), PushError>>,
     ) {
@@ -353,18 +355,14 @@ mod tests {
         assert!(outbound.push(record("a")).is_ok());
         let sending = {
             let outbound = outbound.clone();
-            tokio::spawn(async move {
-                outbound
-                    .push_waiting(record("b"), Duration::from_secs(10))
-                    .await
-            })
+            tokio::spawn(async move { outbound.push_waiting(record("b"), timeout).await })
         };
         (outbound, sending)
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_sender_waits_for_room_until_its_deadline() {
-        let (outbound, sending) = full_queue_and_a_waiting_sender();
+        let (outbound, sending) = full_queue_and_a_waiting_sender(Duration::from_secs(10));
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert!(!sending.is_finished());
         let mut batch = Vec::new();
@@ -381,7 +379,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn waiting_senders_get_room_in_the_order_they_came_and_new_ones_queue_behind() {
-        let (outbound, first) = full_queue_and_a_waiting_sender();
+        let (outbound, first) = full_queue_and_a_waiting_sender(Duration::from_secs(10));
         tokio::time::sleep(Duration::from_millis(10)).await;
         let second = {
             let outbound = outbound.clone();
@@ -412,12 +410,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_timeout_too_large_for_the_clock_waits_instead_of_overflowing() {
-        let outbound = Arc::new(Outbound::new(1));
-        assert!(outbound.push(record("a")).is_ok());
-        let sending = {
-            let outbound = outbound.clone();
-            tokio::spawn(async move { outbound.push_waiting(record("b"), Duration::MAX).await })
-        };
+        let (outbound, sending) = full_queue_and_a_waiting_sender(Duration::MAX);
         tokio::time::sleep(Duration::from_secs(365 * 24 * 3600)).await;
         assert!(!sending.is_finished());
         outbound.close();
@@ -426,7 +419,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn closing_releases_a_waiting_sender() {
-        let (outbound, sending) = full_queue_and_a_waiting_sender();
+        let (outbound, sending) = full_queue_and_a_waiting_sender(Duration::from_secs(10));
         tokio::time::sleep(Duration::from_secs(1)).await;
         outbound.close();
         assert!(matches!(sending.await.unwrap(), Err(PushError::Closed)));
