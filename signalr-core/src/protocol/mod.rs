@@ -257,6 +257,17 @@ pub enum Protocol {
 
 /// The initial buffer for one encoded record; larger ones grow as needed.
 const ENCODE_CAPACITY: usize = 128;
+/// The most a thread's encoding buffer keeps between records: a larger one (a record this
+/// big was encoded) is given back after use.
+const ENCODE_SCRATCH_KEPT: usize = 64 * 1024;
+
+thread_local! {
+    /// Where records are encoded before they are copied into a buffer of exactly their size:
+    /// one allocation per record, and none while serializing. Encoding into a buffer of its
+    /// own and freezing it cost two (the buffer, then the shared header `Bytes` needs for a
+    /// buffer with spare room), and a larger record several more while the buffer grew.
+    static ENCODE_SCRATCH: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
 
 impl Protocol {
     /// Every protocol, in the order they are offered.
@@ -345,11 +356,25 @@ impl Protocol {
         self,
         message: &Message<A, V>,
     ) -> Result<Bytes, ProtocolError> {
-        // Room for a typical small message up front: growing from empty took several
-        // reallocations per record (about 7% of the echo path's instructions).
-        let mut out = BytesMut::with_capacity(ENCODE_CAPACITY);
-        self.encode(message, &mut out)?;
-        Ok(out.freeze())
+        ENCODE_SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut out) => {
+                out.clear();
+                let encoded = self.encode(message, &mut out);
+                let record = encoded.map(|()| Bytes::copy_from_slice(&out));
+                if out.capacity() > ENCODE_SCRATCH_KEPT {
+                    *out = BytesMut::new();
+                }
+                record
+            }
+            // Encoding from inside an encoding (a value's `Serialize` that encodes a record):
+            // a buffer of its own. Room for a typical small message up front: growing from
+            // empty took several reallocations per record.
+            Err(_) => {
+                let mut out = BytesMut::with_capacity(ENCODE_CAPACITY);
+                self.encode(message, &mut out)?;
+                Ok(out.freeze())
+            }
+        })
     }
 
     /// The framed Ping record, shared by every connection of this protocol.
@@ -365,5 +390,80 @@ impl Protocol {
 impl fmt::Display for Protocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn completion<V: Serialize>(id: &str, value: V) -> Message<NoValue, V> {
+        Message::Completion(Completion {
+            headers: Headers::new(),
+            invocation_id: id.to_owned(),
+            result: CompletionResult::Value(value),
+        })
+    }
+
+    /// A value whose serialization encodes a record of its own, as a `Serialize` written
+    /// against this crate could: the inner encoding cannot share the thread's buffer.
+    struct EncodesWhileSerialized;
+
+    impl Serialize for EncodesWhileSerialized {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let inner = Protocol::Json
+                .encode_to_bytes(&completion("inner", 7))
+                .map_err(serde::ser::Error::custom)?;
+            serializer.serialize_str(
+                std::str::from_utf8(&inner)
+                    .unwrap()
+                    .trim_end_matches('\u{1e}'),
+            )
+        }
+    }
+
+    #[test]
+    fn an_encoding_inside_an_encoding_gets_its_own_buffer() {
+        let record = Protocol::Json
+            .encode_to_bytes(&completion("outer", EncodesWhileSerialized))
+            .unwrap();
+        assert_eq!(
+            &record[..],
+            &b"{\"type\":3,\"invocationId\":\"outer\",\"result\":\"{\\\"type\\\":3,\\\"invocationId\\\":\\\"inner\\\",\\\"result\\\":7}\"}\x1e"[..]
+        );
+    }
+
+    #[test]
+    fn each_record_is_only_its_own_bytes_and_a_large_buffer_is_given_back() {
+        for protocol in Protocol::ALL {
+            let large = "x".repeat(ENCODE_SCRATCH_KEPT * 2);
+            let big = protocol.encode_to_bytes(&completion("1", &large)).unwrap();
+            assert!(big.len() > ENCODE_SCRATCH_KEPT * 2);
+            let kept = ENCODE_SCRATCH.with(|scratch| scratch.borrow().capacity());
+            assert!(kept <= ENCODE_SCRATCH_KEPT, "{protocol}: kept {kept} bytes");
+
+            // A short record after a long one holds nothing of the long one.
+            let small = protocol.encode_to_bytes(&completion("2", 1)).unwrap();
+            let mut alone = BytesMut::new();
+            protocol.encode(&completion("2", 1), &mut alone).unwrap();
+            assert_eq!(small, alone.freeze(), "{protocol}");
+
+            // A failed encoding leaves nothing behind for the next record either.
+            let failed = protocol.encode_to_bytes(&completion("3", Unencodable));
+            assert!(failed.is_err(), "{protocol}");
+            let after = protocol.encode_to_bytes(&completion("2", 1)).unwrap();
+            assert_eq!(after, small, "{protocol}");
+        }
+    }
+
+    struct Unencodable;
+
+    impl Serialize for Unencodable {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeSeq;
+            let mut seq = serializer.serialize_seq(Some(2))?;
+            seq.serialize_element(&1)?;
+            Err(serde::ser::Error::custom("this value cannot be encoded"))
+        }
     }
 }
