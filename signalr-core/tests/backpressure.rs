@@ -189,3 +189,40 @@ async fn a_slow_client_is_closed_logged_and_counted_once() {
     assert_eq!(logs.count("reads too slowly"), 1);
     drop(client);
 }
+
+/// Invocations a client sends faster than it reads: once the connection's queue and the
+/// client's buffer are full, a finished method's Completion waits for room (holding the slot,
+/// so the next invocation waits too), and every one arrives, in the order they were sent.
+#[tokio::test(start_paused = true)]
+async fn completions_that_find_the_queue_full_wait_for_room_and_keep_their_order() {
+    let hub = Hub::builder()
+        .method("Echo", echo)
+        .outbound_queue_capacity(2)
+        .build();
+    let mut client = TestClient::connect(&hub).await.unwrap();
+    // More than the client's buffer (1,024 records) and the queue together.
+    const CALLS: usize = 1_500;
+    for n in 0..CALLS {
+        let call: Message<Vec<String>, NoValue> = Message::Invocation(Invocation {
+            headers: Headers::new(),
+            invocation_id: Some(n.to_string()),
+            target: "Echo".into(),
+            arguments: vec![format!("value {n}")],
+            stream_ids: Vec::new(),
+        });
+        client.send_message(&call).await;
+    }
+    for n in 0..CALLS {
+        match client.recv().await.expect("the connection stays open") {
+            Message::Completion(done) => {
+                assert_eq!(done.invocation_id, n.to_string());
+                let CompletionResult::Value(value) = done.result else {
+                    panic!("completion {n} carries no value: {:?}", done.result);
+                };
+                assert_eq!(value.deserialize::<String>().unwrap(), format!("value {n}"));
+            }
+            other => panic!("expected completion {n}, got {other:?}"),
+        }
+    }
+    assert_eq!(hub.slow_client_closes(), 0);
+}

@@ -124,6 +124,18 @@ impl ConnectionShared {
         }
     }
 
+    /// Queues a record if that needs no wait: `Err` gives it back when the queue is full. A
+    /// closing connection takes it and drops it, as [`send`](Self::send) would have.
+    pub(crate) fn queue_now(&self, record: Bytes) -> Result<(), Bytes> {
+        if self.is_closing() {
+            return Ok(());
+        }
+        match self.outbound.push(record) {
+            Ok(()) | Err(PushError::Closed) => Ok(()),
+            Err(PushError::Full(record)) => Err(record),
+        }
+    }
+
     /// Queues a record, waiting up to `timeout` for space; a client that stays full that long
     /// is closed.
     pub(crate) async fn send(&self, record: Bytes, timeout: Duration) -> Result<(), Error> {

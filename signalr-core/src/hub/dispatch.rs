@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::Poll;
 
 use futures_util::future::Either;
@@ -30,49 +30,46 @@ tokio::task_local! {
     static INVOCATION_SLOT: Slot;
 }
 
-/// A method's hold on one of its connection's parallel-invocation slots.
-#[derive(Clone)]
-struct Slot(Arc<SlotState>);
-
-struct SlotState {
+/// A method's hold on one of its connection's parallel-invocation slots. It lives in the
+/// method's task-local (no allocation of its own): the invocation's task and the method reach
+/// it there, and only from that task.
+struct Slot {
     slots: Arc<Semaphore>,
-    permit: Mutex<Option<OwnedSemaphorePermit>>,
+    permit: std::cell::RefCell<Option<OwnedSemaphorePermit>>,
 }
 
 impl Slot {
     fn new(slots: Arc<Semaphore>, permit: Option<OwnedSemaphorePermit>) -> Self {
-        Slot(Arc::new(SlotState {
+        Slot {
             slots,
-            permit: Mutex::new(permit),
-        }))
+            permit: std::cell::RefCell::new(permit),
+        }
     }
 
     /// Gives the slot back; returns whether one was held.
     fn release(&self) -> bool {
-        self.0
-            .permit
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .is_some()
+        self.permit.borrow_mut().take().is_some()
     }
+}
 
-    async fn reacquire(&self) {
-        if let Ok(permit) = self.0.slots.clone().acquire_owned().await {
-            *self.0.permit.lock().unwrap_or_else(|p| p.into_inner()) = Some(permit);
-        }
-    }
+/// Gives the running invocation's slot back (a no-op outside one, or when already given).
+fn release_slot() {
+    let _ = INVOCATION_SLOT.try_with(Slot::release);
 }
 
 /// Runs `wait` with the current method's slot lent back to its connection, as the reference
 /// does while a hub method awaits a client result: with the default limit of one, keeping the
 /// slot would leave the client's next invocation, and so its answer, unread.
 pub(crate) async fn with_slot_released<F: std::future::Future>(wait: F) -> F::Output {
-    let slot = INVOCATION_SLOT.try_with(Slot::clone).ok();
-    let released = slot.as_ref().is_some_and(Slot::release);
+    let released = INVOCATION_SLOT
+        .try_with(|slot| slot.release().then(|| slot.slots.clone()))
+        .ok()
+        .flatten();
     let output = wait.await;
-    if let (true, Some(slot)) = (released, slot) {
-        slot.reacquire().await;
+    if let Some(slots) = released {
+        if let Ok(permit) = slots.acquire_owned().await {
+            let _ = INVOCATION_SLOT.try_with(|slot| *slot.permit.borrow_mut() = Some(permit));
+        }
     }
     output
 }
@@ -329,9 +326,6 @@ impl Dispatcher {
                     .map(|outcome| outcome.0),
             )
         };
-        let hub = self.hub.clone();
-        let conn = self.conn.clone();
-        let task_slot = slot.clone();
         // A span per invocation, inside the connection's: the method's own events carry both.
         let span = tracing::info_span!(
             "invocation",
@@ -339,8 +333,66 @@ impl Dispatcher {
             id = invocation_id.as_deref().unwrap_or(""),
         );
         let started = tokio::time::Instant::now();
-        let mut task = Box::pin(INVOCATION_SLOT.scope(task_slot, async move {
-            let outcome = AssertUnwindSafe(call).catch_unwind().await;
+        let mut call = call;
+        // Most plain methods finish without waiting (an echo; a send that finds room in a
+        // queue), so the first poll happens here, on the read loop, inside the invocation's span
+        // and slot; a method that succeeded, and whose Completion fits in the queue, is done
+        // without a task or any allocation of its own. Everything else (a method that has to
+        // wait, an error, a panic, a full queue) goes on in the task below, from where it
+        // stopped, while the read loop keeps reading (its client result, a cancellation, the
+        // next invocation). Streams always get a task: they may produce for a long time.
+        let (outcome, slot) = if streaming {
+            (None, slot)
+        } else {
+            let mut slot = Some(slot);
+            let (first, permit) = std::future::poll_fn(|cx| {
+                let _entered = span.enter();
+                let slot = slot.take().expect("polled once");
+                Poll::Ready(INVOCATION_SLOT.sync_scope(slot, || {
+                    let first = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        std::pin::Pin::new(&mut call).poll(cx)
+                    }));
+                    // The method may have lent its slot back (a client result it awaits).
+                    let permit = INVOCATION_SLOT.with(|slot| slot.permit.borrow_mut().take());
+                    (first, permit)
+                }))
+            })
+            .await;
+            let outcome = match first {
+                Ok(Poll::Pending) => None,
+                Ok(Poll::Ready(Ok(CallOutput::Done(record)))) => {
+                    let queued = match record {
+                        None => Ok(()),
+                        Some(record) => self.conn.queue_now(record),
+                    };
+                    match queued {
+                        Ok(()) => {
+                            drop(permit);
+                            for stream_id in &upload_ids {
+                                self.conn.remove_upload(stream_id);
+                            }
+                            let name = method_name.as_deref().unwrap_or(observe::UNKNOWN_METHOD);
+                            observe::invocation(name, Outcome::Ok, Some(started.elapsed()));
+                            return;
+                        }
+                        // The queue is full: the task waits for room, holding the slot.
+                        Err(record) => Some(Ok(Ok(CallOutput::Done(Some(record))))),
+                    }
+                }
+                Ok(Poll::Ready(result)) => Some(Ok(result)),
+                Err(panic) => Some(Err(panic)),
+            };
+            (outcome, Slot::new(self.slots.clone(), permit))
+        };
+        let hub = self.hub.clone();
+        let conn = self.conn.clone();
+        let finished = outcome.is_some();
+        let outcome = match outcome {
+            Some(outcome) => Either::Left(std::future::ready(outcome)),
+            None => Either::Right(AssertUnwindSafe(call).catch_unwind()),
+        };
+        let task = INVOCATION_SLOT.scope(slot, async move {
+            let outcome = outcome.await;
             let mut result = Outcome::Ok;
             let detailed = hub.options.enable_detailed_errors;
             let method_failed = |e: &super::HubError| {
@@ -357,7 +409,7 @@ impl Dispatcher {
                     if let Some(record) = record {
                         let _ = conn.send(record, hub.options.send_timeout).await;
                     }
-                    slot.release();
+                    release_slot();
                     None
                 }
                 Ok(Ok(CallOutput::Stream(items))) => {
@@ -410,7 +462,7 @@ impl Dispatcher {
                     })
                 }
             };
-            slot.release();
+            release_slot();
             // Upload streams the method did not finish are closed with it.
             for stream_id in &upload_ids {
                 conn.remove_upload(stream_id);
@@ -427,17 +479,16 @@ impl Dispatcher {
                 }
                 (None, _) => {}
             }
-        }.instrument(span)));
-        // Most plain methods finish without waiting (an echo; a send that finds room in a
-        // queue), so one poll here, on the read loop, completes them without the cost of a task
-        // of their own. A method that has to wait moves to its own task, where it goes on from
-        // where it stopped while the read loop keeps reading (its client result, a cancellation,
-        // the next invocation). Streams always get a task: they may produce for a long time.
-        if !streaming {
-            let finished = std::future::poll_fn(|cx| Poll::Ready(task.as_mut().poll(cx))).await;
-            if finished.is_ready() {
-                return;
+        }.instrument(span));
+        // A method that already finished (an error, a panic, a full queue) is answered here
+        // too when that needs no wait, so its Completion keeps its place among the others.
+        if finished {
+            let mut task = Box::pin(task);
+            let done = std::future::poll_fn(|cx| Poll::Ready(task.as_mut().poll(cx))).await;
+            if done.is_pending() {
+                tokio::spawn(task);
             }
+            return;
         }
         tokio::spawn(task);
     }
