@@ -332,3 +332,94 @@ async fn refusals_are_the_reference_ones_empty_with_a_bearer_challenge() {
     assert_eq!((status, challenge, body.len()), (403, None, 0));
     assert_eq!(call(Some("ada")).await.0, 200);
 }
+
+/// A value whose `Serialize` fails, or panics: the method ran, its answer cannot be encoded.
+struct Unencodable {
+    panics: bool,
+}
+
+impl serde::Serialize for Unencodable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        if self.panics {
+            panic!("this value panics while it is serialized");
+        }
+        Err(serde::ser::Error::custom("this value cannot be encoded"))
+    }
+}
+
+/// Runs the rest of every invocation on a task of its own, as a filter may.
+struct Elsewhere;
+
+impl signalr_core::HubFilter for Elsewhere {
+    fn invoke<'a>(
+        &'a self,
+        invocation: signalr_core::HubInvocation,
+        next: signalr_core::InvokeNext,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = signalr_core::InvocationOutcome> + Send + 'a>,
+    > {
+        Box::pin(async move {
+            match tokio::spawn(next.run(invocation)).await {
+                Ok(outcome) => outcome,
+                Err(failed) => std::panic::resume_unwind(failed.into_panic()),
+            }
+        })
+    }
+}
+
+/// A method that panics, or whose result cannot be encoded (its `Serialize` fails or panics),
+/// is answered with the reference's generic error Completion for its own invocation id, and
+/// the connection goes on; with and without a filter, in both protocols.
+#[tokio::test]
+async fn a_method_that_panics_or_whose_result_cannot_be_encoded_gets_an_error_completion() {
+    for filtered in [false, true] {
+        let mut builder = Hub::builder()
+            .method("Panics", || async {
+                if true {
+                    panic!("the method panics");
+                }
+                1
+            })
+            .method("Unencodable", || async { Unencodable { panics: false } })
+            .method("PanicsWhenEncoded", || async {
+                Unencodable { panics: true }
+            })
+            .method("Echo", |text: String| async move { text });
+        if filtered {
+            builder = builder.filter(Elsewhere);
+        }
+        let hub = builder.build();
+        for protocol in Protocol::ALL {
+            let mut client = TestClient::builder()
+                .protocol(protocol)
+                .connect(&hub)
+                .await
+                .unwrap();
+            for method in ["Panics", "Unencodable", "PanicsWhenEncoded"] {
+                let answer = tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    client.invoke::<i32>(method, ()),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("{method} ({protocol}, filtered: {filtered}) got no Completion")
+                });
+                assert_eq!(
+                    answer,
+                    Err(format!(
+                        "An unexpected error occurred invoking '{method}' on the server."
+                    )),
+                    "{method} ({protocol}, filtered: {filtered})"
+                );
+                assert_eq!(
+                    client
+                        .invoke::<String>("Echo", ("still here",))
+                        .await
+                        .as_deref(),
+                    Ok("still here"),
+                    "after {method} ({protocol}, filtered: {filtered})"
+                );
+            }
+        }
+    }
+}

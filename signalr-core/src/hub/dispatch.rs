@@ -36,13 +36,21 @@ tokio::task_local! {
 struct Slot {
     slots: Arc<Semaphore>,
     permit: std::cell::RefCell<Option<OwnedSemaphorePermit>>,
+    /// The invocation id, lent to the method when it encodes its Completion (see
+    /// [`lend_invocation_id`]): kept here rather than copied into the method's parts.
+    invocation_id: std::cell::RefCell<Option<String>>,
 }
 
 impl Slot {
-    fn new(slots: Arc<Semaphore>, permit: Option<OwnedSemaphorePermit>) -> Self {
+    fn new(
+        slots: Arc<Semaphore>,
+        permit: Option<OwnedSemaphorePermit>,
+        invocation_id: Option<String>,
+    ) -> Self {
         Slot {
             slots,
             permit: std::cell::RefCell::new(permit),
+            invocation_id: std::cell::RefCell::new(invocation_id),
         }
     }
 
@@ -55,6 +63,24 @@ impl Slot {
 /// Gives the running invocation's slot back (a no-op outside one, or when already given).
 fn release_slot() {
     let _ = INVOCATION_SLOT.try_with(Slot::release);
+}
+
+/// Takes the running invocation's id out of its slot, if it is kept there.
+fn take_invocation_id() -> Option<String> {
+    INVOCATION_SLOT
+        .try_with(|slot| slot.invocation_id.borrow_mut().take())
+        .ok()
+        .flatten()
+}
+
+/// Lends the running invocation's id to `use_id`, which gives it back with its output: a
+/// method encodes its Completion with the id without a copy of it. `None` when the
+/// invocation has no id kept here (a non-blocking invocation, or no invocation running).
+pub(crate) fn lend_invocation_id<R>(use_id: impl FnOnce(String) -> (String, R)) -> Option<R> {
+    let id = take_invocation_id()?;
+    let (id, output) = use_id(id);
+    let _ = INVOCATION_SLOT.try_with(|slot| *slot.invocation_id.borrow_mut() = Some(id));
+    Some(output)
 }
 
 /// Runs `wait` with the current method's slot lent back to its connection, as the reference
@@ -278,15 +304,17 @@ impl Dispatcher {
                 Err(_) => return,
             }
         };
-        let slot = Slot::new(self.slots.clone(), permit);
-
         let context = Context {
             conn: self.conn.clone(),
             hub: self.hub.clone(),
         };
         // The task needs a token of its own only for a stream; others never read it.
         let stream_cancellation = streaming.then(|| cancellation.clone());
-        let blocking_id = invocation_id.clone();
+        // A plain invocation keeps its id in its slot, where the method borrows it to encode
+        // its Completion; a stream's items and a filter (which may run the method elsewhere)
+        // get a copy.
+        let lend_id = !streaming && self.hub.filters.is_empty();
+        let blocking_id = if lend_id { None } else { invocation_id.clone() };
         let method_name = method.as_ref().map(|m| m.name.clone());
         let bind = move |method: Option<Method>,
                          context: Context,
@@ -332,6 +360,9 @@ impl Dispatcher {
             method = %target,
             id = invocation_id.as_deref().unwrap_or(""),
         );
+        let mut invocation_id = invocation_id;
+        let lent_id = if lend_id { invocation_id.take() } else { None };
+        let slot = Slot::new(self.slots.clone(), permit, lent_id);
         let started = tokio::time::Instant::now();
         let mut call = call;
         // Most plain methods finish without waiting (an echo; a send that finds room in a
@@ -345,7 +376,7 @@ impl Dispatcher {
             (None, slot)
         } else {
             let mut slot = Some(slot);
-            let (first, permit) = std::future::poll_fn(|cx| {
+            let (first, permit, lent_id) = std::future::poll_fn(|cx| {
                 let _entered = span.enter();
                 let slot = slot.take().expect("polled once");
                 Poll::Ready(INVOCATION_SLOT.sync_scope(slot, || {
@@ -354,7 +385,7 @@ impl Dispatcher {
                     }));
                     // The method may have lent its slot back (a client result it awaits).
                     let permit = INVOCATION_SLOT.with(|slot| slot.permit.borrow_mut().take());
-                    (first, permit)
+                    (first, permit, take_invocation_id())
                 }))
             })
             .await;
@@ -382,7 +413,7 @@ impl Dispatcher {
                 Ok(Poll::Ready(result)) => Some(Ok(result)),
                 Err(panic) => Some(Err(panic)),
             };
-            (outcome, Slot::new(self.slots.clone(), permit))
+            (outcome, Slot::new(self.slots.clone(), permit, lent_id))
         };
         let hub = self.hub.clone();
         let conn = self.conn.clone();
@@ -472,7 +503,7 @@ impl Dispatcher {
             }
             let name = method_name.as_deref().unwrap_or(observe::UNKNOWN_METHOD);
             observe::invocation(name, result, Some(started.elapsed()));
-            match (error_text, invocation_id) {
+            match (error_text, invocation_id.or_else(take_invocation_id)) {
                 (Some(text), Some(id)) => send_error(&hub, &conn, id, text).await,
                 (Some(text), None) => {
                     tracing::debug!(connection = %conn.id, %target, error = %text, "non-blocking invocation failed")

@@ -329,19 +329,36 @@ fn finish<V: Serialize>(
     result: Result<V, HubError>,
 ) -> CallResult {
     let value = result.map_err(CallError::Method)?;
-    let Some(invocation_id) = invocation_id else {
-        return Ok(CallOutput::Done(None));
+    let encode = |invocation_id: String| {
+        let message: Message<NoValue, &V> = Message::Completion(Completion {
+            headers: Headers::new(),
+            invocation_id,
+            result: CompletionResult::Value(&value),
+        });
+        // The id goes back to its owner even when the value's `Serialize` panics: the
+        // invocation's error Completion needs it.
+        let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            context.protocol().encode_to_bytes(&message)
+        }));
+        let Message::Completion(Completion { invocation_id, .. }) = message else {
+            unreachable!("a Completion was built above")
+        };
+        (invocation_id, encoded)
     };
-    let message: Message<NoValue, &V> = Message::Completion(Completion {
-        headers: Headers::new(),
-        invocation_id,
-        result: CompletionResult::Value(&value),
-    });
-    context
-        .protocol()
-        .encode_to_bytes(&message)
-        .map(|record| CallOutput::Done(Some(record)))
-        .map_err(|e| CallError::Method(HubError::internal(e.to_string())))
+    let encoded = match invocation_id {
+        Some(invocation_id) => encode(invocation_id).1,
+        // The id is the running invocation's, lent (see `dispatch`); without one, the
+        // invocation is non-blocking and gets no Completion.
+        None => match super::dispatch::lend_invocation_id(encode) {
+            Some(encoded) => encoded,
+            None => return Ok(CallOutput::Done(None)),
+        },
+    };
+    match encoded {
+        Ok(Ok(record)) => Ok(CallOutput::Done(Some(record))),
+        Ok(Err(e)) => Err(CallError::Method(HubError::internal(e.to_string()))),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
 }
 
 macro_rules! impl_handler {
