@@ -127,23 +127,25 @@ impl ConnectionShared {
     /// Queues a record if that needs no wait: `Err` gives it back when the queue is full. A
     /// closing connection takes it and drops it, as [`send`](Self::send) would have.
     pub(crate) fn queue_now(&self, record: Bytes) -> Result<(), Bytes> {
-        if self.is_closing() {
-            return Ok(());
-        }
-        match self.outbound.push(record) {
+        match self.push_unless_closing(record) {
             Ok(()) | Err(PushError::Closed) => Ok(()),
             Err(PushError::Full(record)) => Err(record),
         }
     }
 
+    /// Queues a record if there is room and the connection is not closing.
+    fn push_unless_closing(&self, record: Bytes) -> Result<(), PushError> {
+        if self.is_closing() {
+            return Err(PushError::Closed);
+        }
+        self.outbound.push(record)
+    }
+
     /// Queues a record, waiting up to `timeout` for space; a client that stays full that long
     /// is closed.
     pub(crate) async fn send(&self, record: Bytes, timeout: Duration) -> Result<(), Error> {
-        if self.is_closing() {
-            return Err(Error::new(Kind::Closed));
-        }
         // The queue usually has room: taking it directly spares a timer per record.
-        let record = match self.outbound.push(record) {
+        let record = match self.push_unless_closing(record) {
             Ok(()) => return Ok(()),
             Err(PushError::Closed) => return Err(Error::new(Kind::Closed)),
             Err(PushError::Full(record)) => record,

@@ -335,7 +335,7 @@ impl Dispatcher {
             }
         };
         // Without filters the method is called directly: no chain, no boxed continuation.
-        let call = if self.hub.filters.is_empty() {
+        let mut call = if self.hub.filters.is_empty() {
             Either::Left(bind(method, context, arguments.0))
         } else {
             let invocation = HubInvocation {
@@ -364,7 +364,6 @@ impl Dispatcher {
         let lent_id = if lend_id { invocation_id.take() } else { None };
         let slot = Slot::new(self.slots.clone(), permit, lent_id);
         let started = tokio::time::Instant::now();
-        let mut call = call;
         // Most plain methods finish without waiting (an echo; a send that finds room in a
         // queue), so the first poll happens here, on the read loop, inside the invocation's span
         // and slot; a method that succeeded, and whose Completion fits in the queue, is done
@@ -399,11 +398,13 @@ impl Dispatcher {
                     match queued {
                         Ok(()) => {
                             drop(permit);
-                            for stream_id in &upload_ids {
-                                self.conn.remove_upload(stream_id);
-                            }
-                            let name = method_name.as_deref().unwrap_or(observe::UNKNOWN_METHOD);
-                            observe::invocation(name, Outcome::Ok, Some(started.elapsed()));
+                            invocation_ended(
+                                &self.conn,
+                                &upload_ids,
+                                method_name.as_deref(),
+                                Outcome::Ok,
+                                started,
+                            );
                             return;
                         }
                         // The queue is full: the task waits for room, holding the slot.
@@ -494,15 +495,10 @@ impl Dispatcher {
                 }
             };
             release_slot();
-            // Upload streams the method did not finish are closed with it.
-            for stream_id in &upload_ids {
-                conn.remove_upload(stream_id);
-            }
             if let (Some(id), true) = (&invocation_id, streaming) {
                 conn.finish_invocation(id);
             }
-            let name = method_name.as_deref().unwrap_or(observe::UNKNOWN_METHOD);
-            observe::invocation(name, result, Some(started.elapsed()));
+            invocation_ended(&conn, &upload_ids, method_name.as_deref(), result, started);
             match (error_text, invocation_id.or_else(take_invocation_id)) {
                 (Some(text), Some(id)) => send_error(&hub, &conn, id, text).await,
                 (Some(text), None) => {
@@ -533,6 +529,22 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// What every finished invocation does last, wherever it finished: the upload streams the
+/// method did not finish are closed with it, and the invocation is counted.
+fn invocation_ended(
+    conn: &ConnectionShared,
+    upload_ids: &[String],
+    method_name: Option<&str>,
+    outcome: Outcome,
+    started: tokio::time::Instant,
+) {
+    for stream_id in upload_ids {
+        conn.remove_upload(stream_id);
+    }
+    let name = method_name.unwrap_or(observe::UNKNOWN_METHOD);
+    observe::invocation(name, outcome, Some(started.elapsed()));
 }
 
 /// Sends a streaming method's items as the client can take them (each send waits for room in
