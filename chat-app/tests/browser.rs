@@ -9,7 +9,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
+
+#[path = "../../conformance-tests/tests/common/npm.rs"]
+mod npm;
 
 fn missing(what: &str) {
     if std::env::var_os("CI").is_some() {
@@ -21,9 +23,6 @@ fn missing(what: &str) {
 fn suite() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../conformance-tests/browser")
 }
-
-/// `npm ci` once, whichever test gets there first.
-static INSTALL: Mutex<()> = Mutex::new(());
 
 /// Node and the pinned packages are there (installing them if needed); `false` when skipped.
 fn node_ready() -> bool {
@@ -38,18 +37,7 @@ fn node_ready() -> bool {
         missing("node and npm");
         return false;
     }
-    let _once = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
-    let suite = suite();
-    if !suite.join("node_modules/playwright-core").exists()
-        || !suite.join("node_modules/@microsoft/signalr").exists()
-    {
-        let status = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(&suite)
-            .status()
-            .expect("npm runs");
-        assert!(status.success(), "npm ci failed in {}", suite.display());
-    }
+    npm::ensure_installed(&suite());
     true
 }
 

@@ -10,6 +10,9 @@ use std::process::Command;
 
 use sqlx::{Connection, Executor};
 
+#[path = "../../conformance-tests/tests/common/npm.rs"]
+mod npm;
+
 fn missing(what: &str) {
     if std::env::var_os("CI").is_some() {
         panic!("the chat-app end-to-end suite needs {what}: refusing to skip under CI");
@@ -29,14 +32,7 @@ fn node_ready(suite: &Path) -> bool {
         missing("node and npm");
         return false;
     }
-    if !suite.join("node_modules/@microsoft/signalr").exists() {
-        let status = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(suite)
-            .status()
-            .expect("npm runs");
-        assert!(status.success(), "npm ci failed");
-    }
+    npm::ensure_installed(suite);
     true
 }
 

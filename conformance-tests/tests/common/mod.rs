@@ -10,6 +10,8 @@
 use std::path::Path;
 use std::process::Command;
 
+pub mod npm;
+
 fn tool_available(tool: &str) -> bool {
     Command::new(tool)
         .arg("--version")
@@ -43,14 +45,7 @@ pub fn run_node_suite(suite_dir: &str, server_env: &str, server_bin: &str) {
     }
 
     let node_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("node");
-    if !node_dir.join("node_modules/@microsoft/signalr").exists() {
-        let status = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(&node_dir)
-            .status()
-            .expect("npm ci runs");
-        assert!(status.success(), "npm ci failed in {}", node_dir.display());
-    }
+    npm::ensure_installed(&node_dir);
 
     let status = Command::new("node")
         .args([
