@@ -448,8 +448,9 @@
 //!   10,000 by default (Kestrel: unlimited), counting WebSockets with the rest, and answers
 //!   a connection past the cap with a `503` (Kestrel closes it without a word). See
 //!   [`ServeOptions`].
-//! - The WebSocket read buffer is 4 KiB per connection (tungstenite allocates 128 KiB by
-//!   default), to keep idle connections small.
+//! - The WebSocket framing is our own: reads land in one buffer per thread, and an idle
+//!   connection holds no receive buffer at all (about 7.8 KB of memory per idle connection at
+//!   19,000, see BENCHMARKS.md).
 //!
 //! # Architecture
 //! - [`protocol`]: sans-IO hub protocols and handshake (no sockets, no clock).

@@ -79,8 +79,9 @@ pub struct HubOptions {
     pub stateful_reconnect_buffer_size: usize,
     /// Close connections when their identity's credentials expire. Default off.
     pub close_on_authentication_expiration: bool,
-    /// Size of the WebSocket read chunk allocated per connection. Default 4 KiB (tungstenite's
-    /// own default is 128 KiB per socket, which dominates memory with many idle clients).
+    /// The most a WebSocket read takes from the socket at once. Reads land in a buffer of the
+    /// thread's, so this costs no memory per connection; a connection buffers received bytes of
+    /// its own only for a frame that has not fully arrived, and none when idle. Default 4 KiB.
     pub websocket_read_buffer_size: usize,
     /// Bytes buffered before a WebSocket write is pushed to the socket. Default 8 KiB.
     pub websocket_write_buffer_size: usize,

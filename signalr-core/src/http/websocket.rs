@@ -102,7 +102,7 @@ pub(super) fn upgrade<B>(
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let (sink, stream) = websocket::accept(upgraded, &hub.options).await;
+                let (sink, stream) = websocket::accept(upgraded, &hub.options);
                 let params = ConnectionParams {
                     connection_id,
                     transport: TransportKind::WebSockets,
@@ -132,7 +132,7 @@ fn reattach<B>(
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let (sink, stream) = websocket::accept(upgraded, &hub.options).await;
+                let (sink, stream) = websocket::accept(upgraded, &hub.options);
                 if let Err(rejected) = sender.send((stream, sink)).await {
                     // The connection ended meanwhile.
                     let (_, mut sink) = rejected.0;

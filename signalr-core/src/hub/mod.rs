@@ -502,7 +502,8 @@ impl HubBuilder {
         self
     }
 
-    /// Per-connection WebSocket read chunk, in bytes. Default 4 KiB.
+    /// The most a WebSocket read takes at once, in bytes (at least 256). Default 4 KiB. See
+    /// [`HubOptions::websocket_read_buffer_size`].
     pub fn websocket_read_buffer_size(mut self, bytes: usize) -> Self {
         self.options.websocket_read_buffer_size = bytes.max(256);
         self

@@ -1,0 +1,239 @@
+//! The transport over an in-memory socket: what a client sends, split anyhow, comes out as the
+//! same messages; control frames are answered; violations end with the right Close frame.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+use super::frame::tests::client_frame;
+use super::*;
+
+const MASK: [u8; 4] = [0x9a, 0x01, 0x7c, 0xe4];
+const WAIT: Duration = Duration::from_secs(5);
+
+fn pair(
+    max_message: usize,
+    read_chunk: usize,
+) -> (DuplexStream, WsSink<DuplexStream>, WsStream<DuplexStream>) {
+    let (client, server) = tokio::io::duplex(1 << 20);
+    let (sink, stream) = split(server, max_message, read_chunk, 8 * 1024);
+    (client, sink, stream)
+}
+
+/// Reads one unmasked server frame: (first byte, payload).
+async fn server_frame(client: &mut DuplexStream) -> (u8, Vec<u8>) {
+    tokio::time::timeout(WAIT, async {
+        let mut head = [0u8; 2];
+        client.read_exact(&mut head).await.unwrap();
+        assert_eq!(head[1] & 0x80, 0, "server frames are unmasked");
+        let len = match head[1] & 0x7F {
+            126 => client.read_u16().await.unwrap() as usize,
+            127 => client.read_u64().await.unwrap() as usize,
+            n => n as usize,
+        };
+        let mut payload = vec![0; len];
+        client.read_exact(&mut payload).await.unwrap();
+        (head[0], payload)
+    })
+    .await
+    .expect("a server frame in time")
+}
+
+async fn next(stream: &mut WsStream<DuplexStream>) -> Option<io::Result<Bytes>> {
+    tokio::time::timeout(WAIT, stream.next())
+        .await
+        .expect("the stream answers in time")
+}
+
+/// What a client might send in one go: every kind of frame, a fragmented message, a message
+/// longer than the read chunk and one longer than 65,535 bytes.
+fn conversation() -> (Vec<u8>, Vec<Vec<u8>>) {
+    let big: Vec<u8> = (0..70_001).map(|i| (i % 253) as u8).collect();
+    let medium = vec![b'm'; 5_000];
+    let mut wire = Vec::new();
+    wire.extend(client_frame(
+        0x81,
+        b"{\"protocol\":\"json\",\"version\":1}\x1e",
+        MASK,
+    ));
+    wire.extend(client_frame(0x89, b"are you there", MASK)); // ping
+    wire.extend(client_frame(0x82, &big, MASK));
+    wire.extend(client_frame(0x01, b"hel", MASK)); // text, to be continued
+    wire.extend(client_frame(0x8A, b"unsolicited", MASK)); // a pong between fragments
+    wire.extend(client_frame(0x00, b"lo ", MASK));
+    wire.extend(client_frame(0x80, "w\u{f6}rld".as_bytes(), MASK));
+    wire.extend(client_frame(0x81, b"", MASK));
+    wire.extend(client_frame(0x81, &medium, MASK));
+    let messages = vec![
+        b"{\"protocol\":\"json\",\"version\":1}\x1e".to_vec(),
+        big,
+        "hello w\u{f6}rld".as_bytes().to_vec(),
+        Vec::new(),
+        medium,
+    ];
+    (wire, messages)
+}
+
+#[tokio::test]
+async fn frames_split_anywhere_make_the_same_messages() {
+    let (wire, expected) = conversation();
+    // Whole, one byte at a time, and in pieces of a few odd sizes.
+    for piece in [wire.len(), 1, 3, 7, 1_000, 4_097] {
+        let (mut client, _sink, mut stream) = pair(1 << 20, 4096);
+        let writer = {
+            let wire = wire.clone();
+            tokio::spawn(async move {
+                for chunk in wire.chunks(piece) {
+                    client.write_all(chunk).await.unwrap();
+                    if piece < 10 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                client
+            })
+        };
+        for (i, want) in expected.iter().enumerate() {
+            let got = next(&mut stream).await.expect("a message").unwrap();
+            assert_eq!(&got[..], &want[..], "message {i}, pieces of {piece}");
+        }
+        let mut client = writer.await.unwrap();
+        // The ping was answered with its own payload.
+        assert_eq!(
+            server_frame(&mut client).await,
+            (0x8A, b"are you there".to_vec())
+        );
+        // Caught up: the connection holds no received bytes of its own.
+        assert_eq!(stream.reader.pending.capacity(), 0, "pieces of {piece}");
+        assert!(stream.reader.fragments.is_none());
+    }
+}
+
+#[tokio::test]
+async fn a_client_close_ends_the_stream_and_is_answered_with_its_code() {
+    let (mut client, mut sink, mut stream) = pair(1 << 20, 4096);
+    client
+        .write_all(&client_frame(0x88, &[0x0F, 0xA0, b'b', b'y', b'e'], MASK))
+        .await
+        .unwrap();
+    assert!(next(&mut stream).await.is_none());
+    assert!(next(&mut stream).await.is_none(), "stays ended");
+    sink.close().await;
+    assert_eq!(server_frame(&mut client).await, (0x88, vec![0x0F, 0xA0]));
+    // Then the server's side of the socket is shut.
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty());
+    assert!(sink.feed(Bytes::from_static(b"late")).await.is_err());
+}
+
+#[tokio::test]
+async fn violations_end_with_the_close_code_that_names_them() {
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        (
+            "invalid UTF-8",
+            client_frame(0x81, &[0xff, 0xfe], MASK),
+            1007,
+        ),
+        ("unmasked", vec![0x81, 0x01, b'x'], 1002),
+        ("reserved bits", client_frame(0xC1, b"x", MASK), 1002),
+        ("continuation first", client_frame(0x80, b"x", MASK), 1002),
+        ("too big", client_frame(0x82, &vec![0; 70_000], MASK), 1009),
+        (
+            "too big in fragments",
+            [
+                client_frame(0x02, &vec![0; 40_000], MASK),
+                client_frame(0x80, &vec![0; 40_000], MASK),
+            ]
+            .concat(),
+            1009,
+        ),
+        (
+            "a new message inside a fragmented one",
+            [
+                client_frame(0x01, b"a", MASK),
+                client_frame(0x81, b"b", MASK),
+            ]
+            .concat(),
+            1002,
+        ),
+        (
+            "bad close code",
+            client_frame(0x88, &1005u16.to_be_bytes(), MASK),
+            1002,
+        ),
+    ];
+    for (what, wire, code) in cases {
+        let (mut client, mut sink, mut stream) = pair(64 * 1024, 4096);
+        client.write_all(&wire).await.unwrap();
+        let error = next(&mut stream).await.expect("an error").unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{what}: {error}");
+        assert!(
+            next(&mut stream).await.is_none(),
+            "{what}: ended after the error"
+        );
+        sink.close().await;
+        let (first, payload) = server_frame(&mut client).await;
+        assert_eq!(first, 0x88, "{what}");
+        assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), code, "{what}");
+        assert!(
+            std::str::from_utf8(&payload[2..]).unwrap().ends_with('.'),
+            "{what}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_socket_closed_mid_frame_is_an_error_not_a_message() {
+    let (mut client, _sink, mut stream) = pair(1 << 20, 4096);
+    let frame = client_frame(0x81, b"{\"type\":6}\x1e", MASK);
+    client.write_all(&frame[..frame.len() - 3]).await.unwrap();
+    drop(client);
+    let error = next(&mut stream).await.expect("an error").unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
+    assert!(next(&mut stream).await.is_none());
+}
+
+#[tokio::test]
+async fn records_go_out_as_one_frame_each_in_the_sinks_format() {
+    let (mut client, mut sink, _stream) = pair(1 << 20, 4096);
+    sink.feed(Bytes::from_static(b"{}\x1e")).await.unwrap();
+    sink.set_transfer_format(TransferFormat::Binary);
+    let long = Bytes::from(vec![7u8; 300]);
+    sink.feed(long.clone()).await.unwrap();
+    sink.flush().await.unwrap();
+    assert_eq!(server_frame(&mut client).await, (0x81, b"{}\x1e".to_vec()));
+    assert_eq!(server_frame(&mut client).await, (0x82, long.to_vec()));
+}
+
+/// A Pong that arrives while the writer waits on a full socket goes out after what the writer
+/// was writing, whole, and the writer still wakes when the client reads.
+#[tokio::test]
+async fn a_pong_while_the_writer_waits_keeps_frames_whole() {
+    let (mut client, server) = tokio::io::duplex(256);
+    let (mut sink, mut stream) = split(server, 1 << 20, 4096, 8 * 1024);
+    let record = Bytes::from(vec![b'r'; 10_000]);
+    let writing = tokio::spawn({
+        let record = record.clone();
+        async move {
+            sink.feed(record).await.unwrap();
+            sink.flush().await.unwrap();
+            sink
+        }
+    });
+    // Let the writer fill the socket and wait.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!writing.is_finished());
+    client
+        .write_all(&client_frame(0x89, b"p", MASK))
+        .await
+        .unwrap();
+    client
+        .write_all(&client_frame(0x81, b"after", MASK))
+        .await
+        .unwrap();
+    assert_eq!(&next(&mut stream).await.unwrap().unwrap()[..], b"after");
+    assert_eq!(server_frame(&mut client).await, (0x81, record.to_vec()));
+    assert_eq!(server_frame(&mut client).await, (0x8A, b"p".to_vec()));
+    tokio::time::timeout(WAIT, writing).await.unwrap().unwrap();
+}
