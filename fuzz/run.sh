@@ -21,6 +21,7 @@ all=(
   negotiate_query:512
   stateful:2048
   redis_payloads:4096
+  websocket_frames:4096
 )
 if [ $# -gt 0 ]; then
   chosen=()

@@ -336,6 +336,39 @@ def redis_corpus():
     ]
 
 
+def ws_frame(first, payload, mask=b"\x37\xfa\x21\x3d", length=None):
+    """A client frame; `length` overrides the length written in the header."""
+    n = len(payload) if length is None else length
+    if n < 126:
+        head = bytes([first, 0x80 | n])
+    elif n <= 0xFFFF:
+        head = bytes([first, 0x80 | 126]) + struct.pack(">H", n)
+    else:
+        head = bytes([first, 0x80 | 127]) + struct.pack(">Q", n)
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + mask + body
+
+
+def websocket_corpus():
+    """The first byte picks the message cap (bits 0-1) and the read size (bits 2-3)."""
+    handshake = b'{"protocol":"json","version":1}' + RS
+    ping_record = b'{"type":6}' + RS
+    return [
+        ("handshake-and-ping", b"\x0f" + ws_frame(0x81, handshake) + ws_frame(0x81, ping_record)),
+        ("control-frames", b"\x0f" + ws_frame(0x89, b"hello") + ws_frame(0x8A, b"") + ws_frame(0x81, ping_record)),
+        ("fragmented", b"\x07" + ws_frame(0x01, b"{\"type\"") + ws_frame(0x89, b"p") + ws_frame(0x00, b":6}") + ws_frame(0x80, RS)),
+        ("binary-16-bit-length", b"\x0f" + ws_frame(0x82, bytes(range(256)) * 2)),
+        ("close-normal", b"\x0f" + ws_frame(0x88, struct.pack(">H", 1000) + b"bye")),
+        ("close-bad-code", b"\x0f" + ws_frame(0x88, struct.pack(">H", 1005))),
+        ("over-the-cap", b"\x00" + ws_frame(0x82, b"x" * 40)),
+        ("64-bit-length-lie", b"\x0f" + ws_frame(0x82, b"x", length=1 << 40)),
+        ("unmasked", b"\x0f" + bytes([0x81, 0x03]) + b"abc"),
+        ("reserved-bits", b"\x0f" + ws_frame(0xC1, b"x")),
+        ("invalid-utf8", b"\x0f" + ws_frame(0x81, b"\xff\xfe")),
+        ("cut-off", b"\x0f" + ws_frame(0x81, handshake)[:-4]),
+    ]
+
+
 def main():
     for name, data in json_corpus():
         write("json_decode", name, data)
@@ -349,6 +382,7 @@ def main():
         ("negotiate_query", negotiate_corpus()),
         ("stateful", stateful_corpus()),
         ("redis_payloads", redis_corpus()),
+        ("websocket_frames", websocket_corpus()),
     ):
         for name, data in corpus:
             write(target, name, data)

@@ -1417,3 +1417,143 @@ pub fn stateful(data: &[u8]) {
         harness.check();
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// WebSocket framing.
+
+/// A socket whose reads hand out the given chunks, one per read, then the end of input; what
+/// is written to it is kept.
+struct ChunkedSocket {
+    chunks: VecDeque<Vec<u8>>,
+    written: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl tokio::io::AsyncRead for ChunkedSocket {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if let Some(mut chunk) = self.chunks.pop_front() {
+            let n = chunk.len().min(buf.remaining());
+            buf.put_slice(&chunk[..n]);
+            if n < chunk.len() {
+                self.chunks.push_front(chunk.split_off(n));
+            }
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl tokio::io::AsyncWrite for ChunkedSocket {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.written.lock().unwrap().extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// What the read side made of a client's bytes: the messages, how it ended (the error's kind
+/// and the close code of a violation), and what it wrote back (Pongs).
+#[derive(Debug, PartialEq)]
+struct FramesOutcome {
+    messages: Vec<Vec<u8>>,
+    end: Option<(std::io::ErrorKind, Option<u16>)>,
+    written: Vec<u8>,
+}
+
+fn read_frames(chunks: VecDeque<Vec<u8>>, max_message: usize, read_chunk: usize) -> FramesOutcome {
+    use futures_util::Stream;
+
+    let written = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let total: usize = chunks.iter().map(Vec::len).sum();
+    let socket = ChunkedSocket {
+        chunks,
+        written: written.clone(),
+    };
+    let (_sink, mut stream) =
+        crate::transport::websocket::split(socket, max_message, read_chunk, 1 << 16);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut messages = Vec::new();
+    let mut end = None;
+    // Every poll consumes input or ends the stream; the bound catches a loop that does not.
+    for _ in 0..=total + 2 {
+        match std::pin::Pin::new(&mut stream).poll_next(&mut cx) {
+            std::task::Poll::Ready(Some(Ok(message))) => {
+                assert!(
+                    message.len() <= max_message,
+                    "a {}-byte message past the {max_message}-byte cap",
+                    message.len()
+                );
+                messages.push(message.to_vec());
+            }
+            std::task::Poll::Ready(Some(Err(error))) => {
+                let code = error
+                    .get_ref()
+                    .and_then(|inner| {
+                        inner.downcast_ref::<crate::transport::websocket::Violation>()
+                    })
+                    .map(|violation| violation.close_code);
+                end = Some((error.kind(), code));
+            }
+            std::task::Poll::Ready(None) => {
+                let written = written.lock().unwrap().clone();
+                return FramesOutcome {
+                    messages,
+                    end,
+                    written,
+                };
+            }
+            std::task::Poll::Pending => panic!("the stream waited on a socket that never does"),
+        }
+        let held = stream.buffered_capacity();
+        assert!(
+            held <= 4 * (max_message + read_chunk + 14),
+            "{held} bytes buffered under a {max_message}-byte cap"
+        );
+    }
+    panic!("the stream neither ended nor consumed its input");
+}
+
+/// The server's WebSocket frame reader: whatever a client sends, each message stays within
+/// the cap, the buffer within its bound, and every chunking of the same bytes gives the same
+/// messages, the same end and the same Pongs. The first byte picks the cap and the read size.
+pub fn websocket_frames(data: &[u8]) {
+    let Some((&config, stream)) = data.split_first() else {
+        return;
+    };
+    let max_message = [16, 125, 300, 64 * 1024][usize::from(config & 3)];
+    let read_chunk = [14, 64, 1000, 4096][usize::from((config >> 2) & 3)];
+    let whole = read_frames(VecDeque::from([stream.to_vec()]), max_message, read_chunk);
+    for chunking in chunkings(stream) {
+        let mut rest = stream;
+        let chunks: VecDeque<Vec<u8>> = chunking
+            .lengths
+            .iter()
+            .map(|&len| {
+                let (chunk, tail) = rest.split_at(len);
+                rest = tail;
+                chunk.to_vec()
+            })
+            .collect();
+        let outcome = read_frames(chunks, max_message, read_chunk);
+        assert_eq!(outcome, whole, "{} ({:?})", chunking.kind, chunking.lengths);
+    }
+}

@@ -87,3 +87,8 @@ fn negotiate_query() {
 fn stateful() {
     replay("stateful", fuzzing::stateful);
 }
+
+#[test]
+fn websocket_frames() {
+    replay("websocket_frames", fuzzing::websocket_frames);
+}

@@ -51,8 +51,8 @@ pub(crate) fn accept(upgraded: Upgraded, options: &HubOptions) -> (WsSink, WsStr
     )
 }
 
-/// The two halves over any socket (tests use an in-memory one).
-fn split<S: Socket>(
+/// The two halves over any socket (tests and the fuzz target use in-memory ones).
+pub(crate) fn split<S: Socket>(
     io: S,
     max_message: usize,
     read_chunk: usize,
@@ -302,6 +302,17 @@ fn message(opcode: OpCode, payload: BytesMut) -> Result<Event, Violation> {
 }
 
 impl<S: Socket> WsStream<S> {
+    /// Bytes of capacity the connection holds for received data (the fuzz target bounds it).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn buffered_capacity(&self) -> usize {
+        self.reader.pending.capacity()
+            + self
+                .reader
+                .fragments
+                .as_ref()
+                .map_or(0, |(_, so_far)| so_far.capacity())
+    }
+
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Event>>> {
         let mut shared = lock(&self.shared);
         let reader = &mut self.reader;
