@@ -61,6 +61,7 @@ pub(crate) fn split<S: Socket>(
     let shared = Arc::new(Mutex::new(Shared {
         io,
         out: BytesMut::new(),
+        out_peak: 0,
         writer_waiting: false,
         close: (close_code::NORMAL, ""),
         closed: false,
@@ -95,6 +96,9 @@ struct Shared<S> {
     io: S,
     /// Encoded frames not yet written, in order.
     out: BytesMut,
+    /// The most `out` has held since it was last empty: written bytes are advanced past, so
+    /// `out`'s own capacity does not tell how large its allocation is.
+    out_peak: usize,
     /// The writer is waiting for the socket to take more. The reader then leaves its Pong in
     /// `out` for the writer: a write of its own would register the reader's waker in place of
     /// the writer's, and the writer would never wake.
@@ -123,10 +127,24 @@ impl<S: Socket> Shared<S> {
                 Poll::Pending => return Poll::Pending,
             }
         }
-        if self.out.capacity() > KEEP_WRITE_BUFFER {
+        if self.out_peak > KEEP_WRITE_BUFFER {
             self.out = BytesMut::new();
         }
+        self.out_peak = 0;
         Poll::Ready(Ok(()))
+    }
+
+    /// Appends one final frame whose payload is `parts`, one after the other.
+    fn queue_frame(&mut self, opcode: OpCode, parts: &[&[u8]]) {
+        put_header(
+            &mut self.out,
+            opcode,
+            parts.iter().map(|part| part.len()).sum(),
+        );
+        for part in parts {
+            self.out.extend_from_slice(part);
+        }
+        self.out_peak = self.out_peak.max(self.out.len());
     }
 
     /// The read side's control frame (a Pong): queued behind what is already buffered, and
@@ -135,8 +153,7 @@ impl<S: Socket> Shared<S> {
         if self.closed {
             return;
         }
-        put_header(&mut self.out, opcode, payload.len());
-        self.out.extend_from_slice(payload);
+        self.queue_frame(opcode, &[payload]);
         if !self.writer_waiting {
             // Whatever the socket does not take now stays queued for the writer's next write.
             let mut cx = Context::from_waker(std::task::Waker::noop());
@@ -228,9 +245,11 @@ impl Reader {
                     }
                 }
                 incomplete => {
-                    let frame_len = incomplete.map_or(frame::MAX_HEADER, |h| h.frame_len());
-                    self.pending.reserve(frame_len.max(data.len()));
-                    self.pending.extend_from_slice(data);
+                    if !data.is_empty() {
+                        let frame_len = incomplete.map_or(frame::MAX_HEADER, |h| h.frame_len());
+                        self.pending.reserve(frame_len.max(data.len()));
+                        self.pending.extend_from_slice(data);
+                    }
                     return Ok(None);
                 }
             }
@@ -458,8 +477,7 @@ impl<S: Socket> TransportSink for WsSink<S> {
             if shared.closed {
                 return Err(io::ErrorKind::BrokenPipe.into());
             }
-            put_header(&mut shared.out, opcode, record.len());
-            shared.out.extend_from_slice(&record);
+            shared.queue_frame(opcode, &[&record]);
             shared.out.len()
         };
         if buffered >= self.write_buffer {
@@ -479,9 +497,7 @@ impl<S: Socket> TransportSink for WsSink<S> {
                 return;
             }
             let (code, reason) = shared.close;
-            put_header(&mut shared.out, OpCode::Close, 2 + reason.len());
-            shared.out.extend_from_slice(&code.to_be_bytes());
-            shared.out.extend_from_slice(reason.as_bytes());
+            shared.queue_frame(OpCode::Close, &[&code.to_be_bytes(), reason.as_bytes()]);
             code
         };
         let written = self.write_out().await;

@@ -237,3 +237,39 @@ async fn a_pong_while_the_writer_waits_keeps_frames_whole() {
     assert_eq!(server_frame(&mut client).await, (0x8A, b"p".to_vec()));
     tokio::time::timeout(WAIT, writing).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_read_of_control_frames_only_leaves_no_buffer() {
+    use futures_util::FutureExt;
+
+    let (mut client, _sink, mut stream) = pair(1 << 20, 4096);
+    client
+        .write_all(&client_frame(0x89, b"ping", MASK))
+        .await
+        .unwrap();
+    assert!(stream.next().now_or_never().is_none(), "no message yet");
+    assert_eq!(server_frame(&mut client).await, (0x8A, b"ping".to_vec()));
+    assert_eq!(stream.reader.pending.capacity(), 0);
+}
+
+#[tokio::test]
+async fn the_write_buffer_of_a_burst_is_given_back() {
+    let (mut client, mut sink, _stream) = pair(1 << 20, 4096);
+    let reading = tokio::spawn(async move {
+        let mut all = vec![0u8; 10_004 + 5];
+        client.read_exact(&mut all).await.unwrap();
+        all
+    });
+    sink.feed(Bytes::from(vec![b'b'; 10_000])).await.unwrap();
+    sink.flush().await.unwrap();
+    // The next record goes into a buffer of its own size, not into the burst's.
+    sink.feed(Bytes::from_static(b"{}\x1e")).await.unwrap();
+    assert!(
+        lock(&sink.shared).out.capacity() < KEEP_WRITE_BUFFER,
+        "capacity {}",
+        lock(&sink.shared).out.capacity()
+    );
+    sink.flush().await.unwrap();
+    let all = reading.await.unwrap();
+    assert_eq!(&all[10_004..], b"\x81\x03{}\x1e");
+}
