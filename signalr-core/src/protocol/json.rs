@@ -443,18 +443,20 @@ mod common {
             }
         }
 
-        /// A string without escapes or control characters: its contents. One pass, since
-        /// the strings of a hub message are short.
+        /// A string without escapes or control characters: its contents. One tight search
+        /// for whatever ends or disqualifies it, since the strings of a hub message are short.
         fn string(&mut self) -> Option<&'a str> {
             self.expect(b'"')?;
             let start = self.at;
-            loop {
-                match self.next()? {
-                    b'"' => return self.text.get(start..self.at - 1),
-                    b'\\' | 0..=0x1f => return None,
-                    _ => {}
-                }
+            let rest = self.bytes.get(start..)?;
+            let len = rest
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+            if rest[len] != b'"' {
+                return None;
             }
+            self.at = start + len + 1;
+            self.text.get(start..start + len)
         }
 
         /// `1` or `6`: the message types recognized here, written the plain way.
