@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use http::{header, HeaderValue, Request, Response, StatusCode};
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::connections::{BindRefusal, Binding};
 use super::{body, text, transport_disabled, Query, ResponseBody};
@@ -95,7 +94,7 @@ pub(super) fn upgrade<B>(
     };
 
     let on_upgrade = hyper::upgrade::on(&mut request);
-    let accept = derive_accept_key(key.as_bytes());
+    let accept = accept_key(key.as_bytes());
     let (parts, _body) = request.into_parts();
     // Kept for the connection's life: detached from hyper's read buffer.
     let request = Arc::new(HttpRequest::from_parts(parts).detached());
@@ -142,7 +141,19 @@ fn reattach<B>(
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
         }
     });
-    switching_protocols(&derive_accept_key(key.as_bytes()))
+    switching_protocols(&accept_key(key.as_bytes()))
+}
+
+/// `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key`: the base64 of the SHA-1 of the
+/// key followed by the protocol's GUID (RFC 6455 §4.2.2).
+fn accept_key(key: &[u8]) -> String {
+    use base64::Engine;
+    use sha1::{Digest, Sha1};
+
+    let mut hash = Sha1::new();
+    hash.update(key);
+    hash.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(hash.finalize())
 }
 
 fn switching_protocols(accept: &str) -> Response<ResponseBody> {
@@ -155,4 +166,16 @@ fn switching_protocols(accept: &str) -> Response<ResponseBody> {
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn accept_key_is_the_rfc_example() {
+        // RFC 6455 §1.3.
+        assert_eq!(
+            super::accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
 }
