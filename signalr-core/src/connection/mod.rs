@@ -614,8 +614,15 @@ where
         .is_some()
         .then_some(options.stateful_reconnect_buffer_size);
     machine.accept_handshake(now(), protocol, replay_limit);
-    if write_transmits(&mut machine, &mut sink).await.is_err() {
-        sink.close().await;
+    // Bounded like every write: a client that sends a handshake and stops reading cannot hold
+    // this task.
+    let wrote = tokio::time::timeout(
+        options.send_timeout,
+        write_transmits(&mut machine, &mut sink),
+    )
+    .await;
+    if !matches!(wrote, Ok(Ok(()))) {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
         return None;
     }
 
@@ -811,7 +818,7 @@ where
 /// Writes what the machine queued (a refused handshake's response), then closes.
 async fn finish_unopened<S: TransportSink>(machine: &mut ConnectionMachine, sink: &mut S) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, write_transmits(machine, sink)).await;
-    sink.close().await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
 }
 
 /// Writes and flushes every record the machine queued of its own.

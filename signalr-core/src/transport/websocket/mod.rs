@@ -9,7 +9,8 @@
 //! an idle connection holds none.
 //!
 //! Both halves share the socket under one mutex, taken for the length of one poll: the
-//! reader answers a Ping with a Pong, and echoes a Close, through the writer's buffer.
+//! reader answers a Ping with a Pong through the writer's buffer. A client's Close ends the
+//! stream; the connection's close sequence then answers it with the client's own code.
 
 mod frame;
 
@@ -32,8 +33,12 @@ use crate::options::HubOptions;
 use crate::protocol::TransferFormat;
 
 /// A write buffer larger than this is given back once it has been written, so that one burst
-/// does not stay with the connection.
+/// does not stay with the connection; the same for a receive buffer a large frame left behind.
 const KEEP_WRITE_BUFFER: usize = 4 * 1024;
+
+/// The most reserved ahead for a frame whose header has arrived: a header alone may declare up
+/// to the message cap, and the rest of the room is made as its bytes arrive.
+const RESERVE_AHEAD: usize = 64 * 1024;
 
 /// Wraps an upgraded connection as a server-side WebSocket.
 pub(crate) fn accept(upgraded: Upgraded, options: &HubOptions) -> (WsSink, WsStream) {
@@ -62,8 +67,11 @@ pub(crate) fn split<S: Socket>(
         io,
         out: BytesMut::new(),
         out_peak: 0,
+        pong: None,
+        reader_flushing: false,
         writer_waiting: false,
         close: (close_code::NORMAL, ""),
+        close_queued: false,
         closed: false,
     }));
     (
@@ -99,13 +107,22 @@ struct Shared<S> {
     /// The most `out` has held since it was last empty: written bytes are advanced past, so
     /// `out`'s own capacity does not tell how large its allocation is.
     out_peak: usize,
-    /// The writer is waiting for the socket to take more. The reader then leaves its Pong in
-    /// `out` for the writer: a write of its own would register the reader's waker in place of
-    /// the writer's, and the writer would never wake.
+    /// The answer to the latest Ping, not yet in `out`. One at most, whatever the client
+    /// sends (RFC 6455 §5.5.3 lets an endpoint answer only the most recent Ping): a client that
+    /// floods Pings and never reads cannot grow the write buffer.
+    pong: Option<Bytes>,
+    /// The reader started writing `out` (for its Pong) and the socket did not take all of it:
+    /// the reader's waker is registered, and its next poll goes on writing.
+    reader_flushing: bool,
+    /// The writer is waiting for the socket (to take more, or to flush). The reader then
+    /// leaves its Pong to the writer: a write of its own would register the reader's waker in
+    /// place of the writer's, and the writer would never wake.
     writer_waiting: bool,
     /// The code and reason of our Close frame: a violation found while reading sets them, and
     /// a client's Close is answered with its own code.
     close: (u16, &'static str),
+    /// Our Close frame is in `out`: no Pong may follow it.
+    close_queued: bool,
     /// Our Close frame is written (or the socket failed): nothing more goes out.
     closed: bool,
 }
@@ -113,7 +130,15 @@ struct Shared<S> {
 impl<S: Socket> Shared<S> {
     /// Writes `out` until the socket takes no more; `Ready(Ok)` once it is all written.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.out.is_empty() {
+        loop {
+            if self.out.is_empty() {
+                // The Pong goes in only once what was there is written, so `out` holds one
+                // at most, however many Pings arrive while the socket is full.
+                match self.pong.take() {
+                    Some(pong) => self.queue_frame(OpCode::Pong, &[&pong]),
+                    None => break,
+                }
+            }
             match Pin::new(&mut self.io).poll_write(cx, &self.out) {
                 Poll::Ready(Ok(0)) => {
                     self.closed = true;
@@ -147,18 +172,22 @@ impl<S: Socket> Shared<S> {
         self.out_peak = self.out_peak.max(self.out.len());
     }
 
-    /// The read side's control frame (a Pong): queued behind what is already buffered, and
-    /// written now unless the writer is waiting on the socket (it will write it then).
-    fn send_control(&mut self, opcode: OpCode, payload: &[u8]) {
-        if self.closed {
+    /// Keeps the answer to a Ping (replacing one not yet written); the reader writes it at
+    /// the end of its poll (`flush_from_reader`), or the writer with its next write.
+    fn answer_ping(&mut self, payload: Bytes) {
+        if !(self.closed || self.close_queued) {
+            self.pong = Some(payload);
+        }
+    }
+
+    /// The reader's part in writing: its Pong, and what it started writing, unless the
+    /// writer is waiting on the socket (and will write them itself).
+    fn flush_from_reader(&mut self, cx: &mut Context<'_>) {
+        if !(self.pong.is_some() || self.reader_flushing) || self.writer_waiting || self.closed {
             return;
         }
-        self.queue_frame(opcode, &[payload]);
-        if !self.writer_waiting {
-            // Whatever the socket does not take now stays queued for the writer's next write.
-            let mut cx = Context::from_waker(std::task::Waker::noop());
-            let _ = self.poll_write_out(&mut cx);
-        }
+        // With the reader's own waker: nobody else waits on the socket for writing now.
+        self.reader_flushing = self.poll_write_out(cx).is_pending();
     }
 }
 
@@ -208,14 +237,21 @@ impl Reader {
             };
             let frame_len = header.frame_len();
             if self.pending.len() < frame_len {
-                self.pending.reserve(frame_len - self.pending.len());
+                self.pending
+                    .reserve((frame_len - self.pending.len()).min(RESERVE_AHEAD));
                 return Ok(None);
             }
-            let mut payload = if frame_len == self.pending.len() {
+            let mut payload = if frame_len < self.pending.len() {
+                self.pending.split_to(frame_len)
+            } else if self.pending.capacity() > KEEP_WRITE_BUFFER.max(2 * frame_len) {
+                // The last frame, in a buffer made for a larger one: copied out, so that the
+                // message does not keep that buffer alive.
+                let payload = BytesMut::from(&self.pending[..]);
+                self.pending = BytesMut::new();
+                payload
+            } else {
                 // The last frame: taken whole, and the connection holds nothing afterwards.
                 std::mem::take(&mut self.pending)
-            } else {
-                self.pending.split_to(frame_len)
             };
             payload.advance(header.header_len);
             unmask(&mut payload, header.mask);
@@ -247,7 +283,8 @@ impl Reader {
                 incomplete => {
                     if !data.is_empty() {
                         let frame_len = incomplete.map_or(frame::MAX_HEADER, |h| h.frame_len());
-                        self.pending.reserve(frame_len.max(data.len()));
+                        self.pending
+                            .reserve(frame_len.min(RESERVE_AHEAD).max(data.len()));
                         self.pending.extend_from_slice(data);
                     }
                     return Ok(None);
@@ -295,7 +332,7 @@ impl Reader {
                 Ok(None)
             }
             OpCode::Ping => {
-                shared.send_control(OpCode::Pong, &payload);
+                shared.answer_ping(payload.freeze());
                 Ok(None)
             }
             OpCode::Pong => Ok(None),
@@ -334,49 +371,59 @@ impl<S: Socket> WsStream<S> {
 
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Event>>> {
         let mut shared = lock(&self.shared);
-        let reader = &mut self.reader;
-        loop {
-            if let Some(event) = reader.next_buffered(&mut shared).map_err(violation)? {
-                return Poll::Ready(Ok(Some(event)));
-            }
-            if reader.pending.is_empty() {
-                let read_chunk = reader.read_chunk;
-                let read = READ_SCRATCH.with_borrow_mut(|scratch| {
-                    if scratch.len() < read_chunk {
-                        scratch.resize(read_chunk, 0);
-                    }
-                    let mut buf = ReadBuf::new(&mut scratch[..read_chunk]);
-                    match Pin::new(&mut shared.io).poll_read(cx, &mut buf) {
-                        Poll::Ready(Ok(())) if buf.filled().is_empty() => Poll::Ready(Ok(None)),
-                        Poll::Ready(Ok(())) => Poll::Ready(
-                            reader
-                                .take_from_scratch(buf.filled(), &mut shared)
-                                .map(Some)
-                                .map_err(violation),
-                        ),
-                        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                        Poll::Pending => Poll::Pending,
-                    }
-                });
-                match read {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Ok(None)) => return Poll::Ready(end_of_input(reader)),
-                    Poll::Ready(Ok(Some(Some(event)))) => return Poll::Ready(Ok(Some(event))),
-                    Poll::Ready(Ok(Some(None))) => continue,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+        let result = poll_frames(&mut self.reader, &mut shared, cx);
+        shared.flush_from_reader(cx);
+        result
+    }
+}
+
+/// Reads frames until a message, the end of the stream, or a socket with nothing more.
+fn poll_frames<S: Socket>(
+    reader: &mut Reader,
+    shared: &mut Shared<S>,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<Option<Event>>> {
+    loop {
+        if let Some(event) = reader.next_buffered(shared).map_err(violation)? {
+            return Poll::Ready(Ok(Some(event)));
+        }
+        if reader.pending.is_empty() {
+            let read_chunk = reader.read_chunk;
+            let read = READ_SCRATCH.with_borrow_mut(|scratch| {
+                if scratch.len() < read_chunk {
+                    scratch.resize(read_chunk, 0);
                 }
-            }
-            // An incomplete frame: the rest of it goes straight into `pending`, whose room
-            // `next_buffered` reserved.
-            if reader.pending.capacity() - reader.pending.len() < reader.read_chunk {
-                reader.pending.reserve(reader.read_chunk);
-            }
-            match tokio_util::io::poll_read_buf(Pin::new(&mut shared.io), cx, &mut reader.pending) {
+                let mut buf = ReadBuf::new(&mut scratch[..read_chunk]);
+                match Pin::new(&mut shared.io).poll_read(cx, &mut buf) {
+                    Poll::Ready(Ok(())) if buf.filled().is_empty() => Poll::Ready(Ok(None)),
+                    Poll::Ready(Ok(())) => Poll::Ready(
+                        reader
+                            .take_from_scratch(buf.filled(), shared)
+                            .map(Some)
+                            .map_err(violation),
+                    ),
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Pending => Poll::Pending,
+                }
+            });
+            match read {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(0)) => return Poll::Ready(end_of_input(reader)),
-                Poll::Ready(Ok(_)) => continue,
+                Poll::Ready(Ok(None)) => return Poll::Ready(end_of_input(reader)),
+                Poll::Ready(Ok(Some(Some(event)))) => return Poll::Ready(Ok(Some(event))),
+                Poll::Ready(Ok(Some(None))) => continue,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             }
+        }
+        // An incomplete frame: the rest of it goes straight into `pending`, whose room
+        // `next_buffered` reserved.
+        if reader.pending.capacity() - reader.pending.len() < reader.read_chunk {
+            reader.pending.reserve(reader.read_chunk);
+        }
+        match tokio_util::io::poll_read_buf(Pin::new(&mut shared.io), cx, &mut reader.pending) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(0)) => return Poll::Ready(end_of_input(reader)),
+            Poll::Ready(Ok(_)) => continue,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
         }
     }
 }
@@ -408,6 +455,8 @@ impl<S: Socket> Stream for WsStream<S> {
             Ok(Some(Event::Message(message))) => Some(Ok(message)),
             Ok(Some(Event::Closed)) | Ok(None) => {
                 this.reader.done = true;
+                this.reader.pending = BytesMut::new();
+                this.reader.fragments = None;
                 None
             }
             Err(error) => {
@@ -449,7 +498,10 @@ impl<S: Socket> WsSink<S> {
                     result?;
                 }
             }
-            Pin::new(&mut shared.io).poll_flush(cx)
+            let flushed = Pin::new(&mut shared.io).poll_flush(cx);
+            // A socket that buffers (TLS) may wait here too, with the writer's waker.
+            shared.writer_waiting = flushed.is_pending();
+            flushed
         })
         .await
     }
@@ -497,6 +549,9 @@ impl<S: Socket> TransportSink for WsSink<S> {
                 return;
             }
             let (code, reason) = shared.close;
+            // Nothing of the reader's may follow our Close.
+            shared.close_queued = true;
+            shared.pong = None;
             shared.queue_frame(OpCode::Close, &[&code.to_be_bytes(), reason.as_bytes()]);
             code
         };

@@ -273,3 +273,88 @@ async fn the_write_buffer_of_a_burst_is_given_back() {
     let all = reading.await.unwrap();
     assert_eq!(&all[10_004..], b"\x81\x03{}\x1e");
 }
+
+/// A client that floods Pings and never reads: the server keeps one Pong at most besides
+/// what the socket holds, and answers the latest Ping once the client reads.
+#[tokio::test]
+async fn a_ping_flood_from_a_client_that_never_reads_is_bounded() {
+    let (mut client, server) = tokio::io::duplex(256);
+    let (sink, mut stream) = split(server, 1 << 20, 4096, 8 * 1024);
+    let reading = tokio::spawn(async move { stream.next().await.is_none() });
+    for i in 0..2_000u32 {
+        client
+            .write_all(&client_frame(0x89, &i.to_be_bytes(), MASK))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    {
+        let shared = lock(&sink.shared);
+        assert!(
+            shared.out.len() <= 64,
+            "{} bytes of Pongs buffered",
+            shared.out.len()
+        );
+    }
+    // Reading, the client gets Pongs only, ending with the answer to its last Ping.
+    let mut pongs = 0;
+    loop {
+        let (first, payload) = server_frame(&mut client).await;
+        assert_eq!(first, 0x8A);
+        pongs += 1;
+        if payload == 1_999u32.to_be_bytes() {
+            break;
+        }
+    }
+    assert!(
+        pongs < 2_000,
+        "the Pongs of a flood are coalesced ({pongs})"
+    );
+    reading.abort();
+}
+
+/// The socket is full when a Ping arrives and the writer has nothing to write: the reader
+/// writes the Pong itself once the client reads, without waiting for the writer.
+#[tokio::test]
+async fn a_pong_the_socket_could_not_take_goes_out_when_it_can() {
+    let (mut client, server) = tokio::io::duplex(64);
+    let (mut sink, mut stream) = split(server, 1 << 20, 4096, 8 * 1024);
+    // 2 bytes of header and 62 of payload: the socket is exactly full, the writer done.
+    sink.feed(Bytes::from(vec![b'f'; 62])).await.unwrap();
+    sink.flush().await.unwrap();
+    let reading = tokio::spawn(async move { stream.next().await.is_none() });
+    client
+        .write_all(&client_frame(0x89, b"late", MASK))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(server_frame(&mut client).await, (0x81, vec![b'f'; 62]));
+    assert_eq!(server_frame(&mut client).await, (0x8A, b"late".to_vec()));
+    reading.abort();
+}
+
+/// A Ping that arrives while our Close waits on a full socket is not answered after it.
+#[tokio::test]
+async fn nothing_follows_our_close() {
+    let (mut client, server) = tokio::io::duplex(64);
+    let (mut sink, mut stream) = split(server, 1 << 20, 4096, 8 * 1024);
+    sink.feed(Bytes::from(vec![b'r'; 200])).await.unwrap();
+    let closing = tokio::spawn(async move { sink.close().await });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let reading = tokio::spawn(async move { stream.next().await.is_none() });
+    client
+        .write_all(&client_frame(0x89, b"p", MASK))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(server_frame(&mut client).await, (0x81, vec![b'r'; 200]));
+    assert_eq!(server_frame(&mut client).await.0, 0x88);
+    let mut rest = Vec::new();
+    tokio::time::timeout(WAIT, client.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rest.is_empty(), "after our Close: {rest:02x?}");
+    closing.await.unwrap();
+    reading.abort();
+}
