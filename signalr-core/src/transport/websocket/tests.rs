@@ -21,6 +21,27 @@ fn pair(
     (client, sink, stream)
 }
 
+/// The two halves over a socket that holds at most `capacity` bytes each way.
+fn over_small_socket(
+    capacity: usize,
+) -> (DuplexStream, WsSink<DuplexStream>, WsStream<DuplexStream>) {
+    let (client, server) = tokio::io::duplex(capacity);
+    let (sink, stream) = split(server, 1 << 20, 4096, 8 * 1024);
+    (client, sink, stream)
+}
+
+/// Polls the stream on a task of its own (answering Pings) until it ends.
+fn keep_reading(mut stream: WsStream<DuplexStream>) -> tokio::task::JoinHandle<bool> {
+    tokio::spawn(async move { stream.next().await.is_none() })
+}
+
+async fn ping(client: &mut DuplexStream, payload: &[u8]) {
+    client
+        .write_all(&client_frame(0x89, payload, MASK))
+        .await
+        .unwrap();
+}
+
 /// Reads one unmasked server frame: (first byte, payload).
 async fn server_frame(client: &mut DuplexStream) -> (u8, Vec<u8>) {
     tokio::time::timeout(WAIT, async {
@@ -278,14 +299,10 @@ async fn the_write_buffer_of_a_burst_is_given_back() {
 /// what the socket holds, and answers the latest Ping once the client reads.
 #[tokio::test]
 async fn a_ping_flood_from_a_client_that_never_reads_is_bounded() {
-    let (mut client, server) = tokio::io::duplex(256);
-    let (sink, mut stream) = split(server, 1 << 20, 4096, 8 * 1024);
-    let reading = tokio::spawn(async move { stream.next().await.is_none() });
+    let (mut client, sink, stream) = over_small_socket(256);
+    let reading = keep_reading(stream);
     for i in 0..2_000u32 {
-        client
-            .write_all(&client_frame(0x89, &i.to_be_bytes(), MASK))
-            .await
-            .unwrap();
+        ping(&mut client, &i.to_be_bytes()).await;
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
     {
@@ -317,16 +334,12 @@ async fn a_ping_flood_from_a_client_that_never_reads_is_bounded() {
 /// writes the Pong itself once the client reads, without waiting for the writer.
 #[tokio::test]
 async fn a_pong_the_socket_could_not_take_goes_out_when_it_can() {
-    let (mut client, server) = tokio::io::duplex(64);
-    let (mut sink, mut stream) = split(server, 1 << 20, 4096, 8 * 1024);
+    let (mut client, mut sink, stream) = over_small_socket(64);
     // 2 bytes of header and 62 of payload: the socket is exactly full, the writer done.
     sink.feed(Bytes::from(vec![b'f'; 62])).await.unwrap();
     sink.flush().await.unwrap();
-    let reading = tokio::spawn(async move { stream.next().await.is_none() });
-    client
-        .write_all(&client_frame(0x89, b"late", MASK))
-        .await
-        .unwrap();
+    let reading = keep_reading(stream);
+    ping(&mut client, b"late").await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(server_frame(&mut client).await, (0x81, vec![b'f'; 62]));
     assert_eq!(server_frame(&mut client).await, (0x8A, b"late".to_vec()));
@@ -336,16 +349,12 @@ async fn a_pong_the_socket_could_not_take_goes_out_when_it_can() {
 /// A Ping that arrives while our Close waits on a full socket is not answered after it.
 #[tokio::test]
 async fn nothing_follows_our_close() {
-    let (mut client, server) = tokio::io::duplex(64);
-    let (mut sink, mut stream) = split(server, 1 << 20, 4096, 8 * 1024);
+    let (mut client, mut sink, stream) = over_small_socket(64);
     sink.feed(Bytes::from(vec![b'r'; 200])).await.unwrap();
     let closing = tokio::spawn(async move { sink.close().await });
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let reading = tokio::spawn(async move { stream.next().await.is_none() });
-    client
-        .write_all(&client_frame(0x89, b"p", MASK))
-        .await
-        .unwrap();
+    let reading = keep_reading(stream);
+    ping(&mut client, b"p").await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(server_frame(&mut client).await, (0x81, vec![b'r'; 200]));
     assert_eq!(server_frame(&mut client).await.0, 0x88);
