@@ -73,6 +73,20 @@ impl Violation {
             what,
         }
     }
+
+    pub(crate) const fn too_big(what: &'static str) -> Self {
+        Violation {
+            close_code: close_code::TOO_BIG,
+            what,
+        }
+    }
+
+    pub(crate) const fn invalid_data(what: &'static str) -> Self {
+        Violation {
+            close_code: close_code::INVALID_DATA,
+            what,
+        }
+    }
 }
 
 impl Violation {
@@ -162,10 +176,7 @@ pub(crate) fn parse_header(buf: &[u8], max_payload: usize) -> Result<Option<Head
         }
     }
     if length > max_payload as u64 {
-        return Err(Violation {
-            close_code: close_code::TOO_BIG,
-            what: "frame over the size limit",
-        });
+        return Err(Violation::too_big("frame over the size limit"));
     }
     let mut mask = [0; 4];
     mask.copy_from_slice(&buf[header_len - 4..header_len]);
@@ -216,10 +227,7 @@ pub(crate) fn parse_close(payload: &[u8]) -> Result<Option<u16>, Violation> {
                 return Err(Violation::protocol("close code that may not be sent"));
             }
             if std::str::from_utf8(reason).is_err() {
-                return Err(Violation {
-                    close_code: close_code::INVALID_DATA,
-                    what: "close reason that is not UTF-8",
-                });
+                return Err(Violation::invalid_data("close reason that is not UTF-8"));
             }
             Ok(Some(code))
         }

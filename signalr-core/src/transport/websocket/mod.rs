@@ -34,7 +34,7 @@ use crate::protocol::TransferFormat;
 
 /// A write buffer larger than this is given back once it has been written, so that one burst
 /// does not stay with the connection; the same for a receive buffer a large frame left behind.
-const KEEP_WRITE_BUFFER: usize = 4 * 1024;
+const KEEP_BUFFER: usize = 4 * 1024;
 
 /// The most reserved ahead for a frame whose header has arrived: a header alone may declare up
 /// to the message cap, and the rest of the room is made as its bytes arrive.
@@ -152,7 +152,7 @@ impl<S: Socket> Shared<S> {
                 Poll::Pending => return Poll::Pending,
             }
         }
-        if self.out_peak > KEEP_WRITE_BUFFER {
+        if self.out_peak > KEEP_BUFFER {
             self.out = BytesMut::new();
         }
         self.out_peak = 0;
@@ -243,7 +243,7 @@ impl Reader {
             }
             let mut payload = if frame_len < self.pending.len() {
                 self.pending.split_to(frame_len)
-            } else if self.pending.capacity() > KEEP_WRITE_BUFFER.max(2 * frame_len) {
+            } else if self.pending.capacity() > KEEP_BUFFER.max(2 * frame_len) {
                 // The last frame, in a buffer made for a larger one: copied out, so that the
                 // message does not keep that buffer alive.
                 let payload = BytesMut::from(&self.pending[..]);
@@ -319,10 +319,7 @@ impl Reader {
                     ));
                 };
                 if so_far.len() + payload.len() > self.max_message {
-                    return Err(Violation {
-                        close_code: close_code::TOO_BIG,
-                        what: "message over the size limit",
-                    });
+                    return Err(Violation::too_big("message over the size limit"));
                 }
                 so_far.extend_from_slice(&payload);
                 if header.fin {
@@ -349,10 +346,7 @@ impl Reader {
 /// A whole message; a text one must be UTF-8 (RFC 6455 §8.1).
 fn message(opcode: OpCode, payload: BytesMut) -> Result<Event, Violation> {
     if opcode == OpCode::Text && std::str::from_utf8(&payload).is_err() {
-        return Err(Violation {
-            close_code: close_code::INVALID_DATA,
-            what: "invalid UTF-8 in a text message",
-        });
+        return Err(Violation::invalid_data("invalid UTF-8 in a text message"));
     }
     Ok(Event::Message(payload.freeze()))
 }

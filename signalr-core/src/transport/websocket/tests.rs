@@ -286,7 +286,7 @@ async fn the_write_buffer_of_a_burst_is_given_back() {
     // The next record goes into a buffer of its own size, not into the burst's.
     sink.feed(Bytes::from_static(b"{}\x1e")).await.unwrap();
     assert!(
-        lock(&sink.shared).out.capacity() < KEEP_WRITE_BUFFER,
+        lock(&sink.shared).out.capacity() < KEEP_BUFFER,
         "capacity {}",
         lock(&sink.shared).out.capacity()
     );
