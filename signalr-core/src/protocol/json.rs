@@ -347,17 +347,19 @@ struct SequenceOut {
 ///
 /// This is a recognizer, not a second JSON parser with its own opinions: it answers only when
 /// the record is certainly valid JSON of that shape, and returns `None` for anything else: a
-/// backslash in a string, another property, a duplicate, a `type` written other than as `1` or
-/// `6`, nesting deeper than [`common::MAX_DEPTH`], bytes after the object. serde then reads the
-/// record as before, so errors and rarer shapes are exactly what they were. Each argument is
-/// still handed to serde's `RawValue` as text, which checks it once more.
+/// backslash in a key, the target or the id, another property, a duplicate, a `type` written
+/// other than as `1` or `6`, an argument with [`common::MAX_DEPTH`] brackets or more, bytes
+/// after the object. serde then reads the record as before, so errors and rarer shapes are
+/// exactly what they were. Each argument is read by serde itself (as a `RawValue`), which finds
+/// its end and checks it in one pass.
 mod common {
     use serde_json::value::RawValue;
 
     use super::super::{Arguments, Headers, InboundMessage, Invocation, Message, Payload};
 
-    /// Under serde_json's own recursion limit (128), so that what is recognized here could
-    /// never have been refused there for depth.
+    /// Under serde_json's own recursion limit (128, two of it used by the record's object and
+    /// argument array), so that what is recognized here could never have been refused there for
+    /// depth.
     pub(super) const MAX_DEPTH: usize = 100;
 
     pub(super) fn parse(record: &[u8]) -> Option<InboundMessage> {
@@ -502,14 +504,26 @@ mod common {
             }
         }
 
-        /// `[value, ...]`, each value as the payload of its raw text.
+        /// `[value, ...]`, each value as the payload of its raw text. serde reads each value
+        /// (as a borrowed `RawValue`): it finds where the value ends and checks it in the same
+        /// pass, so an argument is judged by serde alone, as on the slow path.
         fn arguments(&mut self) -> Option<Vec<Payload>> {
             let mut values = Vec::new();
             self.sequence(b'[', b']', |scan| {
-                let start = scan.at;
-                scan.value(2)?;
-                let text = scan.text.get(start..scan.at)?;
-                values.push(Payload::json(RawValue::from_string(text.to_owned()).ok()?));
+                let rest = scan.text.get(scan.at..)?;
+                let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<&RawValue>();
+                let value = stream.next()?.ok()?;
+                // serde allows 128 levels within the argument, the slow path two fewer (the
+                // record's object and array count there). Fewer than MAX_DEPTH brackets in all,
+                // strings included, means fewer levels than either allows.
+                let text = value.get().as_bytes();
+                if matches!(text.first(), Some(b'[' | b'{'))
+                    && memchr::memchr2_iter(b'[', b'{', text).count() >= MAX_DEPTH
+                {
+                    return None;
+                }
+                scan.at += stream.byte_offset();
+                values.push(Payload::json(value.to_owned()));
                 Some(())
             })?;
             Some(values)
@@ -538,66 +552,6 @@ mod common {
                     _ => return None,
                 }
             }
-        }
-
-        /// Steps over one JSON value at nesting `depth`.
-        fn value(&mut self, depth: usize) -> Option<()> {
-            match self.peek()? {
-                b'"' => self.string().map(drop),
-                b'{' | b'[' if depth >= MAX_DEPTH => None,
-                b'{' => self.sequence(b'{', b'}', |scan| {
-                    scan.string()?;
-                    scan.skip_whitespace();
-                    scan.expect(b':')?;
-                    scan.skip_whitespace();
-                    scan.value(depth + 1)
-                }),
-                b'[' => self.sequence(b'[', b']', |scan| scan.value(depth + 1)),
-                b't' => self.word(b"true"),
-                b'f' => self.word(b"false"),
-                b'n' => self.word(b"null"),
-                b'-' | b'0'..=b'9' => self.number(),
-                _ => None,
-            }
-        }
-
-        fn word(&mut self, word: &[u8]) -> Option<()> {
-            let end = self.at + word.len();
-            (self.bytes.get(self.at..end)? == word).then(|| self.at = end)
-        }
-
-        fn digits(&mut self) -> usize {
-            let start = self.at;
-            while self.peek().is_some_and(|b| b.is_ascii_digit()) {
-                self.at += 1;
-            }
-            self.at - start
-        }
-
-        /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`
-        fn number(&mut self) -> Option<()> {
-            if self.peek() == Some(b'-') {
-                self.at += 1;
-            }
-            match self.next()? {
-                b'0' => {}
-                b'1'..=b'9' => {
-                    self.digits();
-                }
-                _ => return None,
-            }
-            if self.peek() == Some(b'.') {
-                self.at += 1;
-                (self.digits() > 0).then_some(())?;
-            }
-            if matches!(self.peek(), Some(b'e' | b'E')) {
-                self.at += 1;
-                if matches!(self.peek(), Some(b'+' | b'-')) {
-                    self.at += 1;
-                }
-                (self.digits() > 0).then_some(())?;
-            }
-            Some(())
         }
     }
 
@@ -644,12 +598,12 @@ mod common {
             r#"{"type":6}"#,
             r#"{"type":6,"target":"ignored"}"#,
             r#"{"type":1,"target":"","arguments":[-0,0.5,1E+2,3e-1]}"#,
+            r#"{"type":1,"target":"Echo","arguments":["a\nb\u00e9\"",{"k\\":"\/"}]}"#,
         ];
 
         /// Left to serde: each is either an error there or a shape not recognized here.
         const DEFERRED: &[&str] = &[
             r#"{"type":1,"target":"E\"cho","arguments":[]}"#,
-            r#"{"type":1,"target":"Echo","arguments":["a\nb"]}"#,
             r#"{"type":1,"target":"Echo","arguments":[],"headers":{"a":"b"}}"#,
             r#"{"type":1,"target":"Echo","arguments":[],"streamIds":["1"]}"#,
             r#"{"type":1,"target":"A","target":"B","arguments":[]}"#,
