@@ -9,7 +9,7 @@ mod handler;
 pub(crate) mod streams;
 mod typed;
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -539,8 +539,8 @@ impl HubBuilder {
 
     /// Finishes the hub.
     pub fn build(self) -> Hub {
-        let mut exact = HashMap::new();
-        let mut folded = HashMap::new();
+        let mut exact = FxHashMap::default();
+        let mut folded = FxHashMap::default();
         for (name, handler) in self.methods {
             folded.insert(name.to_lowercase(), handler.clone());
             exact.insert(name, handler);
@@ -584,10 +584,11 @@ impl HubBuilder {
     }
 }
 
-/// The method table: exact names first (no allocation), then case-folded.
+/// The method table: exact names first (no allocation), then case-folded. Looked up once per
+/// invocation with a name the client chose, never grown by one, hence FxHash.
 pub(crate) struct Methods {
-    exact: HashMap<String, Method>,
-    folded: HashMap<String, Method>,
+    exact: FxHashMap<String, Method>,
+    folded: FxHashMap<String, Method>,
 }
 
 impl Methods {
