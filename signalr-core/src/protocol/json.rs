@@ -383,15 +383,17 @@ mod common {
         }
         loop {
             scan.skip_whitespace();
-            let key = scan.string()?;
+            let key = scan.key()?;
             scan.skip_whitespace();
             scan.expect(b':')?;
             scan.skip_whitespace();
             match key {
-                "type" if kind.is_none() => kind = Some(scan.small_integer()?),
-                "invocationId" if invocation_id.is_none() => invocation_id = Some(scan.string()?),
-                "target" if target.is_none() => target = Some(scan.string()?),
-                "arguments" if arguments.is_none() => arguments = Some(scan.arguments()?),
+                Key::Type if kind.is_none() => kind = Some(scan.small_integer()?),
+                Key::InvocationId if invocation_id.is_none() => {
+                    invocation_id = Some(scan.string()?)
+                }
+                Key::Target if target.is_none() => target = Some(scan.string()?),
+                Key::Arguments if arguments.is_none() => arguments = Some(scan.arguments()?),
                 _ => return None,
             }
             scan.skip_whitespace();
@@ -452,6 +454,15 @@ mod common {
             .map(|at| offset + at)
     }
 
+    /// The properties of the records recognized here.
+    #[derive(Clone, Copy)]
+    enum Key {
+        Type,
+        InvocationId,
+        Target,
+        Arguments,
+    }
+
     struct Scan<'a> {
         text: &'a str,
         bytes: &'a [u8],
@@ -491,6 +502,22 @@ mod common {
             }
             self.at = start + len + 1;
             self.text.get(start..start + len)
+        }
+
+        /// One of the four property names, compared in place with its closing quote; any
+        /// other name (an escape in one of these included) is not recognized.
+        fn key(&mut self) -> Option<Key> {
+            self.expect(b'"')?;
+            let rest = self.bytes.get(self.at..)?;
+            let (key, len) = match rest.first()? {
+                b't' if rest.starts_with(b"type\"") => (Key::Type, 5),
+                b't' if rest.starts_with(b"target\"") => (Key::Target, 7),
+                b'i' if rest.starts_with(b"invocationId\"") => (Key::InvocationId, 13),
+                b'a' if rest.starts_with(b"arguments\"") => (Key::Arguments, 10),
+                _ => return None,
+            };
+            self.at += len;
+            Some(key)
         }
 
         /// `1` or `6`: the message types recognized here, written the plain way.
