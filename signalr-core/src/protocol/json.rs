@@ -71,6 +71,11 @@ impl HubProtocol for JsonProtocol {
                     item: &item.item,
                 },
             ),
+            // The record an invocation answers with, written with its property names as
+            // literals: serde would escape each name again for every record.
+            Message::Completion(c) if c.headers.is_empty() => {
+                write_completion(&mut writer, &c.invocation_id, &c.result)
+            }
             Message::Completion(c) => {
                 let (result, error) = match &c.result {
                     CompletionResult::Void => (None, None),
@@ -124,6 +129,34 @@ impl HubProtocol for JsonProtocol {
         writer.into_inner().put_u8(RECORD_SEPARATOR);
         Ok(())
     }
+}
+
+/// A Completion without headers, byte for byte what [`CompletionOut`] writes.
+fn write_completion<V: Serialize>(
+    writer: &mut impl std::io::Write,
+    invocation_id: &str,
+    result: &CompletionResult<V>,
+) -> serde_json::Result<()> {
+    writer
+        .write_all(br#"{"type":3,"invocationId":"#)
+        .map_err(serde_json::Error::io)?;
+    serde_json::to_writer(&mut *writer, invocation_id)?;
+    match result {
+        CompletionResult::Void => {}
+        CompletionResult::Value(value) => {
+            writer
+                .write_all(br#","result":"#)
+                .map_err(serde_json::Error::io)?;
+            write(&mut *writer, value)?;
+        }
+        CompletionResult::Error(error) => {
+            writer
+                .write_all(br#","error":"#)
+                .map_err(serde_json::Error::io)?;
+            serde_json::to_writer(&mut *writer, error)?;
+        }
+    }
+    writer.write_all(b"}").map_err(serde_json::Error::io)
 }
 
 fn write<T: Serialize>(writer: impl std::io::Write, value: &T) -> serde_json::Result<()> {
@@ -725,6 +758,61 @@ mod common {
             }
             // The check would prove nothing if no mutation were still recognized.
             assert!(recognized > 1_000, "{recognized}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod completion_tests {
+    use super::*;
+
+    /// The literal-named Completion is what serde writes for the same message: void, a value,
+    /// a payload copied verbatim, an error, and ids and texts that need escaping.
+    #[test]
+    fn a_completion_is_written_as_serde_writes_it() {
+        let payload =
+            super::parse_record(br#"{"type":1,"target":"T","arguments":[{"a": [1, "\u00e9"]}]}"#)
+                .unwrap()
+                .and_then(|message| match message {
+                    Message::Invocation(invocation) => invocation.arguments.0.into_iter().next(),
+                    _ => None,
+                })
+                .unwrap();
+        let results = [
+            CompletionResult::Void,
+            CompletionResult::Value(serde_json::json!("a \"quoted\"\n\u{1} text ✓")),
+            CompletionResult::Value(serde_json::json!({"k": [1, null, true]})),
+            CompletionResult::Error("Failed: \"x\"\\ \u{7f}".to_owned()),
+        ];
+        for id in ["1", "", "id \"with\" \\ escapes \u{0}"] {
+            for result in &results {
+                let mut fast = Vec::new();
+                write_completion(&mut fast, id, result).unwrap();
+                let (value, error) = match result {
+                    CompletionResult::Void => (None, None),
+                    CompletionResult::Value(v) => (Some(v), None),
+                    CompletionResult::Error(e) => (None, Some(e.as_str())),
+                };
+                let slow = serde_json::to_vec(&CompletionOut {
+                    kind: 3,
+                    headers: &Headers::new(),
+                    invocation_id: id,
+                    error,
+                    result: value,
+                })
+                .unwrap();
+                assert_eq!(
+                    String::from_utf8(fast).unwrap(),
+                    String::from_utf8(slow).unwrap()
+                );
+            }
+            let mut fast = Vec::new();
+            write_completion(&mut fast, id, &CompletionResult::Value(&payload)).unwrap();
+            let expected = format!(
+                r#"{{"type":3,"invocationId":{},"result":{{"a": [1, "\u00e9"]}}}}"#,
+                serde_json::to_string(id).unwrap()
+            );
+            assert_eq!(String::from_utf8(fast).unwrap(), expected);
         }
     }
 }
