@@ -59,6 +59,28 @@ pub(crate) fn transport_attribute(transport: TransportKind) -> &'static str {
     }
 }
 
+/// When an invocation started, for its duration metric. Without the `metrics` feature it holds
+/// nothing and reads no clock: two clock reads per invocation that nothing would record.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stopwatch(#[cfg(feature = "metrics")] tokio::time::Instant);
+
+impl Stopwatch {
+    pub(crate) fn start() -> Self {
+        Stopwatch(
+            #[cfg(feature = "metrics")]
+            tokio::time::Instant::now(),
+        )
+    }
+
+    /// The time since `start` (zero without the `metrics` feature, where nothing reads it).
+    pub(crate) fn elapsed(self) -> Duration {
+        #[cfg(feature = "metrics")]
+        return self.0.elapsed();
+        #[cfg(not(feature = "metrics"))]
+        Duration::ZERO
+    }
+}
+
 /// The method label for an invocation: registered names only.
 pub(crate) const UNKNOWN_METHOD: &str = "_unknown";
 

@@ -363,7 +363,7 @@ impl Dispatcher {
         let mut invocation_id = invocation_id;
         let lent_id = if lend_id { invocation_id.take() } else { None };
         let slot = Slot::new(self.slots.clone(), permit, lent_id);
-        let started = tokio::time::Instant::now();
+        let started = observe::Stopwatch::start();
         // Most plain methods finish without waiting (an echo; a send that finds room in a
         // queue), so the first poll happens here, on the read loop, inside the invocation's span
         // and slot; a method that succeeded, and whose Completion fits in the queue, is done
@@ -538,7 +538,7 @@ fn invocation_ended(
     upload_ids: &[String],
     method_name: Option<&str>,
     outcome: Outcome,
-    started: tokio::time::Instant,
+    started: observe::Stopwatch,
 ) {
     for stream_id in upload_ids {
         conn.remove_upload(stream_id);
