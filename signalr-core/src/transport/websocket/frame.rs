@@ -257,6 +257,24 @@ pub(crate) mod tests {
         out
     }
 
+    /// The word-at-a-time unmask is the byte-by-byte one, at every length around the word
+    /// size (each tail length).
+    #[test]
+    fn unmasking_agrees_with_a_byte_by_byte_xor() {
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        for len in 0..40 {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 29 + 7) as u8).collect();
+            let mut unmasked = payload.clone();
+            unmask(&mut unmasked, mask);
+            let expected: Vec<u8> = payload
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ mask[i % 4])
+                .collect();
+            assert_eq!(unmasked, expected, "length {len}");
+        }
+    }
+
     #[test]
     fn reads_every_length_encoding_and_unmasks() {
         let mask = [0x37, 0xfa, 0x21, 0x3d];
