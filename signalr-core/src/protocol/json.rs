@@ -381,19 +381,15 @@ struct SequenceOut {
 /// This is a recognizer, not a second JSON parser with its own opinions: it answers only when
 /// the record is certainly valid JSON of that shape, and returns `None` for anything else: a
 /// backslash in a key, the target or the id, another property, a duplicate, a `type` written
-/// other than as `1` or `6`, an argument with [`common::MAX_DEPTH`] brackets or more, bytes
-/// after the object. serde then reads the record as before, so errors and rarer shapes are
+/// other than as `1` or `6`, bytes after the object. serde then reads the record as before, so errors and rarer shapes are
 /// exactly what they were. Each argument is read by serde itself (as a `RawValue`), which finds
-/// its end and checks it in one pass.
+/// its end and checks it in one pass. serde does not limit how deep a `RawValue` nests (it
+/// steps over one without recursing), on either path; the depth limit that matters is applied
+/// when a method binds the argument to a type.
 mod common {
     use serde_json::value::RawValue;
 
     use super::super::{Arguments, Headers, InboundMessage, Invocation, Message, Payload};
-
-    /// Under serde_json's own recursion limit (128, two of it used by the record's object and
-    /// argument array), so that what is recognized here could never have been refused there for
-    /// depth.
-    pub(super) const MAX_DEPTH: usize = 100;
 
     pub(super) fn parse(record: &[u8]) -> Option<InboundMessage> {
         // One UTF-8 check for the whole record; every slice taken below starts and ends at an
@@ -573,15 +569,6 @@ mod common {
                 let rest = scan.text.get(scan.at..)?;
                 let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<&RawValue>();
                 let value = stream.next()?.ok()?;
-                // serde allows 128 levels within the argument, the slow path two fewer (the
-                // record's object and array count there). Fewer than MAX_DEPTH brackets in all,
-                // strings included, means fewer levels than either allows.
-                let text = value.get().as_bytes();
-                if matches!(text.first(), Some(b'[' | b'{'))
-                    && memchr::memchr2_iter(b'[', b'{', text).count() >= MAX_DEPTH
-                {
-                    return None;
-                }
                 scan.at += stream.byte_offset();
                 values.push(Payload::json(value.to_owned()));
                 Some(())
@@ -709,23 +696,30 @@ mod common {
         }
 
         #[test]
-        fn invalid_utf8_and_deep_nesting_are_left_to_serde() {
+        fn invalid_utf8_is_left_to_serde() {
             let mut bad = br#"{"type":1,"target":"A","arguments":[""#.to_vec();
             bad.extend_from_slice(&[0xff, 0xfe]);
             bad.extend_from_slice(br#""]}"#);
             assert_eq!(parse(&bad), None);
+        }
+
+        /// serde steps over a `RawValue` without recursing, on both paths, so a deeply nested
+        /// argument is read alike; unbalanced nesting is an error there and not read here.
+        #[test]
+        fn deep_arguments_are_read_as_serde_reads_them() {
             let deep = format!(
-                r#"{{"type":1,"target":"A","arguments":[{}{}]}}"#,
-                "[".repeat(MAX_DEPTH),
-                "]".repeat(MAX_DEPTH)
+                r#"{{"type":1,"target":"A","arguments":[{}0{}]}}"#,
+                "[{\"k\":".repeat(1_000),
+                "}]".repeat(1_000)
             );
-            assert_eq!(parse(deep.as_bytes()), None);
-            let shallow = format!(
-                r#"{{"type":1,"target":"A","arguments":[{}{}]}}"#,
-                "[".repeat(MAX_DEPTH - 3),
-                "]".repeat(MAX_DEPTH - 3)
+            let fast = parse(deep.as_bytes()).expect("recognized");
+            assert_eq!(Ok(Some(fast)), parse_record_with_serde(deep.as_bytes()));
+            let unbalanced = format!(
+                r#"{{"type":1,"target":"A","arguments":[{}]}}"#,
+                "[".repeat(1_000)
             );
-            assert!(parse(shallow.as_bytes()).is_some());
+            assert_eq!(parse(unbalanced.as_bytes()), None);
+            assert!(parse_record_with_serde(unbalanced.as_bytes()).is_err());
         }
 
         /// Every record the fast path reads, mutated byte by byte: where it still answers, it
