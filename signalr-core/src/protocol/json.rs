@@ -381,8 +381,8 @@ struct SequenceOut {
 /// This is a recognizer, not a second JSON parser with its own opinions: it answers only when
 /// the record is certainly valid JSON of that shape, and returns `None` for anything else: a
 /// backslash in a key, the target or the id, another property, a duplicate, a `type` written
-/// other than as `1` or `6`, bytes after the object. serde then reads the record as before, so errors and rarer shapes are
-/// exactly what they were. Each argument is read by serde itself (as a `RawValue`), which finds
+/// other than as `1` or `6`, bytes after the object. serde then reads the record as before, so
+/// errors and rarer shapes are exactly what they were. Each argument is read by serde itself (as a `RawValue`), which finds
 /// its end and checks it in one pass. serde does not limit how deep a `RawValue` nests (it
 /// steps over one without recursing), on either path; the depth limit that matters is applied
 /// when a method binds the argument to a type.
