@@ -362,6 +362,14 @@ pub(crate) struct ConnectionParams {
 /// that is the backpressure a busy method puts on its client.
 pub(crate) trait Dispatch: Send {
     fn dispatch(&mut self, message: InboundMessage) -> impl Future<Output = ()> + Send;
+    /// Handles `message` without a future when nothing about it waits (most invocations),
+    /// or hands it back for [`Dispatch::dispatch`]. The read loop tries this first, so the
+    /// common message costs no boxed future.
+    fn dispatch_at_once(
+        &mut self,
+        message: InboundMessage,
+        cx: &mut std::task::Context<'_>,
+    ) -> Result<(), InboundMessage>;
 }
 
 /// What a connection needs from the hub it belongs to, and nothing more.
@@ -945,7 +953,15 @@ where
         let (ended, stateful, deadline) = match step {
             Ok(Event::Message(message)) => {
                 messages += 1;
-                Box::pin(dispatcher.dispatch(message)).await;
+                let mut message = Some(message);
+                let waits = std::future::poll_fn(|cx| {
+                    let message = message.take().expect("polled once");
+                    std::task::Poll::Ready(dispatcher.dispatch_at_once(message, cx).err())
+                })
+                .await;
+                if let Some(message) = waits {
+                    Box::pin(dispatcher.dispatch(message)).await;
+                }
                 dispatched = true;
                 work += MESSAGE_WORK;
                 if work >= WORK_BUDGET {

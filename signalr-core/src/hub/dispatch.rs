@@ -114,9 +114,39 @@ async fn warn_if_slow<F: Future>(
     wait.await
 }
 
+/// An invocation ready to start: what [`Dispatcher::start`] takes.
+struct Prepared {
+    invocation_id: Option<String>,
+    target: String,
+    arguments: Arguments,
+    method: Option<Method>,
+    streaming: bool,
+    cancellation: CancellationToken,
+    uploads: Vec<(String, mpsc::Receiver<super::streams::UploadItem>)>,
+    upload_ids: Vec<String>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
 impl Dispatch for Dispatcher {
     fn dispatch(&mut self, message: InboundMessage) -> impl Future<Output = ()> + Send {
         self.dispatch_message(message)
+    }
+
+    fn dispatch_at_once(
+        &mut self,
+        message: InboundMessage,
+        cx: &mut std::task::Context<'_>,
+    ) -> Result<(), InboundMessage> {
+        match message {
+            Message::Invocation(invocation) => self
+                .invoke_at_once(invocation, cx)
+                .map_err(Message::Invocation),
+            Message::CancelInvocation(cancel) => {
+                self.conn.cancel_invocation(&cancel.invocation_id);
+                Ok(())
+            }
+            other => Err(other),
+        }
     }
 }
 
@@ -304,6 +334,80 @@ impl Dispatcher {
                 Err(_) => return,
             }
         };
+        let mut prepared = Some(Prepared {
+            invocation_id,
+            target,
+            arguments,
+            method,
+            streaming,
+            cancellation,
+            uploads,
+            upload_ids,
+            permit,
+        });
+        std::future::poll_fn(|cx| {
+            self.start(cx, prepared.take().expect("polled once"));
+            Poll::Ready(())
+        })
+        .await;
+    }
+
+    /// A plain invocation started without an `async` dispatch when nothing about it needs a
+    /// wait or a reply of its own: its method exists and the caller may call it, there are no
+    /// filters and no upload streams, and a slot is free. Most invocations are like this (an
+    /// echo, a send), and for them the read loop neither boxes nor runs a dispatch future.
+    /// Anything else is handed back for [`Dispatcher::invoke`], which checks it all again.
+    fn invoke_at_once(
+        &mut self,
+        invocation: Invocation<Arguments>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Result<(), Invocation<Arguments>> {
+        if !self.hub.filters.is_empty() || !invocation.stream_ids.is_empty() {
+            return Err(invocation);
+        }
+        let Some(method) = self.hub.methods.get(&invocation.target) else {
+            return Err(invocation);
+        };
+        let refused = method
+            .policy
+            .as_ref()
+            .is_some_and(|policy| !policy.allows(self.conn.identity.as_deref()));
+        if refused || method.handler.is_streaming() || method.handler.streams() > 0 {
+            return Err(invocation);
+        }
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            return Err(invocation);
+        };
+        let method = method.clone();
+        let Invocation {
+            invocation_id,
+            target,
+            arguments,
+            ..
+        } = invocation;
+        let prepared = Prepared {
+            invocation_id,
+            target,
+            arguments,
+            method: Some(method),
+            streaming: false,
+            cancellation: self.conn.closing_token(),
+            uploads: Vec::new(),
+            upload_ids: Vec::new(),
+            permit: Some(permit),
+        };
+        self.start(cx, prepared);
+        Ok(())
+    }
+
+    /// Calls the method of an invocation that has everything it waits for (its slot, its
+    /// upload channels) and polls it once, here; what does not finish at once goes on in a task.
+    fn start(&mut self, cx: &mut std::task::Context<'_>, prepared: Prepared) {
+        let invocation_id = prepared.invocation_id;
+        let (target, arguments) = (prepared.target, prepared.arguments);
+        let (method, streaming) = (prepared.method, prepared.streaming);
+        let (cancellation, permit) = (prepared.cancellation, prepared.permit);
+        let (uploads, upload_ids) = (prepared.uploads, prepared.upload_ids);
         let context = Context {
             conn: self.conn.clone(),
             hub: self.hub.clone(),
@@ -375,19 +479,18 @@ impl Dispatcher {
             (None, slot)
         } else {
             let mut slot = Some(slot);
-            let (first, permit, lent_id) = std::future::poll_fn(|cx| {
+            let (first, permit, lent_id) = {
                 let _entered = span.enter();
-                let slot = slot.take().expect("polled once");
-                Poll::Ready(INVOCATION_SLOT.sync_scope(slot, || {
+                let slot = slot.take().expect("taken once");
+                INVOCATION_SLOT.sync_scope(slot, || {
                     let first = std::panic::catch_unwind(AssertUnwindSafe(|| {
                         std::pin::Pin::new(&mut call).poll(cx)
                     }));
                     // The method may have lent its slot back (a client result it awaits).
                     let permit = INVOCATION_SLOT.with(|slot| slot.permit.borrow_mut().take());
                     (first, permit, take_invocation_id())
-                }))
-            })
-            .await;
+                })
+            };
             let outcome = match first {
                 Ok(Poll::Pending) => None,
                 Ok(Poll::Ready(Ok(CallOutput::Done(record)))) => {
@@ -511,8 +614,7 @@ impl Dispatcher {
         // too when that needs no wait, so its Completion keeps its place among the others.
         if finished {
             let mut task = Box::pin(task);
-            let done = std::future::poll_fn(|cx| Poll::Ready(task.as_mut().poll(cx))).await;
-            if done.is_pending() {
+            if task.as_mut().poll(cx).is_pending() {
                 tokio::spawn(task);
             }
             return;
