@@ -41,6 +41,17 @@ async fn connect(hub: &Hub, protocol: Protocol) -> TestClient {
 
 const PROTOCOLS: [Protocol; 2] = [Protocol::Json, Protocol::MessagePack];
 
+/// A blocking call of `target` with no arguments, under `id`.
+fn call_without_arguments(id: &str, target: &str) -> signalr_core::protocol::Invocation<[(); 0]> {
+    signalr_core::protocol::Invocation {
+        headers: Default::default(),
+        invocation_id: Some(id.to_owned()),
+        target: target.to_owned(),
+        arguments: [(); 0],
+        stream_ids: Vec::new(),
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn bad_arguments_and_unknown_methods_leave_the_connection_usable() {
     for protocol in PROTOCOLS {
@@ -170,13 +181,7 @@ async fn a_live_invocation_id_cannot_be_reused_and_cancel_ends_the_stream() {
     for protocol in PROTOCOLS {
         let hub = echo_hub().build();
         let mut client = connect(&hub, protocol).await;
-        let invocation = signalr_core::protocol::Invocation {
-            headers: Default::default(),
-            invocation_id: Some("7".to_owned()),
-            target: "Endless".to_owned(),
-            arguments: [(); 0],
-            stream_ids: Vec::new(),
-        };
+        let invocation = call_without_arguments("7", "Endless");
         let stream_invocation = Message::<_, ()>::StreamInvocation(invocation);
         client.send_message(&stream_invocation).await;
         assert!(matches!(client.recv().await, Some(Message::StreamItem(_))));
@@ -285,13 +290,7 @@ async fn client_results_round_trip_through_the_kit() {
     let hub = echo_hub().method("Ask", ask).build();
     let mut client = connect(&hub, Protocol::MessagePack).await;
     let pending = {
-        let invocation = signalr_core::protocol::Invocation {
-            headers: Default::default(),
-            invocation_id: Some("1".to_owned()),
-            target: "Ask".to_owned(),
-            arguments: [(); 0],
-            stream_ids: Vec::new(),
-        };
+        let invocation = call_without_arguments("1", "Ask");
         client
             .send_message(&Message::<_, ()>::Invocation(invocation))
             .await;
@@ -315,4 +314,67 @@ async fn client_results_round_trip_through_the_kit() {
         panic!("expected a value");
     };
     assert_eq!(value.deserialize::<String>().unwrap(), "kit");
+}
+
+/// A plain method's `Cancellation` is the connection's closing: it fires when the client
+/// goes, not before, and a method that never asks for it is unaffected. A streaming method's
+/// is its own, fired by the client's CancelInvocation (the test above) and by the close.
+#[tokio::test(start_paused = true)]
+async fn a_plain_method_sees_the_connection_close_through_its_cancellation() {
+    for protocol in PROTOCOLS {
+        let (seen, mut cancelled) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
+        let waits = {
+            let seen = seen.clone();
+            move |cancel: signalr_core::Cancellation| {
+                let seen = seen.clone();
+                async move {
+                    assert!(!cancel.is_cancelled(), "not cancelled while connected");
+                    cancel.cancelled().await;
+                    let _ = seen.send("plain");
+                }
+            }
+        };
+        let streams = move |cancel: signalr_core::Cancellation| {
+            let seen = seen.clone();
+            async move {
+                tokio::spawn(async move {
+                    cancel.cancelled().await;
+                    let _ = seen.send("stream");
+                });
+                futures_util::stream::pending::<u32>()
+            }
+        };
+        let hub = echo_hub()
+            .method("Waits", waits)
+            .method("Streams", streams)
+            // "Waits" keeps its slot until the end; Echo needs another.
+            .max_parallel_invocations(2)
+            .build();
+        let mut client = connect(&hub, protocol).await;
+        client.send("Waits", ()).await;
+        let invocation = call_without_arguments("s", "Streams");
+        client
+            .send_message(&Message::<_, ()>::StreamInvocation(invocation))
+            .await;
+        // The read loop carries on while both wait: the connection is not wedged.
+        let echoed = client.invoke::<String>("Echo", ("still here",)).await;
+        assert_eq!(echoed.as_deref(), Ok("still here"));
+        // Within the client timeout (the kit's client sends no pings of its own).
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(
+            cancelled.try_recv().is_err(),
+            "nothing cancelled while connected"
+        );
+        client.close().await;
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let which = tokio::time::timeout(Duration::from_secs(60), cancelled.recv())
+                .await
+                .expect("cancelled once the connection closed")
+                .unwrap();
+            seen.push(which);
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, ["plain", "stream"], "{protocol:?}");
+    }
 }

@@ -121,7 +121,8 @@ struct Prepared {
     arguments: Arguments,
     method: Option<Method>,
     streaming: bool,
-    cancellation: CancellationToken,
+    /// A streaming invocation's own token; `None` for the connection's closing.
+    cancellation: Option<CancellationToken>,
     uploads: Vec<(String, mpsc::Receiver<super::streams::UploadItem>)>,
     upload_ids: Vec<String>,
     permit: Option<OwnedSemaphorePermit>,
@@ -282,9 +283,10 @@ impl Dispatcher {
                     let text = format!("Invocation ID '{id}' is already in use.");
                     return self.complete_with_error(invocation_id, text).await;
                 }
-                token
+                Some(token)
             }
-            _ => self.conn.closing_token(),
+            // Taken from the connection only if the method asks for it.
+            _ => None,
         };
         // Upload channels exist from now on, so items that follow the invocation are kept
         // even while filters run before the method binds them.
@@ -391,7 +393,7 @@ impl Dispatcher {
             arguments,
             method: Some(method),
             streaming: false,
-            cancellation: self.conn.closing_token(),
+            cancellation: None,
             uploads: Vec::new(),
             upload_ids: Vec::new(),
             permit: Some(permit),
@@ -413,7 +415,11 @@ impl Dispatcher {
             hub: self.hub.clone(),
         };
         // The task needs a token of its own only for a stream; others never read it.
-        let stream_cancellation = streaming.then(|| cancellation.clone());
+        let stream_cancellation = if streaming {
+            cancellation.clone()
+        } else {
+            None
+        };
         // A plain invocation keeps its id in its slot, where the method borrows it to encode
         // its Completion; a stream's items and a filter (which may run the method elsewhere)
         // get a copy.

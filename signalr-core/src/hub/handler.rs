@@ -41,7 +41,9 @@ pub struct InvocationParts {
     )>,
     pub(crate) streams_provided: usize,
     pub(crate) invocation_id: Option<String>,
-    pub(crate) cancellation: CancellationToken,
+    /// A streaming invocation's own token; `None` for the connection's closing, which is
+    /// only taken (a lock in the token's tree) when a method asks for it.
+    pub(crate) cancellation: Option<CancellationToken>,
 }
 
 /// Why arguments could not be bound to a method's parameters.

@@ -79,6 +79,10 @@ impl Cancellation {
 
 impl FromInvocation<ViaContext> for Cancellation {
     fn from_invocation(parts: &mut InvocationParts) -> Result<Self, CallError> {
-        Ok(Cancellation(parts.cancellation.clone()))
+        let token = match &parts.cancellation {
+            Some(token) => token.clone(),
+            None => parts.context.conn.closing_token(),
+        };
+        Ok(Cancellation(token))
     }
 }
