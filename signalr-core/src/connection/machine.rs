@@ -53,6 +53,10 @@ pub(crate) struct Config {
     pub(crate) reconnect_grace: Duration,
     /// The hub's tallies, shared by every connection of every transport.
     pub(crate) counters: Arc<Counters>,
+    /// The transport hands over each message in an allocation of its own (WebSockets), so
+    /// values decoded from it may keep slices of it instead of copies (see
+    /// [`InputBuffer::keeping_chunks`]).
+    pub(crate) chunks_kept: bool,
 }
 
 /// What a hub counts about its connections for the operator.
@@ -77,6 +81,7 @@ impl Config {
             detailed_errors: options.enable_detailed_errors,
             reconnect_grace: options.disconnect_timeout,
             counters,
+            chunks_kept: transport == TransportKind::WebSockets,
         }
     }
 }
@@ -143,11 +148,16 @@ impl ConnectionMachine {
     /// A connection whose transport just opened at `now`.
     pub(crate) fn new(config: Arc<Config>, now: Instant) -> Self {
         let deadline = now + config.handshake_timeout;
+        let input = if config.chunks_kept {
+            InputBuffer::keeping_chunks()
+        } else {
+            InputBuffer::new()
+        };
         ConnectionMachine {
             config,
             phase: Phase::Handshake { deadline },
             protocol: None,
-            input: InputBuffer::new(),
+            input,
             last_received: now,
             dispatching: false,
             last_written: now,

@@ -22,12 +22,25 @@ pub struct InputBuffer {
     joined: BytesMut,
     /// Bytes at the front already known to hold no record separator.
     scanned: usize,
+    /// Records taken from `chunk` may share it (see [`InputBuffer::keeping_chunks`]).
+    keep_chunks: bool,
 }
 
 impl InputBuffer {
     /// An empty buffer.
     pub fn new() -> Self {
         InputBuffer::default()
+    }
+
+    /// An empty buffer for a transport whose chunks are each an allocation of their own, no
+    /// more than twice their length or 4 KiB (the WebSocket reader's messages): a record taken
+    /// from one shares it, where otherwise it is copied so as not to pin a larger read buffer.
+    /// A MessagePack argument kept by a method then keeps at most that allocation alive.
+    pub(crate) fn keeping_chunks() -> Self {
+        InputBuffer {
+            keep_chunks: true,
+            ..InputBuffer::default()
+        }
     }
 
     /// Appends a chunk the transport delivered; when the buffer is empty it is kept without a
@@ -84,6 +97,13 @@ impl InputBuffer {
         if self.chunk.is_empty() {
             self.scanned = self.scanned.saturating_sub(len);
             self.joined.split_to(len).freeze()
+        } else if self.keep_chunks {
+            self.scanned = self.scanned.saturating_sub(len);
+            if len == self.chunk.len() {
+                std::mem::take(&mut self.chunk)
+            } else {
+                self.chunk.split_to(len)
+            }
         } else {
             let taken = Bytes::copy_from_slice(&self.chunk[..len]);
             self.advance(len);
@@ -124,6 +144,7 @@ impl From<BytesMut> for InputBuffer {
             chunk: Bytes::new(),
             joined,
             scanned: 0,
+            keep_chunks: false,
         }
     }
 }
@@ -197,5 +218,33 @@ mod tests {
         assert_eq!(&input[..], b"x");
         input.clear();
         assert!(input.is_empty());
+    }
+
+    #[test]
+    fn records_share_a_kept_chunk_and_copy_any_other() {
+        let message = Bytes::from_static(b"\x02ab\x01c");
+        let mut kept = InputBuffer::keeping_chunks();
+        kept.push(message.clone());
+        let first = kept.split_to(3);
+        assert_eq!(&first[..], b"\x02ab");
+        assert_eq!(
+            first.as_ptr(),
+            message.as_ptr(),
+            "a slice of the chunk, not a copy"
+        );
+        let rest = kept.split_to(2);
+        assert_eq!(rest.as_ptr(), message[3..].as_ptr());
+        assert!(kept.is_empty());
+
+        let mut copied = InputBuffer::new();
+        copied.push(message.clone());
+        let first = copied.split_to(3);
+        assert_eq!(&first[..], b"\x02ab");
+        assert_ne!(
+            first.as_ptr(),
+            message.as_ptr(),
+            "copied: it must not pin the chunk"
+        );
+        assert_eq!(&copied[..], b"\x01c");
     }
 }

@@ -36,6 +36,11 @@ use crate::protocol::TransferFormat;
 /// does not stay with the connection; the same for a receive buffer a large frame left behind.
 const KEEP_BUFFER: usize = 4 * 1024;
 
+/// A message is never handed over in an allocation larger than this or twice its own length:
+/// values decoded from it may keep it (MessagePack arguments share the message), and a small
+/// one must not pin a receive buffer a large frame left behind.
+pub(crate) const MESSAGE_ALLOCATION_LIMIT: usize = 16 * 1024;
+
 /// The most reserved ahead for a frame whose header has arrived: a header alone may declare up
 /// to the message cap, and the rest of the room is made as its bytes arrive.
 const RESERVE_AHEAD: usize = 64 * 1024;
@@ -242,7 +247,15 @@ impl Reader {
                 return Ok(None);
             }
             let mut payload = if frame_len < self.pending.len() {
-                self.pending.split_to(frame_len)
+                if self.pending.capacity() > MESSAGE_ALLOCATION_LIMIT.max(2 * frame_len) {
+                    // More frames follow in a buffer made for a larger one: this one is
+                    // copied out rather than sharing it.
+                    let payload = BytesMut::from(&self.pending[..frame_len]);
+                    self.pending.advance(frame_len);
+                    payload
+                } else {
+                    self.pending.split_to(frame_len)
+                }
             } else if self.pending.capacity() > KEEP_BUFFER.max(2 * frame_len) {
                 // The last frame, in a buffer made for a larger one: copied out, so that the
                 // message does not keep that buffer alive.
