@@ -22,7 +22,9 @@ pub struct InputBuffer {
     joined: BytesMut,
     /// Bytes at the front already known to hold no record separator.
     scanned: usize,
-    /// Records taken from `chunk` may share it (see [`InputBuffer::keeping_chunks`]).
+    /// Records taken from `chunk` may share it (see [`InputBuffer::keeping_chunks`]). Read
+    /// only where records are taken whole, which only MessagePack does.
+    #[cfg_attr(not(any(test, feature = "msgpack")), allow(dead_code))]
     keep_chunks: bool,
 }
 

@@ -23,6 +23,12 @@ use serde_json::value::RawValue;
 ///   as an array of numbers, a timestamp (extension type -1) as an RFC 3339 string (what
 ///   [`DateTime`](super::DateTime) writes), and any other extension type as an encoding
 ///   error (the invocation fails and the error is logged), since JSON has no counterpart.
+///
+/// A JSON value owns its text. A MessagePack value received over WebSockets is a slice of the
+/// received message, not a copy, so a `Payload` kept after its invocation keeps that message's
+/// buffer alive: never more than 16 KiB or twice the message, whichever is larger. Over long
+/// polling and Server-Sent Events, whose bodies are slices of the HTTP read buffer, the record
+/// is copied first.
 #[derive(Clone, PartialEq)]
 pub struct Payload(Repr);
 
