@@ -895,6 +895,20 @@ async fn write_now<S: TransportSink>(sink: &mut S, record: Bytes) -> io::Result<
     sink.flush().await
 }
 
+/// One step of the read loop (see `read_loop`).
+enum Step<F> {
+    /// A message was dispatched at once.
+    Dispatched,
+    /// A message whose dispatch waits: this future does it.
+    Dispatch(std::pin::Pin<Box<F>>),
+    ClientClosed(Option<String>),
+    /// Nothing to do yet.
+    Again,
+    /// Nothing more received: the machine's ending, whether it is stateful, and the deadline
+    /// to wait until.
+    Wait(Option<String>, bool, Option<std::time::Instant>),
+}
+
 /// How the read loop ended.
 enum ReadEnd {
     /// The client sent Close (with its error, if any).
@@ -932,35 +946,51 @@ where
     // The end of this session or of the connection; a flag and a waker, cheap to poll.
     let mut stopped = std::future::poll_fn(|cx| conn.outbound.poll_reader_stop(cx));
     loop {
-        let step = {
-            let mut machine = conn.machine();
-            for chunk in chunks.drain(..) {
-                machine.handle_bytes(chunk);
-            }
-            let now = now();
-            if std::mem::take(&mut dispatched) {
-                machine.dispatched(now);
-            }
-            match machine.poll_event(now) {
-                Some(event) => Ok(event),
-                None => Err((
-                    machine.ending().map(|ending| ending.error.clone()),
-                    machine.is_stateful(),
-                    machine.read_deadline(),
-                )),
-            }
-        };
+        // One synchronous step: what arrived goes to the machine, and a message it yields is
+        // dispatched at once when nothing about it waits. Inside `poll_fn` for the task's
+        // context, and so that the message never lives in this loop's own state: every idle
+        // connection's task is as large as that state.
+        let mut lent = Some(&mut *dispatcher);
+        let step = std::future::poll_fn(|cx| {
+            let event = {
+                let mut machine = conn.machine();
+                for chunk in chunks.drain(..) {
+                    machine.handle_bytes(chunk);
+                }
+                let now = now();
+                if std::mem::take(&mut dispatched) {
+                    machine.dispatched(now);
+                }
+                match machine.poll_event(now) {
+                    Some(event) => event,
+                    None => {
+                        return std::task::Poll::Ready(Step::Wait(
+                            machine.ending().map(|ending| ending.error.clone()),
+                            machine.is_stateful(),
+                            machine.read_deadline(),
+                        ))
+                    }
+                }
+            };
+            std::task::Poll::Ready(match event {
+                Event::Message(message) => {
+                    let dispatcher = lent.take().expect("one message per step");
+                    match dispatcher.dispatch_at_once(message, cx) {
+                        Ok(()) => Step::Dispatched,
+                        Err(message) => Step::Dispatch(Box::pin(dispatcher.dispatch(message))),
+                    }
+                }
+                Event::ClientClosed(error) => Step::ClientClosed(error),
+                // Only before the handshake completed, which the reader never sees.
+                Event::Handshake(_) => Step::Again,
+            })
+        })
+        .await;
         let (ended, stateful, deadline) = match step {
-            Ok(Event::Message(message)) => {
+            Step::Dispatched | Step::Dispatch(_) => {
                 messages += 1;
-                let mut message = Some(message);
-                let waits = std::future::poll_fn(|cx| {
-                    let message = message.take().expect("polled once");
-                    std::task::Poll::Ready(dispatcher.dispatch_at_once(message, cx).err())
-                })
-                .await;
-                if let Some(message) = waits {
-                    Box::pin(dispatcher.dispatch(message)).await;
+                if let Step::Dispatch(waiting) = step {
+                    waiting.await;
                 }
                 dispatched = true;
                 work += MESSAGE_WORK;
@@ -970,10 +1000,9 @@ where
                 }
                 continue;
             }
-            Ok(Event::ClientClosed(error)) => return ReadEnd::ClientClosed(error),
-            // Only before the handshake completed, which the reader never sees.
-            Ok(Event::Handshake(_)) => continue,
-            Err(state) => state,
+            Step::ClientClosed(error) => return ReadEnd::ClientClosed(error),
+            Step::Again => continue,
+            Step::Wait(ended, stateful, deadline) => (ended, stateful, deadline),
         };
         if let Some(error) = ended {
             conn.cancel_closing();
