@@ -259,7 +259,7 @@ pub enum Protocol {
 const ENCODE_CAPACITY: usize = 128;
 /// The most a thread's encoding buffer keeps between records: a larger one (a record this
 /// big was encoded) is given back after use.
-const ENCODE_SCRATCH_KEPT: usize = 64 * 1024;
+pub(crate) const ENCODE_SCRATCH_KEPT: usize = 64 * 1024;
 
 thread_local! {
     /// Where records are encoded before they are copied into a buffer of exactly their size:
@@ -441,6 +441,14 @@ mod tests {
             assert!(big.len() > ENCODE_SCRATCH_KEPT * 2);
             let kept = ENCODE_SCRATCH.with(|scratch| scratch.borrow().capacity());
             assert!(kept <= ENCODE_SCRATCH_KEPT, "{protocol}: kept {kept} bytes");
+            #[cfg(feature = "msgpack")]
+            {
+                let body = msgpack::BODY_SCRATCH.with(|scratch| scratch.borrow().capacity());
+                assert!(
+                    body <= ENCODE_SCRATCH_KEPT,
+                    "{protocol}: kept a {body}-byte body"
+                );
+            }
 
             // A short record after a long one holds nothing of the long one.
             let small = protocol.encode_to_bytes(&completion("2", 1)).unwrap();

@@ -69,12 +69,38 @@ impl HubProtocol for MessagePackProtocol {
         message: &Message<A, V>,
         out: &mut BytesMut,
     ) -> Result<(), ProtocolError> {
-        let mut body = Vec::with_capacity(64);
-        write_body(message, &mut body)?;
-        write_length_prefix(body.len(), out);
-        out.put_slice(&body);
-        Ok(())
+        BODY_SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut body) => {
+                body.clear();
+                let framed = write_framed(message, &mut body, out);
+                if body.capacity() > super::ENCODE_SCRATCH_KEPT {
+                    *body = Vec::new();
+                }
+                framed
+            }
+            // Encoding from inside an encoding (a value's `Serialize` that encodes a record).
+            Err(_) => write_framed(message, &mut Vec::with_capacity(64), out),
+        })
     }
+}
+
+thread_local! {
+    /// Where a record's body is written before its length prefix, which depends on its
+    /// size, goes in front of it: one buffer per thread, reused, instead of one per record.
+    pub(crate) static BODY_SCRATCH: std::cell::RefCell<Vec<u8>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Writes `message`'s body into `body`, then the framed record (prefix and body) into `out`.
+fn write_framed<A: Serialize, V: Serialize>(
+    message: &Message<A, V>,
+    body: &mut Vec<u8>,
+    out: &mut BytesMut,
+) -> Result<(), ProtocolError> {
+    write_body(message, body)?;
+    write_length_prefix(body.len(), out);
+    out.put_slice(body);
+    Ok(())
 }
 
 /// Reads the varint length prefix: `Ok(None)` while incomplete, `(prefix bytes, body length)`
