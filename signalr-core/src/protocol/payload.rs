@@ -24,11 +24,12 @@ use serde_json::value::RawValue;
 ///   [`DateTime`](super::DateTime) writes), and any other extension type as an encoding
 ///   error (the invocation fails and the error is logged), since JSON has no counterpart.
 ///
-/// A JSON value owns its text. A MessagePack value received over WebSockets is a slice of the
-/// received message, not a copy, so a `Payload` kept after its invocation keeps that message's
-/// buffer alive: never more than 16 KiB or twice the message, whichever is larger. Over long
-/// polling and Server-Sent Events, whose bodies are slices of the HTTP read buffer, the record
-/// is copied first.
+/// A JSON value owns its text. A MessagePack value is a slice of the bytes it arrived in, not a
+/// copy, so a `Payload` kept after its invocation keeps them alive. A record that arrives whole
+/// in one WebSocket message shares that message (never more than 4 KiB or twice the message,
+/// whichever is larger); one that arrives whole in a long-polling or SSE body is copied out of
+/// the HTTP read buffer first; one that arrives in pieces shares the buffer it was joined in
+/// with the records joined after it.
 #[derive(Clone, PartialEq)]
 pub struct Payload(Repr);
 

@@ -34,12 +34,10 @@ use crate::protocol::TransferFormat;
 
 /// A write buffer larger than this is given back once it has been written, so that one burst
 /// does not stay with the connection; the same for a receive buffer a large frame left behind.
-const KEEP_BUFFER: usize = 4 * 1024;
-
 /// A message is never handed over in an allocation larger than this or twice its own length:
-/// values decoded from it may keep it (MessagePack arguments share the message), and a small
-/// one must not pin a receive buffer a large frame left behind.
-pub(crate) const MESSAGE_ALLOCATION_LIMIT: usize = 16 * 1024;
+/// values decoded from it may keep it (MessagePack arguments share their message), and a small
+/// one must not pin a large receive buffer.
+const KEEP_BUFFER: usize = 4 * 1024;
 
 /// The most reserved ahead for a frame whose header has arrived: a header alone may declare up
 /// to the message cap, and the rest of the room is made as its bytes arrive.
@@ -89,6 +87,7 @@ pub(crate) fn split<S: Socket>(
             shared,
             reader: Reader {
                 pending: BytesMut::new(),
+                pending_advanced: false,
                 fragments: None,
                 max_message,
                 read_chunk: read_chunk.max(frame::MAX_HEADER),
@@ -216,6 +215,9 @@ pub(crate) struct WsStream<S = DefaultSocket> {
 struct Reader {
     /// Received bytes not yet made into frames; empty and unallocated when caught up.
     pending: BytesMut,
+    /// Frames were taken off the front of `pending` since it was last replaced, so its
+    /// `capacity` counts only what is left of its buffer, not the whole of it.
+    pending_advanced: bool,
     /// A fragmented message being put together: its opcode and payload so far.
     fragments: Option<(OpCode, BytesMut)>,
     max_message: usize,
@@ -247,20 +249,21 @@ impl Reader {
                 return Ok(None);
             }
             let mut payload = if frame_len < self.pending.len() {
-                if self.pending.capacity() > MESSAGE_ALLOCATION_LIMIT.max(2 * frame_len) {
-                    // More frames follow in a buffer made for a larger one: this one is
-                    // copied out rather than sharing it.
-                    let payload = BytesMut::from(&self.pending[..frame_len]);
-                    self.pending.advance(frame_len);
-                    payload
-                } else {
-                    self.pending.split_to(frame_len)
-                }
-            } else if self.pending.capacity() > KEEP_BUFFER.max(2 * frame_len) {
-                // The last frame, in a buffer made for a larger one: copied out, so that the
-                // message does not keep that buffer alive.
+                // More frames follow: this one is copied out rather than sharing the buffer
+                // (a message kept by a method must not pin it; see KEEP_BUFFER).
+                let payload = BytesMut::from(&self.pending[..frame_len]);
+                self.pending.advance(frame_len);
+                self.pending_advanced = true;
+                payload
+            } else if self.pending_advanced
+                || self.pending.capacity() > KEEP_BUFFER.max(2 * frame_len)
+            {
+                // The last frame, in a buffer made for a larger one (or one whose size
+                // `capacity` no longer tells, frames having been taken off its front): copied
+                // out, so that the message does not keep that buffer alive.
                 let payload = BytesMut::from(&self.pending[..]);
                 self.pending = BytesMut::new();
+                self.pending_advanced = false;
                 payload
             } else {
                 // The last frame: taken whole, and the connection holds nothing afterwards.
@@ -463,6 +466,7 @@ impl<S: Socket> Stream for WsStream<S> {
             Ok(Some(Event::Closed)) | Ok(None) => {
                 this.reader.done = true;
                 this.reader.pending = BytesMut::new();
+                this.reader.pending_advanced = false;
                 this.reader.fragments = None;
                 None
             }
@@ -475,6 +479,7 @@ impl<S: Socket> Stream for WsStream<S> {
                     lock(&this.shared).close = (found.close_code, found.reason());
                 }
                 this.reader.pending = BytesMut::new();
+                this.reader.pending_advanced = false;
                 this.reader.fragments = None;
                 Some(Err(error))
             }

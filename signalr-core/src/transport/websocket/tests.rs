@@ -367,3 +367,44 @@ async fn nothing_follows_our_close() {
     closing.await.unwrap();
     reading.abort();
 }
+
+/// A message is never handed over in a buffer much larger than itself (at most 4 KiB or
+/// twice its length), whatever read it arrived in: MessagePack arguments share their
+/// message, so a small one kept by a method must not pin the buffer a large frame was read
+/// into. `try_into_mut` succeeds only for a buffer nothing else shares, and its capacity is
+/// what remains of that buffer from the message on.
+#[tokio::test]
+async fn a_small_message_after_a_large_frame_does_not_share_its_buffer() {
+    let large = vec![b'L'; 120_000];
+    let small: &[u8] = b"small";
+    let mut wire = client_frame(0x82, &large, MASK);
+    for _ in 0..3 {
+        wire.extend(client_frame(0x82, small, MASK));
+    }
+    // The large frame's head first, so that the rest of it, and the small frames after it,
+    // arrive in the reader's own buffer, sized for the large one.
+    for head in [100, 5_000, 60_000] {
+        let (mut client, _sink, mut stream) = pair(1 << 20, 4096);
+        let (first, rest) = wire.split_at(head);
+        client.write_all(first).await.unwrap();
+        tokio::task::yield_now().await;
+        client.write_all(rest).await.unwrap();
+        let mut messages = Vec::new();
+        for _ in 0..4 {
+            messages.push(next(&mut stream).await.expect("a message").unwrap());
+        }
+        assert_eq!(messages[0].len(), large.len());
+        drop(messages.remove(0));
+        for (i, message) in messages.into_iter().enumerate() {
+            assert_eq!(&message[..], small);
+            let own = message
+                .try_into_mut()
+                .unwrap_or_else(|_| panic!("message {i} shares a buffer (head {head})"));
+            assert!(
+                own.capacity() <= KEEP_BUFFER.max(2 * small.len()),
+                "message {i} holds {} bytes (head {head})",
+                own.capacity()
+            );
+        }
+    }
+}
