@@ -414,12 +414,8 @@ impl Dispatcher {
             conn: self.conn.clone(),
             hub: self.hub.clone(),
         };
-        // The task needs a token of its own only for a stream; others never read it.
-        let stream_cancellation = if streaming {
-            cancellation.clone()
-        } else {
-            None
-        };
+        // A stream's own token, for the task that sends its items; only streams have one.
+        let stream_cancellation = cancellation.clone();
         // A plain invocation keeps its id in its slot, where the method borrows it to encode
         // its Completion; a stream's items and a filter (which may run the method elsewhere)
         // get a copy.
