@@ -225,7 +225,7 @@ mod tests {
         for tab in [&mut alice_tab1, &mut alice_tab2] {
             let (target, args) = tab.recv_invocation().await.unwrap();
             assert_eq!(target, "Notice");
-            let from: String = args.0[0].deserialize().unwrap();
+            let from: String = args[0].deserialize().unwrap();
             assert_eq!(from, "bob@example.com");
         }
     }
@@ -242,6 +242,6 @@ mod tests {
         admin.invoke::<()>("Announce", ("hello",)).await.unwrap();
         let (target, args) = alice.recv_invocation().await.unwrap();
         assert_eq!(target, "Notice");
-        assert_eq!(args.0[1].deserialize::<String>().unwrap(), "hello");
+        assert_eq!(args[1].deserialize::<String>().unwrap(), "hello");
     }
 }

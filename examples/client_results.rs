@@ -123,7 +123,7 @@ mod tests {
                     client
                         .send_message(&Message::<(), _>::Completion(reply))
                         .await;
-                    return question.target;
+                    return question.target.to_string();
                 }
                 Message::Ping => continue,
                 other => panic!("expected the server's question, got {other:?}"),

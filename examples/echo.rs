@@ -94,7 +94,7 @@ mod tests {
         for client in [&mut alice, &mut bob] {
             let (target, args) = client.recv_invocation().await.unwrap();
             assert_eq!(target, "Broadcast");
-            assert_eq!(args.0[1].deserialize::<String>().unwrap(), "hi all");
+            assert_eq!(args[1].deserialize::<String>().unwrap(), "hi all");
         }
         assert_eq!(
             bob.invoke::<()>("Broadcast", ("  ",)).await,

@@ -92,7 +92,7 @@ mod tests {
         let (target, arguments) = client.recv_invocation().await.unwrap();
         assert_eq!(start.elapsed(), Duration::from_secs(25));
         assert_eq!(target, "Reminder");
-        assert_eq!(arguments.0[0].deserialize::<String>().unwrap(), "stretch");
+        assert_eq!(arguments[0].deserialize::<String>().unwrap(), "stretch");
     }
 
     /// Keep-alive: an idle connection hears a Ping every interval, and nothing else.

@@ -87,8 +87,8 @@ mod tests {
             for client in [&mut ada, &mut bob] {
                 let (target, args) = client.recv_invocation().await.unwrap();
                 assert_eq!(target, "ReceiveMessage");
-                assert_eq!(args.0[0].deserialize::<String>().unwrap(), "ada");
-                assert_eq!(args.0[1].deserialize::<String>().unwrap(), "hello");
+                assert_eq!(args[0].deserialize::<String>().unwrap(), "ada");
+                assert_eq!(args[1].deserialize::<String>().unwrap(), "hello");
             }
             assert!(bob.invoke::<()>("Say", ("bob", "")).await.is_err());
             ada.close().await;
@@ -108,7 +108,7 @@ mod tests {
             .unwrap();
         let (target, args) = client.recv_invocation().await.unwrap();
         assert_eq!(target, "Tick");
-        assert_eq!(args.0[0].deserialize::<u64>().unwrap(), 3);
+        assert_eq!(args[0].deserialize::<u64>().unwrap(), 3);
     }
 
     #[tokio::test]

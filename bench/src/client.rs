@@ -98,7 +98,7 @@ impl Wire {
             Wire::SignalR(protocol) | Wire::Raw(protocol) => {
                 let message: Message<&[&str], NoValue> = Message::Invocation(Invocation {
                     headers: Headers::new(),
-                    invocation_id: id.map(|id| id.to_string()),
+                    invocation_id: id.map(|id| id.to_string().into()),
                     target: method.into(),
                     arguments: args,
                     stream_ids: Vec::new(),

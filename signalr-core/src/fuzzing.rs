@@ -362,9 +362,7 @@ fn roundtrip(protocol: Protocol, data: &[u8]) {
 #[cfg(feature = "msgpack")]
 fn values(message: &InboundMessage) -> Vec<&Payload> {
     match message {
-        Message::Invocation(inv) | Message::StreamInvocation(inv) => {
-            inv.arguments.0.iter().collect()
-        }
+        Message::Invocation(inv) | Message::StreamInvocation(inv) => inv.arguments.iter().collect(),
         Message::StreamItem(item) => vec![&item.item],
         Message::Completion(Completion {
             result: CompletionResult::Value(value),
@@ -380,7 +378,7 @@ fn carrier<V: serde::Serialize>(value: V) -> Message<[V; 1], NoValue> {
     Message::Invocation(Invocation {
         headers: Headers::new(),
         invocation_id: None,
-        target: "Forwarded".to_owned(),
+        target: "Forwarded".into(),
         arguments: [value],
         stream_ids: Vec::new(),
     })
@@ -390,7 +388,9 @@ fn carrier<V: serde::Serialize>(value: V) -> Message<[V; 1], NoValue> {
 #[cfg(feature = "msgpack")]
 fn carried(message: InboundMessage, what: &str) -> Payload {
     match message {
-        Message::Invocation(mut inv) if inv.arguments.len() == 1 => inv.arguments.0.remove(0),
+        Message::Invocation(inv) if inv.arguments.len() == 1 => {
+            inv.arguments.into_iter().next().expect("one argument")
+        }
         other => panic!("{what}: the carrier came back as {other:?}"),
     }
 }
@@ -994,8 +994,8 @@ impl Harness {
             Sent::Numbered { kind, key } => {
                 let invocation = |id: Option<String>| Invocation {
                     headers: Headers::new(),
-                    invocation_id: id,
-                    target: key.clone(),
+                    invocation_id: id.map(Into::into),
+                    target: key.as_str().into(),
                     arguments: vec![self.client_counter],
                     stream_ids: Vec::new(),
                 };
@@ -1003,18 +1003,18 @@ impl Harness {
                     1 => Message::Invocation(invocation(None)),
                     2 => Message::StreamItem(StreamItem {
                         headers: Headers::new(),
-                        invocation_id: key.clone(),
+                        invocation_id: key.as_str().into(),
                         item: 7,
                     }),
                     3 => Message::Completion(Completion {
                         headers: Headers::new(),
-                        invocation_id: key.clone(),
+                        invocation_id: key.as_str().into(),
                         result: CompletionResult::Void,
                     }),
                     4 => Message::StreamInvocation(invocation(Some("s".to_owned()))),
                     _ => Message::CancelInvocation(CancelInvocation {
                         headers: Headers::new(),
-                        invocation_id: key.clone(),
+                        invocation_id: key.as_str().into(),
                     }),
                 }
             }

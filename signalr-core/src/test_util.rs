@@ -280,7 +280,7 @@ impl TestClient {
         loop {
             match self.recv().await? {
                 Message::Invocation(invocation) => {
-                    return Some((invocation.target, invocation.arguments))
+                    return Some((invocation.target.into_string(), invocation.arguments))
                 }
                 Message::Ping => continue,
                 other => self.received.push_back(other),
@@ -341,8 +341,8 @@ impl TestClient {
     ) {
         let invocation = Invocation {
             headers: Default::default(),
-            invocation_id,
-            target: target.to_owned(),
+            invocation_id: invocation_id.map(Into::into),
+            target: target.into(),
             arguments: arguments.into_arguments(),
             stream_ids: Vec::new(),
         };

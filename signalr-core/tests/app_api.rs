@@ -191,12 +191,12 @@ async fn typed_clients_send_the_declared_method_with_its_arguments_in_order() {
         speaker.invoke::<()>("Say", ("ada", "hi")).await.unwrap();
         let (target, arguments) = listener.recv_invocation().await.unwrap();
         assert_eq!(target, "ReceiveMessage");
-        assert_eq!(arguments.0.len(), 3);
-        assert_eq!(arguments.0[0].deserialize::<String>().unwrap(), "ada");
-        assert_eq!(arguments.0[1].deserialize::<String>().unwrap(), "hi");
-        assert_eq!(arguments.0[2].deserialize::<u64>().unwrap(), 7);
+        assert_eq!(arguments.len(), 3);
+        assert_eq!(arguments[0].deserialize::<String>().unwrap(), "ada");
+        assert_eq!(arguments[1].deserialize::<String>().unwrap(), "hi");
+        assert_eq!(arguments[2].deserialize::<u64>().unwrap(), 7);
         let (target, arguments) = speaker.recv_invocation().await.unwrap();
-        assert_eq!((target.as_str(), arguments.0.len()), ("Reset", 0));
+        assert_eq!((target.as_str(), arguments.len()), ("Reset", 0));
 
         // From outside a method, through a typed hub context.
         let context = hub.context().typed::<RoomClient>();
@@ -207,7 +207,7 @@ async fn typed_clients_send_the_declared_method_with_its_arguments_in_order() {
             .unwrap();
         let (target, arguments) = listener.recv_invocation().await.unwrap();
         assert_eq!(target, "UserLeft");
-        assert_eq!(arguments.0[0].deserialize::<String>().unwrap(), "ada");
+        assert_eq!(arguments[0].deserialize::<String>().unwrap(), "ada");
         speaker.close().await;
         listener.close().await;
     }

@@ -205,7 +205,7 @@ async fn completions_that_find_the_queue_full_wait_for_room_and_keep_their_order
     for n in 0..CALLS {
         let call: Message<Vec<String>, NoValue> = Message::Invocation(Invocation {
             headers: Headers::new(),
-            invocation_id: Some(n.to_string()),
+            invocation_id: Some(n.to_string().into()),
             target: "Echo".into(),
             arguments: vec![format!("value {n}")],
             stream_ids: Vec::new(),

@@ -781,10 +781,10 @@ fn invocation_with_streams<A: Serialize>(
         protocol,
         &Message::<A, NoValue>::Invocation(Invocation {
             headers: Headers::new(),
-            invocation_id: id.map(str::to_owned),
-            target: target.to_owned(),
+            invocation_id: id.map(Into::into),
+            target: target.into(),
             arguments,
-            stream_ids: streams.iter().map(|s| s.to_string()).collect(),
+            stream_ids: streams.iter().map(|s| (*s).into()).collect(),
         }),
     )
 }
@@ -794,7 +794,7 @@ fn stream_item<V: Serialize>(protocol: Protocol, id: &str, item: V) -> Vec<u8> {
         protocol,
         &Message::<NoValue, V>::StreamItem(StreamItem {
             headers: Headers::new(),
-            invocation_id: id.to_owned(),
+            invocation_id: id.into(),
             item,
         }),
     )
@@ -805,7 +805,7 @@ fn completion<V: Serialize>(protocol: Protocol, id: &str, result: CompletionResu
         protocol,
         &Message::<NoValue, V>::Completion(Completion {
             headers: Headers::new(),
-            invocation_id: id.to_owned(),
+            invocation_id: id.into(),
             result,
         }),
     )
@@ -816,7 +816,7 @@ fn cancel(protocol: Protocol, id: &str) -> Vec<u8> {
         protocol,
         &Message::<NoValue, NoValue>::CancelInvocation(CancelInvocation {
             headers: Headers::new(),
-            invocation_id: id.to_owned(),
+            invocation_id: id.into(),
         }),
     )
 }
@@ -836,8 +836,8 @@ fn valid_records(protocol: Protocol) -> Vec<Vec<u8>> {
             protocol,
             &Message::<(&str,), NoValue>::StreamInvocation(Invocation {
                 headers,
-                invocation_id: Some("s".to_owned()),
-                target: "Echo".to_owned(),
+                invocation_id: Some("s".into()),
+                target: "Echo".into(),
                 arguments: ("x",),
                 stream_ids: Vec::new(),
             }),
@@ -1682,7 +1682,7 @@ async fn unknown_ids(server: &Server, transport: Transport, protocol: Protocol) 
     while answers.len() < 3 {
         match within(&what, WAIT, client.rx.next(WAIT)).await {
             Some(Event::Message(Message::Completion(c))) => {
-                answers.push((c.invocation_id, result_text(c.result)))
+                answers.push((c.invocation_id.into_string(), result_text(c.result)))
             }
             Some(Event::Message(Message::Ping)) => {}
             other => panic!(
@@ -1820,7 +1820,7 @@ async fn flood(client: &mut Client, tally: &Tally, what: &str) {
             match rx.next(WAIT).await {
                 Some(Event::Message(Message::Completion(c))) => {
                     let done = c.invocation_id == "done";
-                    answers.push((c.invocation_id, result_text(c.result)));
+                    answers.push((c.invocation_id.into_string(), result_text(c.result)));
                     if done {
                         return answers;
                     }

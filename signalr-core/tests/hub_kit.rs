@@ -45,8 +45,8 @@ const PROTOCOLS: [Protocol; 2] = [Protocol::Json, Protocol::MessagePack];
 fn call_without_arguments(id: &str, target: &str) -> signalr_core::protocol::Invocation<[(); 0]> {
     signalr_core::protocol::Invocation {
         headers: Default::default(),
-        invocation_id: Some(id.to_owned()),
-        target: target.to_owned(),
+        invocation_id: Some(id.into()),
+        target: target.into(),
         arguments: [(); 0],
         stream_ids: Vec::new(),
     }
@@ -135,7 +135,7 @@ async fn hooks_run_once_and_see_the_connection() {
     let id = client.connection_id().to_owned();
     let (target, arguments) = client.recv_invocation().await.unwrap();
     assert_eq!(target, "Welcome");
-    assert_eq!(arguments.0[0].deserialize::<String>().unwrap(), id);
+    assert_eq!(arguments[0].deserialize::<String>().unwrap(), id);
     // A graceful client Close ends the connection without an error.
     client.close().await;
     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -200,7 +200,7 @@ async fn a_live_invocation_id_cannot_be_reused_and_cancel_ends_the_stream() {
         client
             .send_message(&Message::<(), ()>::CancelInvocation(CancelInvocation {
                 headers: Default::default(),
-                invocation_id: "7".to_owned(),
+                invocation_id: "7".into(),
             }))
             .await;
         let ended = loop {

@@ -21,8 +21,8 @@ fn headers(pairs: &[(&str, &str)]) -> Headers {
 fn invocation<A>(id: Option<&str>, target: &str, arguments: A) -> Invocation<A> {
     Invocation {
         headers: Headers::new(),
-        invocation_id: id.map(str::to_owned),
-        target: target.to_owned(),
+        invocation_id: id.map(Into::into),
+        target: target.into(),
         arguments,
         stream_ids: Vec::new(),
     }
@@ -146,7 +146,6 @@ fn decodes_every_message_type() {
     assert_eq!(add.target, "Add");
     let args: Vec<i64> = add
         .arguments
-        .0
         .iter()
         .map(|p| p.deserialize().unwrap())
         .collect();
@@ -157,7 +156,7 @@ fn decodes_every_message_type() {
     };
     assert_eq!(send.invocation_id, None);
     assert_eq!(send.headers, headers(&[("a", "b")]));
-    assert_eq!(send.arguments.0[0].as_json(), Some("\"x\""));
+    assert_eq!(send.arguments[0].as_json(), Some("\"x\""));
 
     let Message::StreamItem(item) = &messages[2] else {
         panic!()
@@ -300,10 +299,10 @@ fn payloads_transcode_between_protocols() {
     let Message::Invocation(inv) = &back[0] else {
         panic!()
     };
-    let value: serde_json::Value = inv.arguments.0[0].deserialize().unwrap();
+    let value: serde_json::Value = inv.arguments[0].deserialize().unwrap();
     assert_eq!(value, json!({"a": [1, -2, 3.5, "s", null, true]}));
     // A map is not an array: splitting it is an error, not a panic.
-    assert!(inv.arguments.0[0].elements().is_err());
+    assert!(inv.arguments[0].elements().is_err());
 }
 
 #[test]
@@ -319,7 +318,7 @@ fn array_payloads_split_into_encoded_elements() {
     let Message::Invocation(inv) = &messages[0] else {
         panic!()
     };
-    let elements: Vec<Payload> = inv.arguments.0[0].elements().unwrap();
+    let elements: Vec<Payload> = inv.arguments[0].elements().unwrap();
     let texts: Vec<&str> = elements.iter().map(|e| e.as_json().unwrap()).collect();
     assert_eq!(texts, ["1", r#""two""#, r#"{"three":3}"#]);
 }
@@ -346,7 +345,7 @@ fn json_payloads_are_forwarded_to_json_verbatim_and_still_transcode_elsewhere() 
     let completion = Message::<NoValue, _>::Completion(Completion {
         headers: Headers::new(),
         invocation_id: "1".into(),
-        result: CompletionResult::Value(inv.arguments.0[0].clone()),
+        result: CompletionResult::Value(inv.arguments[0].clone()),
     });
     assert_eq!(
         String::from_utf8(encode(P, &completion)).unwrap(),
@@ -361,10 +360,10 @@ fn json_payloads_are_forwarded_to_json_verbatim_and_still_transcode_elsewhere() 
     let Message::Invocation(binary) = &back[0] else {
         panic!()
     };
-    let value: serde_json::Value = binary.arguments.0[0].deserialize().unwrap();
+    let value: serde_json::Value = binary.arguments[0].deserialize().unwrap();
     assert_eq!(value, json!({"a": [1, "é"]}));
     assert_eq!(
-        serde_json::to_value(&inv.arguments.0[0]).unwrap(),
+        serde_json::to_value(&inv.arguments[0]).unwrap(),
         json!({"a": [1, "é"]})
     );
 }

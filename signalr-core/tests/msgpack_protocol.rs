@@ -206,7 +206,6 @@ fn decodes_what_clients_send() {
     assert!(add.stream_ids.is_empty());
     let args: Vec<i64> = add
         .arguments
-        .0
         .iter()
         .map(|p| p.deserialize().unwrap())
         .collect();
@@ -371,7 +370,7 @@ fn random_bytes_never_panic() {
             for _ in 0..8 {
                 match protocol.decode(&mut buf, 1024) {
                     Ok(Some(Message::Invocation(inv))) => {
-                        for arg in &inv.arguments.0 {
+                        for arg in &inv.arguments {
                             let _ = arg.deserialize::<serde_json::Value>();
                             let _ = arg.elements();
                         }

@@ -62,7 +62,7 @@ fn message_json(message: &InboundMessage) -> Value {
             out.insert("target".into(), json!(inv.target));
             out.insert(
                 "arguments".into(),
-                Value::Array(inv.arguments.0.iter().map(payload_json).collect()),
+                Value::Array(inv.arguments.iter().map(payload_json).collect()),
             );
             if !inv.stream_ids.is_empty() {
                 out.insert("streamIds".into(), json!(inv.stream_ids));
@@ -134,8 +134,8 @@ fn decodes_every_message_the_official_client_writes() {
 fn invocation<A>(id: Option<&str>, target: &str, arguments: A) -> Invocation<A> {
     Invocation {
         headers: Headers::new(),
-        invocation_id: id.map(str::to_owned),
-        target: target.to_owned(),
+        invocation_id: id.map(Into::into),
+        target: target.into(),
         arguments,
         stream_ids: Vec::new(),
     }
@@ -144,7 +144,7 @@ fn invocation<A>(id: Option<&str>, target: &str, arguments: A) -> Invocation<A> 
 fn completion<V>(id: &str, result: CompletionResult<V>) -> Message<NoValue, V> {
     Message::Completion(Completion {
         headers: Headers::new(),
-        invocation_id: id.to_owned(),
+        invocation_id: id.into(),
         result,
     })
 }

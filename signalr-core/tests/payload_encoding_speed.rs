@@ -30,7 +30,7 @@ fn received_arguments(protocol: Protocol, arguments: impl Serialize) -> Vec<Payl
         .unwrap();
     let mut buf = InputBuffer::from(&record[..]);
     match protocol.decode(&mut buf, 1 << 20).unwrap() {
-        Some(InboundMessage::Invocation(invocation)) => invocation.arguments.0,
+        Some(InboundMessage::Invocation(invocation)) => invocation.arguments.into_vec(),
         other => panic!("not an invocation: {other:?}"),
     }
 }

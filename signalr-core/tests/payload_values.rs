@@ -50,7 +50,7 @@ fn json_arguments(args_json: &str) -> Vec<Payload> {
 fn decode_arguments(protocol: Protocol, record: &[u8]) -> Vec<Payload> {
     let mut buf = InputBuffer::from(record);
     match protocol.decode(&mut buf, 1 << 20).unwrap() {
-        Some(InboundMessage::Invocation(invocation)) => invocation.arguments.0,
+        Some(InboundMessage::Invocation(invocation)) => invocation.arguments.into_vec(),
         other => panic!("not an invocation: {other:?}"),
     }
 }
@@ -580,12 +580,12 @@ async fn a_payload_sent_on_reaches_each_client_in_its_own_protocol() {
     let (target, args) = sender.recv_invocation().await.unwrap();
     assert_eq!(target, "Got");
     assert_eq!(
-        hex(args.0[0].as_msgpack().unwrap()),
+        hex(args[0].as_msgpack().unwrap()),
         "92 d6 ff 65 53 f1 00 c4 02 01 02"
     );
     let (_, args) = json.recv_invocation().await.unwrap();
     assert_eq!(
-        args.0[0].as_json().unwrap(),
+        args[0].as_json().unwrap(),
         r#"["2023-11-14T22:13:20Z",[1,2]]"#
     );
     assert!(matches!(

@@ -757,7 +757,7 @@ impl Inner {
                 return;
             }
         };
-        if let Some(waiter) = lock(&self.results).remove(&id) {
+        if let Some(waiter) = lock(&self.results).remove(id.as_str()) {
             let _ = waiter.send(SerializedCompletion {
                 protocol,
                 record: completion.completion,

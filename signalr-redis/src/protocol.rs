@@ -111,8 +111,8 @@ impl RedisInvocation {
         let args = args.into_arguments();
         let message: Message<&A::Arguments, NoValue> = Message::Invocation(Invocation {
             headers: Headers::new(),
-            invocation_id: result.as_ref().map(|r| r.invocation_id.clone()),
-            target: target.to_owned(),
+            invocation_id: result.as_ref().map(|r| r.invocation_id.as_str().into()),
+            target: target.into(),
             arguments: &args,
             stream_ids: Vec::new(),
         });

@@ -13,7 +13,7 @@ use crate::connection::ConnectionShared;
 use crate::error::{Error, Kind};
 use crate::lifetime::backplane::{Audience, Backplane, PresenceQuery, SerializedMessage};
 use crate::lifetime::record::LazyRecord;
-use crate::protocol::{Headers, Invocation, Message, NoValue, Payload};
+use crate::protocol::{Headers, Invocation, Message, NoValue, Payload, SmallString};
 
 /// A cloneable handle to a running hub, usable from any task (a timer, an HTTP handler): the
 /// counterpart of `IHubContext`.
@@ -509,7 +509,7 @@ impl ClientProxy {
         );
         let answer = conn.expect_result(id.clone());
         let sent = self
-            .send_invocation_to(&conn, method, args, Some(id.clone()))
+            .send_invocation_to(&conn, method, args, Some(id.as_str().into()))
             .await;
         if let Err(e) = sent {
             conn.take_pending_result(&id);
@@ -541,13 +541,13 @@ impl ClientProxy {
         conn: &ConnectionShared,
         method: &str,
         args: A,
-        invocation_id: Option<String>,
+        invocation_id: Option<SmallString>,
     ) -> Result<(), Error> {
         let args = args.into_arguments();
         let message: Message<&A::Arguments, NoValue> = Message::Invocation(Invocation {
             headers: Headers::new(),
             invocation_id,
-            target: method.to_owned(),
+            target: method.into(),
             arguments: &args,
             stream_ids: Vec::new(),
         });
@@ -564,7 +564,7 @@ impl ClientProxy {
         let message: Message<&A::Arguments, NoValue> = Message::Invocation(Invocation {
             headers: Headers::new(),
             invocation_id: None,
-            target: method.to_owned(),
+            target: method.into(),
             arguments: &args,
             stream_ids: Vec::new(),
         });
@@ -657,8 +657,8 @@ impl ClientProxy {
         let args = args.into_arguments();
         let message: Message<&A::Arguments, NoValue> = Message::Invocation(Invocation {
             headers: Headers::new(),
-            invocation_id: Some(invocation_id.clone()),
-            target: method.to_owned(),
+            invocation_id: Some(invocation_id.as_str().into()),
+            target: method.into(),
             arguments: &args,
             stream_ids: Vec::new(),
         });

@@ -21,7 +21,7 @@ use crate::log_limit::{LogLimiter, REPEAT_INTERVAL};
 use crate::observe::{self, Outcome};
 use crate::protocol::{
     Arguments, Completion, CompletionResult, Headers, InboundMessage, Invocation, Message, NoValue,
-    Payload, StreamItem,
+    Payload, SmallString, StreamItem,
 };
 
 tokio::task_local! {
@@ -38,14 +38,14 @@ struct Slot {
     permit: std::cell::RefCell<Option<OwnedSemaphorePermit>>,
     /// The invocation id, lent to the method when it encodes its Completion (see
     /// [`lend_invocation_id`]): kept here rather than copied into the method's parts.
-    invocation_id: std::cell::RefCell<Option<String>>,
+    invocation_id: std::cell::RefCell<Option<SmallString>>,
 }
 
 impl Slot {
     fn new(
         slots: Arc<Semaphore>,
         permit: Option<OwnedSemaphorePermit>,
-        invocation_id: Option<String>,
+        invocation_id: Option<SmallString>,
     ) -> Self {
         Slot {
             slots,
@@ -66,7 +66,7 @@ fn release_slot() {
 }
 
 /// Takes the running invocation's id out of its slot, if it is kept there.
-fn take_invocation_id() -> Option<String> {
+fn take_invocation_id() -> Option<SmallString> {
     INVOCATION_SLOT
         .try_with(|slot| slot.invocation_id.borrow_mut().take())
         .ok()
@@ -76,7 +76,9 @@ fn take_invocation_id() -> Option<String> {
 /// Lends the running invocation's id to `use_id`, which gives it back with its output: a
 /// method encodes its Completion with the id without a copy of it. `None` when the
 /// invocation has no id kept here (a non-blocking invocation, or no invocation running).
-pub(crate) fn lend_invocation_id<R>(use_id: impl FnOnce(String) -> (String, R)) -> Option<R> {
+pub(crate) fn lend_invocation_id<R>(
+    use_id: impl FnOnce(SmallString) -> (SmallString, R),
+) -> Option<R> {
     let id = take_invocation_id()?;
     let (id, output) = use_id(id);
     let _ = INVOCATION_SLOT.try_with(|slot| *slot.invocation_id.borrow_mut() = Some(id));
@@ -116,15 +118,15 @@ async fn warn_if_slow<F: Future>(
 
 /// An invocation ready to start: what [`Dispatcher::start`] takes.
 struct Prepared {
-    invocation_id: Option<String>,
-    target: String,
+    invocation_id: Option<SmallString>,
+    target: SmallString,
     arguments: Arguments,
     method: Option<Method>,
     streaming: bool,
     /// A streaming invocation's own token; `None` for the connection's closing.
     cancellation: Option<CancellationToken>,
-    uploads: Vec<(String, mpsc::Receiver<super::streams::UploadItem>)>,
-    upload_ids: Vec<String>,
+    uploads: Vec<(SmallString, mpsc::Receiver<super::streams::UploadItem>)>,
+    upload_ids: Vec<SmallString>,
     permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -135,18 +137,16 @@ impl Dispatch for Dispatcher {
 
     fn dispatch_at_once(
         &mut self,
-        message: InboundMessage,
+        message: &mut InboundMessage,
         cx: &mut std::task::Context<'_>,
-    ) -> Result<(), InboundMessage> {
+    ) -> bool {
         match message {
-            Message::Invocation(invocation) => self
-                .invoke_at_once(invocation, cx)
-                .map_err(Message::Invocation),
+            Message::Invocation(invocation) => self.invoke_at_once(invocation, cx),
             Message::CancelInvocation(cancel) => {
                 self.conn.cancel_invocation(&cancel.invocation_id);
-                Ok(())
+                true
             }
-            other => Err(other),
+            _ => false,
         }
     }
 }
@@ -299,7 +299,7 @@ impl Dispatcher {
                 (stream_id, receiver)
             })
             .collect();
-        let upload_ids: Vec<String> = uploads.iter().map(|(id, _)| id.clone()).collect();
+        let upload_ids: Vec<SmallString> = uploads.iter().map(|(id, _)| id.clone()).collect();
 
         // Invocations take a slot; the read loop waits here while all are busy. As in the
         // reference, streaming invocations and methods that take upload streams do not: they
@@ -358,39 +358,34 @@ impl Dispatcher {
     /// wait or a reply of its own: its method exists and the caller may call it, there are no
     /// filters and no upload streams, and a slot is free. Most invocations are like this (an
     /// echo, a send), and for them the read loop neither boxes nor runs a dispatch future.
-    /// Anything else is handed back for [`Dispatcher::invoke`], which checks it all again.
+    /// Anything else is left as it was (false), for [`Dispatcher::invoke`], which checks it
+    /// all again. A started invocation's id, target and arguments are taken out of it.
     fn invoke_at_once(
         &mut self,
-        invocation: Invocation<Arguments>,
+        invocation: &mut Invocation<Arguments>,
         cx: &mut std::task::Context<'_>,
-    ) -> Result<(), Invocation<Arguments>> {
+    ) -> bool {
         if !self.hub.filters.is_empty() || !invocation.stream_ids.is_empty() {
-            return Err(invocation);
+            return false;
         }
-        let Some(method) = self.hub.methods.get(&invocation.target) else {
-            return Err(invocation);
+        let Some(method) = self.hub.methods.get(invocation.target.as_str()) else {
+            return false;
         };
         let refused = method
             .policy
             .as_ref()
             .is_some_and(|policy| !policy.allows(self.conn.identity.as_deref()));
         if refused || method.handler.is_streaming() || method.handler.streams() > 0 {
-            return Err(invocation);
+            return false;
         }
         let Ok(permit) = self.slots.clone().try_acquire_owned() else {
-            return Err(invocation);
+            return false;
         };
         let method = method.clone();
-        let Invocation {
-            invocation_id,
-            target,
-            arguments,
-            ..
-        } = invocation;
         let prepared = Prepared {
-            invocation_id,
-            target,
-            arguments,
+            invocation_id: invocation.invocation_id.take(),
+            target: std::mem::take(&mut invocation.target),
+            arguments: std::mem::take(&mut invocation.arguments),
             method: Some(method),
             streaming: false,
             cancellation: None,
@@ -399,7 +394,7 @@ impl Dispatcher {
             permit: Some(permit),
         };
         self.start(cx, prepared);
-        Ok(())
+        true
     }
 
     /// Calls the method of an invocation that has everything it waits for (its slot, its
@@ -424,7 +419,7 @@ impl Dispatcher {
         let method_name = method.as_ref().map(|m| m.name.clone());
         let bind = move |method: Option<Method>,
                          context: Context,
-                         arguments: Vec<Payload>|
+                         arguments: Arguments|
               -> BoxFuture<CallResult> {
             let parts = InvocationParts {
                 context,
@@ -442,16 +437,16 @@ impl Dispatcher {
         };
         // Without filters the method is called directly: no chain, no boxed continuation.
         let mut call = if self.hub.filters.is_empty() {
-            Either::Left(bind(method, context, arguments.0))
+            Either::Left(bind(method, context, arguments))
         } else {
             let invocation = HubInvocation {
                 context,
                 method: target.clone(),
-                arguments: arguments.0,
+                arguments: arguments.into_vec(),
                 exists: method.is_some(),
             };
             let terminal = InvokeNext::new(move |invocation: HubInvocation| {
-                let call = bind(method, invocation.context, invocation.arguments);
+                let call = bind(method, invocation.context, invocation.arguments.into());
                 Box::pin(async move { InvocationOutcome(call.await) })
             });
             Either::Right(
@@ -624,7 +619,7 @@ impl Dispatcher {
         tokio::spawn(task);
     }
 
-    async fn complete_with_error(&self, invocation_id: Option<String>, text: String) {
+    async fn complete_with_error(&self, invocation_id: Option<SmallString>, text: String) {
         match invocation_id {
             Some(id) => send_error(&self.hub, &self.conn, id, text).await,
             // Non-blocking invocations never get a reply, not even an error.
@@ -639,7 +634,7 @@ impl Dispatcher {
 /// method did not finish are closed with it, and the invocation is counted.
 fn invocation_ended(
     conn: &ConnectionShared,
-    upload_ids: &[String],
+    upload_ids: &[SmallString],
     method_name: Option<&str>,
     outcome: Outcome,
     started: observe::Stopwatch,
@@ -657,7 +652,7 @@ fn invocation_ended(
 async fn stream_out(
     hub: &HubShared,
     conn: &ConnectionShared,
-    invocation_id: String,
+    invocation_id: SmallString,
     mut items: ItemStream,
     cancellation: &CancellationToken,
 ) -> Option<String> {
@@ -700,7 +695,12 @@ fn method_missing(target: &str) -> String {
     format!("Failed to invoke '{target}' due to an error on the server. HubException: Method does not exist.")
 }
 
-async fn send_error(hub: &HubShared, conn: &ConnectionShared, invocation_id: String, text: String) {
+async fn send_error(
+    hub: &HubShared,
+    conn: &ConnectionShared,
+    invocation_id: SmallString,
+    text: String,
+) {
     let message: Message<NoValue, NoValue> = Message::Completion(Completion {
         headers: Headers::new(),
         invocation_id,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::context::Context;
 use super::error::HubError;
 use super::handler::{CallError, CallResult};
-use crate::protocol::Payload;
+use crate::protocol::{Payload, SmallString};
 
 /// A boxed, sendable future, as filters return them.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -37,7 +37,7 @@ impl<I, O> Next<I, O> {
 /// may inspect or replace them before calling `next`.
 pub struct HubInvocation {
     pub(crate) context: Context,
-    pub(crate) method: String,
+    pub(crate) method: SmallString,
     pub(crate) arguments: Vec<Payload>,
     pub(crate) exists: bool,
 }

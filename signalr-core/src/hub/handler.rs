@@ -25,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 use super::context::{Context, FromContext};
 use super::error::HubError;
 use crate::protocol::{
-    Completion, CompletionResult, Headers, Message, NoValue, Payload, StreamItem,
+    ArgumentsIntoIter, Completion, CompletionResult, Headers, Message, NoValue, Payload,
+    SmallString, StreamItem,
 };
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -33,14 +34,14 @@ pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>
 /// The received arguments of one invocation, consumed by the extractors in order.
 pub struct InvocationParts {
     pub(crate) context: Context,
-    pub(crate) arguments: std::vec::IntoIter<Payload>,
+    pub(crate) arguments: ArgumentsIntoIter,
     pub(crate) provided: usize,
     pub(crate) uploads: std::vec::IntoIter<(
-        String,
+        SmallString,
         tokio::sync::mpsc::Receiver<super::streams::UploadItem>,
     )>,
     pub(crate) streams_provided: usize,
-    pub(crate) invocation_id: Option<String>,
+    pub(crate) invocation_id: Option<SmallString>,
     /// A streaming invocation's own token; `None` for the connection's closing, which is
     /// only taken (a lock in the token's tree) when a method asks for it.
     pub(crate) cancellation: Option<CancellationToken>,
@@ -204,7 +205,7 @@ pub trait IntoCompletion<M>: Send {
     #[doc(hidden)]
     const STREAMING: bool = false;
     #[doc(hidden)]
-    fn into_output(self, context: &Context, invocation_id: Option<String>) -> CallResult;
+    fn into_output(self, context: &Context, invocation_id: Option<SmallString>) -> CallResult;
 }
 
 /// Marker: a plain value.
@@ -221,13 +222,13 @@ pub struct ViaStream;
 pub struct ViaTryStream;
 
 impl<T: Serialize + Send> IntoCompletion<ViaValue> for T {
-    fn into_output(self, context: &Context, invocation_id: Option<String>) -> CallResult {
+    fn into_output(self, context: &Context, invocation_id: Option<SmallString>) -> CallResult {
         finish(context, invocation_id, Ok(self))
     }
 }
 
 impl<T: Serialize + Send, E: Into<HubError> + Send> IntoCompletion<ViaResult> for Result<T, E> {
-    fn into_output(self, context: &Context, invocation_id: Option<String>) -> CallResult {
+    fn into_output(self, context: &Context, invocation_id: Option<SmallString>) -> CallResult {
         finish(context, invocation_id, self.map_err(Into::into))
     }
 }
@@ -238,7 +239,7 @@ where
     T: Serialize + Send + 'static,
 {
     const STREAMING: bool = true;
-    fn into_output(self, context: &Context, invocation_id: Option<String>) -> CallResult {
+    fn into_output(self, context: &Context, invocation_id: Option<SmallString>) -> CallResult {
         Ok(CallOutput::Stream(encode_items(
             self.map(Ok::<T, HubError>),
             context,
@@ -254,7 +255,7 @@ where
     E: Into<HubError> + Send + 'static,
 {
     const STREAMING: bool = true;
-    fn into_output(self, context: &Context, invocation_id: Option<String>) -> CallResult {
+    fn into_output(self, context: &Context, invocation_id: Option<SmallString>) -> CallResult {
         Ok(CallOutput::Stream(encode_items(
             self.map(|item| item.map_err(Into::into)),
             context,
@@ -277,7 +278,7 @@ where
     F: Into<HubError> + Send,
 {
     const STREAMING: bool = true;
-    fn into_output(self, context: &Context, invocation_id: Option<String>) -> CallResult {
+    fn into_output(self, context: &Context, invocation_id: Option<SmallString>) -> CallResult {
         match self {
             Ok(items) => items.into_output(context, invocation_id),
             Err(error) => Err(CallError::Method(error.into())),
@@ -286,7 +287,7 @@ where
 }
 
 /// Encodes each item as a StreamItem record of the caller's protocol.
-fn encode_items<S, T>(items: S, context: &Context, invocation_id: Option<String>) -> ItemStream
+fn encode_items<S, T>(items: S, context: &Context, invocation_id: Option<SmallString>) -> ItemStream
 where
     S: Stream<Item = Result<T, HubError>> + Send + 'static,
     T: Serialize + Send + 'static,
@@ -327,11 +328,11 @@ pub trait Handler<T>: Clone + Send + Sync + 'static {
 /// Encodes the success Completion for a blocking invocation.
 fn finish<V: Serialize>(
     context: &Context,
-    invocation_id: Option<String>,
+    invocation_id: Option<SmallString>,
     result: Result<V, HubError>,
 ) -> CallResult {
     let value = result.map_err(CallError::Method)?;
-    let encode = |invocation_id: String| {
+    let encode = |invocation_id: SmallString| {
         let message: Message<NoValue, &V> = Message::Completion(Completion {
             headers: Headers::new(),
             invocation_id,

@@ -168,7 +168,7 @@ impl SerializedCompletion {
         };
         let message: Message<NoValue, Payload> = Message::Completion(Completion {
             headers: Headers::new(),
-            invocation_id: invocation_id.to_owned(),
+            invocation_id: invocation_id.into(),
             result,
         });
         Ok(SerializedCompletion {

@@ -10,8 +10,9 @@ use serde_json::value::RawValue;
 
 use super::Headers;
 use super::{
-    Arguments, CancelInvocation, Close, Completion, CompletionResult, HubProtocol, InboundMessage,
-    InputBuffer, Invocation, Message, Payload, ProtocolError, StreamItem, TransferFormat,
+    CancelInvocation, Close, Completion, CompletionResult, HubProtocol, InboundMessage,
+    InputBuffer, Invocation, Message, Payload, ProtocolError, SmallString, StreamItem,
+    TransferFormat,
 };
 
 /// The record separator that ends every JSON record (and the handshake).
@@ -222,25 +223,32 @@ pub(crate) fn parse_record_with_serde(
         .map_err(|e| ProtocolError::invalid(format!("Error reading JSON. {e}")))?;
     let kind = wire.kind.ok_or_else(|| missing("type"))?;
     let headers = wire.headers.unwrap_or_default();
-    let required_id = |id: Option<String>| id.ok_or_else(|| missing("invocationId"));
+    let required_id = |id: Option<String>| {
+        id.map(SmallString::from)
+            .ok_or_else(|| missing("invocationId"))
+    };
     let message = match kind {
         1 | 4 => {
             let invocation_id = match (kind, wire.invocation_id) {
                 (4, id) => Some(required_id(id)?),
-                (_, id) => id.filter(|id| !id.is_empty()),
+                (_, id) => id.filter(|id| !id.is_empty()).map(SmallString::from),
             };
             let invocation = Invocation {
                 headers,
                 invocation_id,
-                target: wire.target.ok_or_else(|| missing("target"))?,
-                arguments: Arguments(
-                    wire.arguments
-                        .ok_or_else(|| missing("arguments"))?
-                        .into_iter()
-                        .map(Payload::json)
-                        .collect(),
-                ),
-                stream_ids: wire.stream_ids.unwrap_or_default(),
+                target: wire.target.ok_or_else(|| missing("target"))?.into(),
+                arguments: wire
+                    .arguments
+                    .ok_or_else(|| missing("arguments"))?
+                    .into_iter()
+                    .map(Payload::json)
+                    .collect(),
+                stream_ids: wire
+                    .stream_ids
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(SmallString::from)
+                    .collect(),
             };
             if kind == 1 {
                 Message::Invocation(invocation)
@@ -305,8 +313,11 @@ struct InvocationOut<'a, A> {
     invocation_id: Option<&'a str>,
     target: &'a str,
     arguments: &'a A,
-    #[serde(rename = "streamIds", skip_serializing_if = "<[String]>::is_empty")]
-    stream_ids: &'a [String],
+    #[serde(
+        rename = "streamIds",
+        skip_serializing_if = "<[SmallString]>::is_empty"
+    )]
+    stream_ids: &'a [SmallString],
 }
 
 impl<'a, A> InvocationOut<'a, A> {
@@ -389,7 +400,9 @@ struct SequenceOut {
 mod common {
     use serde_json::value::RawValue;
 
-    use super::super::{Arguments, Headers, InboundMessage, Invocation, Message, Payload};
+    use super::super::{
+        Arguments, Headers, InboundMessage, Invocation, Message, Payload, SmallString,
+    };
 
     pub(super) fn parse(record: &[u8]) -> Option<InboundMessage> {
         // One UTF-8 check for the whole record; every slice taken below starts and ends at an
@@ -403,7 +416,7 @@ mod common {
         let mut kind = None;
         let mut invocation_id = None;
         let mut target = None;
-        let mut arguments: Option<Vec<Payload>> = None;
+        let mut arguments: Option<Arguments> = None;
         scan.skip_whitespace();
         scan.expect(b'{')?;
         scan.skip_whitespace();
@@ -439,9 +452,11 @@ mod common {
         match kind? {
             1 => Some(Message::Invocation(Invocation {
                 headers: Headers::new(),
-                invocation_id: invocation_id.filter(|id| !id.is_empty()).map(str::to_owned),
-                target: target?.to_owned(),
-                arguments: Arguments(arguments?),
+                invocation_id: invocation_id
+                    .filter(|id| !id.is_empty())
+                    .map(SmallString::from),
+                target: target?.into(),
+                arguments: arguments?,
                 stream_ids: Vec::new(),
             })),
             6 => Some(Message::Ping),
@@ -563,8 +578,8 @@ mod common {
         /// `[value, ...]`, each value as the payload of its raw text. serde reads each value
         /// (as a borrowed `RawValue`): it finds where the value ends and checks it in the same
         /// pass, so an argument is judged by serde alone, as on the slow path.
-        fn arguments(&mut self) -> Option<Vec<Payload>> {
-            let mut values = Vec::new();
+        fn arguments(&mut self) -> Option<Arguments> {
+            let mut values = Arguments::new();
             self.sequence(b'[', b']', |scan| {
                 let rest = scan.text.get(scan.at..)?;
                 let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<&RawValue>();
@@ -768,7 +783,7 @@ mod completion_tests {
             super::parse_record(br#"{"type":1,"target":"T","arguments":[{"a": [1, "\u00e9"]}]}"#)
                 .unwrap()
                 .and_then(|message| match message {
-                    Message::Invocation(invocation) => invocation.arguments.0.into_iter().next(),
+                    Message::Invocation(invocation) => invocation.arguments.into_iter().next(),
                     _ => None,
                 })
                 .unwrap();

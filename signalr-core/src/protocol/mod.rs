@@ -25,6 +25,7 @@ pub mod msgpack;
 #[cfg(feature = "msgpack")]
 mod msgpack_ser;
 mod payload;
+mod small_string;
 mod values;
 
 use std::collections::BTreeMap;
@@ -40,7 +41,8 @@ pub use input::InputBuffer;
 pub use json::JsonProtocol;
 #[cfg(feature = "msgpack")]
 pub use msgpack::MessagePackProtocol;
-pub use payload::{Arguments, Payload, PayloadError};
+pub use payload::{Arguments, ArgumentsIntoIter, Payload, PayloadError};
+pub use small_string::SmallString;
 pub use values::{Binary, DateTime, DateTimeError};
 
 /// Message headers (`headers` in JSON, a string map in MessagePack). Sorted, so output is
@@ -98,13 +100,13 @@ pub struct Invocation<A> {
     /// Headers; empty when none.
     pub headers: Headers,
     /// `None` for a non-blocking invocation (no Completion expected).
-    pub invocation_id: Option<String>,
+    pub invocation_id: Option<SmallString>,
     /// The method to call.
-    pub target: String,
+    pub target: SmallString,
     /// The arguments, serialized as an array.
     pub arguments: A,
     /// Ids of streams the caller will upload as arguments.
-    pub stream_ids: Vec<String>,
+    pub stream_ids: Vec<SmallString>,
 }
 
 /// A StreamItem (type 2).
@@ -113,7 +115,7 @@ pub struct StreamItem<V> {
     /// Headers; empty when none.
     pub headers: Headers,
     /// The invocation (or upload stream) the item belongs to.
-    pub invocation_id: String,
+    pub invocation_id: SmallString,
     /// The item; may be null.
     pub item: V,
 }
@@ -124,7 +126,7 @@ pub struct Completion<V> {
     /// Headers; empty when none.
     pub headers: Headers,
     /// The invocation (or upload stream) that completed.
-    pub invocation_id: String,
+    pub invocation_id: SmallString,
     /// How it completed.
     pub result: CompletionResult<V>,
 }
@@ -146,7 +148,7 @@ pub struct CancelInvocation {
     /// Headers; empty when none.
     pub headers: Headers,
     /// The stream invocation to cancel.
-    pub invocation_id: String,
+    pub invocation_id: SmallString,
 }
 
 /// A Close (type 7).
@@ -400,7 +402,7 @@ mod tests {
     fn completion<V: Serialize>(id: &str, value: V) -> Message<NoValue, V> {
         Message::Completion(Completion {
             headers: Headers::new(),
-            invocation_id: id.to_owned(),
+            invocation_id: id.into(),
             result: CompletionResult::Value(value),
         })
     }

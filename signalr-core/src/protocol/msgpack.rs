@@ -18,7 +18,8 @@ use super::InputBuffer;
 
 use super::{
     Arguments, CancelInvocation, Close, Completion, CompletionResult, Headers, HubProtocol,
-    InboundMessage, Invocation, Message, Payload, ProtocolError, StreamItem, TransferFormat,
+    InboundMessage, Invocation, Message, Payload, ProtocolError, SmallString, StreamItem,
+    TransferFormat,
 };
 
 /// The MessagePack hub protocol (`"messagepack"`).
@@ -282,15 +283,18 @@ fn parse_body(body: Bytes) -> Result<Option<InboundMessage>, ProtocolError> {
                 return Err(too_short(name));
             }
             let headers = rd.headers()?;
-            let invocation_id = rd.optional_str()?.filter(|id| !id.is_empty());
+            let invocation_id = rd
+                .optional_str()?
+                .filter(|id| !id.is_empty())
+                .map(SmallString::from);
             if kind == 4 && invocation_id.is_none() {
                 return Err(ProtocolError::invalid(
                     "Missing invocation id in StreamInvocation message.",
                 ));
             }
-            let target = rd.str()?.to_owned();
+            let target = SmallString::from(rd.str()?);
             let count = rd.array_len()?;
-            let mut arguments = Vec::with_capacity(count.min(rd.remaining()));
+            let mut arguments = Arguments::new();
             for _ in 0..count {
                 let span = rd.skip_value()?;
                 arguments.push(Payload::msgpack(body.slice(span)));
@@ -305,7 +309,7 @@ fn parse_body(body: Bytes) -> Result<Option<InboundMessage>, ProtocolError> {
                 headers,
                 invocation_id,
                 target,
-                arguments: Arguments(arguments),
+                arguments,
                 stream_ids,
             };
             if kind == 1 {
@@ -319,7 +323,7 @@ fn parse_body(body: Bytes) -> Result<Option<InboundMessage>, ProtocolError> {
                 return Err(too_short("StreamItem"));
             }
             let headers = rd.headers()?;
-            let invocation_id = rd.str()?.to_owned();
+            let invocation_id = SmallString::from(rd.str()?);
             let span = rd.skip_value()?;
             Message::StreamItem(StreamItem {
                 headers,
@@ -332,7 +336,7 @@ fn parse_body(body: Bytes) -> Result<Option<InboundMessage>, ProtocolError> {
                 return Err(too_short("Completion"));
             }
             let headers = rd.headers()?;
-            let invocation_id = rd.str()?.to_owned();
+            let invocation_id = SmallString::from(rd.str()?);
             let result_kind = rd.int()?;
             let needs_value = result_kind == RESULT_KIND_ERROR || result_kind == RESULT_KIND_VALUE;
             if needs_value && items < 5 {
@@ -358,7 +362,7 @@ fn parse_body(body: Bytes) -> Result<Option<InboundMessage>, ProtocolError> {
                 return Err(too_short("CancelInvocation"));
             }
             let headers = rd.headers()?;
-            let invocation_id = rd.str()?.to_owned();
+            let invocation_id = SmallString::from(rd.str()?);
             Message::CancelInvocation(CancelInvocation {
                 headers,
                 invocation_id,
@@ -369,7 +373,7 @@ fn parse_body(body: Bytes) -> Result<Option<InboundMessage>, ProtocolError> {
             if items < 2 {
                 return Err(too_short("Close"));
             }
-            let error = rd.optional_str()?;
+            let error = rd.optional_str()?.map(str::to_owned);
             let allow_reconnect = if items >= 3 { rd.bool()? } else { false };
             Message::Close(Close {
                 error,
@@ -603,12 +607,12 @@ impl<'a> Reader<'a> {
             .map_err(|_| ProtocolError::invalid("Invalid UTF-8 in a MessagePack string."))
     }
 
-    fn optional_str(&mut self) -> Result<Option<String>, ProtocolError> {
+    fn optional_str(&mut self) -> Result<Option<&'a str>, ProtocolError> {
         if self.peek()? == 0xc0 {
             self.pos += 1;
             return Ok(None);
         }
-        self.str().map(|s| Some(s.to_owned()))
+        self.str().map(Some)
     }
 
     fn array_len(&mut self) -> Result<usize, ProtocolError> {
@@ -651,13 +655,15 @@ impl<'a> Reader<'a> {
         Ok(headers)
     }
 
-    fn str_array(&mut self) -> Result<Vec<String>, ProtocolError> {
+    fn str_array(&mut self) -> Result<Vec<SmallString>, ProtocolError> {
         if self.peek()? == 0xc0 {
             self.pos += 1;
             return Ok(Vec::new());
         }
         let len = self.array_len()?;
-        (0..len).map(|_| self.str().map(str::to_owned)).collect()
+        (0..len)
+            .map(|_| self.str().map(SmallString::from))
+            .collect()
     }
 
     /// Reads the rest of a scalar value whose marker was just read.

@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::ser::SerializeSeq;
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
+use smallvec::SmallVec;
 
 /// One still-encoded value from a received message (an argument, a stream item, a result).
 ///
@@ -199,26 +200,102 @@ impl Serialize for Verbatim<'_> {
     }
 }
 
-/// The arguments of a received invocation.
+/// The arguments of a received invocation, in order.
+///
+/// It reads as a slice of [`Payload`]s (`len`, `iter`, indexing, through `Deref`), is built from
+/// a `Vec<Payload>` or an iterator of them, and gives them back with
+/// [`into_vec`](Self::into_vec) or `into_iter`. Up to two are kept inline, so reading an
+/// invocation allocates no list for them: most hub methods take one or two.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Arguments(pub Vec<Payload>);
+pub struct Arguments(SmallVec<[Payload; Arguments::INLINE]>);
 
 impl Arguments {
-    /// How many arguments there are.
-    pub fn len(&self) -> usize {
-        self.0.len()
+    /// How many arguments are kept without an allocation of their own.
+    const INLINE: usize = 2;
+
+    /// No arguments.
+    pub fn new() -> Self {
+        Arguments(SmallVec::new())
     }
 
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+    /// Adds one at the end.
+    pub fn push(&mut self, argument: Payload) {
+        self.0.push(argument);
+    }
+
+    /// The arguments as a `Vec` (an allocation when they were kept inline).
+    pub fn into_vec(self) -> Vec<Payload> {
+        self.0.into_vec()
     }
 }
 
+impl std::ops::Deref for Arguments {
+    type Target = [Payload];
+
+    fn deref(&self) -> &[Payload] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Arguments {
+    fn deref_mut(&mut self) -> &mut [Payload] {
+        &mut self.0
+    }
+}
+
+/// Keeps the `Vec`'s allocation when there are more than fit inline.
+impl From<Vec<Payload>> for Arguments {
+    fn from(arguments: Vec<Payload>) -> Self {
+        Arguments(SmallVec::from_vec(arguments))
+    }
+}
+
+impl FromIterator<Payload> for Arguments {
+    fn from_iter<I: IntoIterator<Item = Payload>>(arguments: I) -> Self {
+        Arguments(arguments.into_iter().collect())
+    }
+}
+
+impl IntoIterator for Arguments {
+    type Item = Payload;
+    type IntoIter = ArgumentsIntoIter;
+
+    fn into_iter(self) -> ArgumentsIntoIter {
+        ArgumentsIntoIter(self.0.into_iter())
+    }
+}
+
+impl<'a> IntoIterator for &'a Arguments {
+    type Item = &'a Payload;
+    type IntoIter = std::slice::Iter<'a, Payload>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+/// The arguments of an [`Arguments`], taken in order.
+#[derive(Debug)]
+pub struct ArgumentsIntoIter(smallvec::IntoIter<[Payload; Arguments::INLINE]>);
+
+impl Iterator for ArgumentsIntoIter {
+    type Item = Payload;
+
+    fn next(&mut self) -> Option<Payload> {
+        self.0.next()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl ExactSizeIterator for ArgumentsIntoIter {}
+
 impl Serialize for Arguments {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
-        for value in &self.0 {
+        let mut seq = serializer.serialize_seq(Some(self.len()))?;
+        for value in self.iter() {
             seq.serialize_element(value)?;
         }
         seq.end()
