@@ -742,3 +742,42 @@ fn the_types_nest_in_application_structs() {
     let args = json_arguments(r#"[{"name":"a","data":"Bw==","sent":"1970-01-01T00:00:00Z"}]"#);
     assert_eq!(args[0].deserialize::<Attachment>().unwrap(), value);
 }
+
+/// A received invocation's `Arguments` are an argument list to send on (`IntoArguments`), in
+/// either protocol, whatever protocol they arrived in.
+#[test]
+fn received_arguments_are_sent_on_as_they_are() {
+    use signalr_core::IntoArguments;
+    let record = r#"{"type":1,"target":"T","arguments":["ada",{"n":1}]}"#.to_owned() + "\x1e";
+    let mut buf = InputBuffer::from(record.as_bytes());
+    let Some(InboundMessage::Invocation(received)) =
+        Protocol::Json.decode(&mut buf, 1 << 20).unwrap()
+    else {
+        panic!("not an invocation")
+    };
+    for protocol in [Protocol::Json, Protocol::MessagePack] {
+        let forwarded = protocol
+            .encode_to_bytes(&Message::<_, NoValue>::Invocation(Invocation {
+                headers: Headers::new(),
+                invocation_id: None,
+                target: "Got".into(),
+                arguments: received.arguments.clone().into_arguments(),
+                stream_ids: Vec::new(),
+            }))
+            .unwrap();
+        let mut buf = InputBuffer::from(&forwarded[..]);
+        let Some(InboundMessage::Invocation(got)) = protocol.decode(&mut buf, 1 << 20).unwrap()
+        else {
+            panic!("not an invocation")
+        };
+        let values: Vec<serde_json::Value> = got
+            .arguments
+            .iter()
+            .map(|a| a.deserialize().unwrap())
+            .collect();
+        assert_eq!(
+            values,
+            [serde_json::json!("ada"), serde_json::json!({"n": 1})]
+        );
+    }
+}

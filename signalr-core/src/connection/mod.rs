@@ -366,7 +366,7 @@ pub(crate) trait Dispatch: Send {
     /// taking what it needs out of it, and returns true; or returns false with `message`
     /// untouched, for [`Dispatch::dispatch`]. The read loop tries this first, so the common
     /// message costs no boxed future. By reference, so that a message is not copied back and
-    /// forth (an invocation is 176 bytes).
+    /// forth (an invocation is 176 bytes on 64-bit targets).
     fn dispatch_at_once(
         &mut self,
         message: &mut InboundMessage,

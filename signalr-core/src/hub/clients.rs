@@ -716,7 +716,8 @@ async fn deliver_one(
     }
 }
 
-/// Argument lists for [`ClientProxy::send`]: tuples (up to eight values), `()`, and vectors.
+/// Argument lists for [`ClientProxy::send`]: tuples (up to eight values), `()`, vectors and
+/// slices, and a received invocation's [`Arguments`](crate::protocol::Arguments).
 pub trait IntoArguments {
     /// The list as it is serialized (an array on the wire).
     type Arguments: Serialize + Sync;
@@ -734,6 +735,15 @@ impl IntoArguments for () {
 impl<T: Serialize + Sync> IntoArguments for Vec<T> {
     type Arguments = Vec<T>;
     fn into_arguments(self) -> Vec<T> {
+        self
+    }
+}
+
+/// A received invocation's arguments, sent on as they came (each converted if the recipient
+/// speaks the other protocol).
+impl IntoArguments for crate::protocol::Arguments {
+    type Arguments = Self;
+    fn into_arguments(self) -> Self {
         self
     }
 }

@@ -294,7 +294,7 @@ fn parse_body(body: Bytes) -> Result<Option<InboundMessage>, ProtocolError> {
             }
             let target = SmallString::from(rd.str()?);
             let count = rd.array_len()?;
-            let mut arguments = Arguments::new();
+            let mut arguments = Arguments::with_capacity(count.min(rd.remaining()));
             for _ in 0..count {
                 let span = rd.skip_value()?;
                 arguments.push(Payload::msgpack(body.slice(span)));

@@ -204,7 +204,8 @@ impl Serialize for Verbatim<'_> {
 ///
 /// It reads as a slice of [`Payload`]s (`len`, `iter`, indexing, through `Deref`), is built from
 /// a `Vec<Payload>` or an iterator of them, and gives them back with
-/// [`into_vec`](Self::into_vec) or `into_iter`. Up to two are kept inline, so reading an
+/// [`into_vec`](Self::into_vec) or `into_iter`, and can be sent on as it is
+/// ([`IntoArguments`](crate::IntoArguments)). Up to two are kept inline, so reading an
 /// invocation allocates no list for them: most hub methods take one or two.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Arguments(SmallVec<[Payload; Arguments::INLINE]>);
@@ -218,14 +219,37 @@ impl Arguments {
         Arguments(SmallVec::new())
     }
 
+    /// No arguments, with room for `capacity` (no allocation for up to two).
+    pub fn with_capacity(capacity: usize) -> Self {
+        Arguments(SmallVec::with_capacity(capacity))
+    }
+
     /// Adds one at the end.
     pub fn push(&mut self, argument: Payload) {
         self.0.push(argument);
     }
 
-    /// The arguments as a `Vec` (an allocation when they were kept inline).
+    /// The arguments as a `Vec` (which allocates for arguments that were kept inline).
     pub fn into_vec(self) -> Vec<Payload> {
         self.0.into_vec()
+    }
+}
+
+impl AsRef<[Payload]> for Arguments {
+    fn as_ref(&self) -> &[Payload] {
+        &self.0
+    }
+}
+
+impl Extend<Payload> for Arguments {
+    fn extend<I: IntoIterator<Item = Payload>>(&mut self, arguments: I) {
+        self.0.extend(arguments);
+    }
+}
+
+impl From<Arguments> for Vec<Payload> {
+    fn from(arguments: Arguments) -> Self {
+        arguments.into_vec()
     }
 }
 
@@ -243,7 +267,7 @@ impl std::ops::DerefMut for Arguments {
     }
 }
 
-/// Keeps the `Vec`'s allocation when there are more than fit inline.
+/// Keeps the `Vec`'s allocation when its capacity is more than fits inline.
 impl From<Vec<Payload>> for Arguments {
     fn from(arguments: Vec<Payload>) -> Self {
         Arguments(SmallVec::from_vec(arguments))
@@ -274,9 +298,25 @@ impl<'a> IntoIterator for &'a Arguments {
     }
 }
 
+impl<'a> IntoIterator for &'a mut Arguments {
+    type Item = &'a mut Payload;
+    type IntoIter = std::slice::IterMut<'a, Payload>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter_mut()
+    }
+}
+
 /// The arguments of an [`Arguments`], taken in order.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ArgumentsIntoIter(smallvec::IntoIter<[Payload; Arguments::INLINE]>);
+
+impl ArgumentsIntoIter {
+    /// The arguments not taken yet.
+    pub fn as_slice(&self) -> &[Payload] {
+        self.0.as_slice()
+    }
+}
 
 impl Iterator for ArgumentsIntoIter {
     type Item = Payload;
@@ -290,7 +330,15 @@ impl Iterator for ArgumentsIntoIter {
     }
 }
 
+impl DoubleEndedIterator for ArgumentsIntoIter {
+    fn next_back(&mut self) -> Option<Payload> {
+        self.0.next_back()
+    }
+}
+
 impl ExactSizeIterator for ArgumentsIntoIter {}
+
+impl std::iter::FusedIterator for ArgumentsIntoIter {}
 
 impl Serialize for Arguments {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {

@@ -7,7 +7,8 @@ use std::ops::Deref;
 use compact_str::CompactString;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// An immutable string that keeps up to 24 bytes inline, without an allocation of its own.
+/// An immutable string that keeps up to 24 bytes inline (12 on 32-bit targets), without an
+/// allocation of its own.
 ///
 /// Method names and invocation ids are nearly always that short (clients number their
 /// invocations `"0"`, `"1"`, …), so reading an invocation allocates nothing for either; a
@@ -31,7 +32,7 @@ impl SmallString {
         self.0.as_str()
     }
 
-    /// The text as a `String` (an allocation when it was kept inline).
+    /// The text as a `String` (which allocates for text that was kept inline).
     pub fn into_string(self) -> String {
         self.0.into_string()
     }
@@ -150,13 +151,9 @@ mod tests {
 
     #[test]
     fn short_and_long_text_read_back_the_same() {
-        for text in [
-            "",
-            "0",
-            "SendMessage",
-            "a method name of exactly 24",
-            &"x".repeat(100),
-        ] {
+        // Either side of the inline limit, and multi-byte characters across it.
+        let (inline, longer, accents) = ("x".repeat(24), "x".repeat(25), "é".repeat(50));
+        for text in ["", "0", "SendMessage", &inline, &longer, &accents] {
             let small = SmallString::from(text);
             assert_eq!(small.as_str(), text);
             assert_eq!(small, text);
