@@ -1280,6 +1280,88 @@ mod tests {
     use super::*;
     use std::task::Poll;
 
+    /// A client that stopped reading with every buffer full: no write or close ever finishes.
+    struct StalledSink {
+        closes: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl TransportSink for StalledSink {
+        fn supports(&self, _format: crate::protocol::TransferFormat) -> bool {
+            true
+        }
+
+        fn set_transfer_format(&mut self, _format: crate::protocol::TransferFormat) {}
+
+        async fn feed(&mut self, _record: Bytes) -> io::Result<()> {
+            std::future::pending().await
+        }
+
+        async fn flush(&mut self) -> io::Result<()> {
+            std::future::pending().await
+        }
+
+        async fn close(&mut self) {
+            self.closes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            std::future::pending().await
+        }
+    }
+
+    /// Runs a connection whose client sends `handshake`, then nothing (its stream stays
+    /// open), to a stalled sink; returns how long the connection lived, in virtual time, and
+    /// how often it tried to close the sink. Fails instead of hanging.
+    async fn run_against_stalled_client(
+        hub: &crate::Hub,
+        handshake: &'static str,
+    ) -> (Duration, usize) {
+        let closes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let sink = StalledSink {
+            closes: closes.clone(),
+        };
+        let params = ConnectionParams {
+            connection_id: crate::id::new_id().into(),
+            transport: TransportKind::WebSockets,
+            identity: None,
+            request: None,
+        };
+        let inbound = futures_util::stream::iter([Ok(Bytes::from_static(handshake.as_bytes()))])
+            .chain(futures_util::stream::pending());
+        let started = tokio::time::Instant::now();
+        let ran = run(hub.shared().clone(), params, inbound, sink, None);
+        tokio::time::timeout(Duration::from_secs(3600), ran)
+            .await
+            .expect("the connection task never ended");
+        (
+            started.elapsed(),
+            closes.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_handshake_answer_the_client_never_reads_is_given_up_after_the_send_timeout() {
+        let send_timeout = Duration::from_secs(3);
+        let hub = crate::Hub::builder().send_timeout(send_timeout).build();
+        let (lived, closes) =
+            run_against_stalled_client(&hub, "{\"protocol\":\"json\",\"version\":1}\u{1e}").await;
+        // The answer is given up after the send timeout, then the close after its own bound.
+        assert_eq!(lived, send_timeout + CLOSE_TIMEOUT);
+        assert_eq!(closes, 1);
+        assert_eq!(hub.connection_count(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_handshake_to_a_client_that_never_reads_is_let_go_after_the_close_timeout() {
+        // A long send timeout, to show that it is not what bounds a connection that never opened.
+        let hub = crate::Hub::builder()
+            .send_timeout(Duration::from_secs(600))
+            .build();
+        let (lived, closes) =
+            run_against_stalled_client(&hub, "{\"protocol\":\"nope\",\"version\":1}\u{1e}").await;
+        // The refusal's write, then the close, each bounded by the close timeout.
+        assert_eq!(lived, CLOSE_TIMEOUT * 2);
+        assert_eq!(closes, 1);
+    }
+
     fn after(duration: Duration) -> Option<std::time::Instant> {
         Some(now() + duration)
     }
