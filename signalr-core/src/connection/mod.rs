@@ -66,7 +66,7 @@ pub(crate) struct ConnectionShared {
     /// Running invocations the client may cancel, by invocation id.
     invocations: Mutex<HashMap<SmallString, CancellationToken>>,
     /// Client results awaited, by the server-chosen invocation id.
-    pending_results: Mutex<HashMap<String, oneshot::Sender<Result<Payload, String>>>>,
+    pending_results: Mutex<HashMap<SmallString, oneshot::Sender<Result<Payload, String>>>>,
     /// The protocol state; the read and write loops each hold it only briefly.
     machine: Mutex<ConnectionMachine>,
     /// Records for the write loop, and the signals that wake the two loops.
@@ -295,7 +295,10 @@ impl ConnectionShared {
     }
 
     /// Awaits a client result under a server-chosen invocation id.
-    pub(crate) fn expect_result(&self, id: String) -> oneshot::Receiver<Result<Payload, String>> {
+    pub(crate) fn expect_result(
+        &self,
+        id: SmallString,
+    ) -> oneshot::Receiver<Result<Payload, String>> {
         let (tx, rx) = oneshot::channel();
         lock(&self.pending_results).insert(id, tx);
         rx

@@ -503,13 +503,13 @@ impl ClientProxy {
                 "Client results inside OnConnectedAsync Hub methods are not allowed.",
             ));
         }
-        let id = format!(
+        let id = SmallString::from(format!(
             "s{}",
             self.hub.next_result_id.fetch_add(1, Ordering::Relaxed)
-        );
+        ));
         let answer = conn.expect_result(id.clone());
         let sent = self
-            .send_invocation_to(&conn, method, args, Some(id.as_str().into()))
+            .send_invocation_to(&conn, method, args, Some(id.clone()))
             .await;
         if let Err(e) = sent {
             conn.take_pending_result(&id);

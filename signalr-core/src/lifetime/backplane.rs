@@ -364,7 +364,7 @@ impl LocalHub {
         let conn = hub.registry.get(connection_id)?;
         let protocol = conn.protocol;
         let record = message.record(protocol)?.clone();
-        let answer = conn.expect_result(invocation_id.to_owned());
+        let answer = conn.expect_result(invocation_id.into());
         let invocation_id = invocation_id.to_owned();
         let send_timeout = hub.options.send_timeout;
         let result_timeout = hub.options.client_result_timeout;
