@@ -577,9 +577,70 @@ async fn bodies_past_the_limit_get_413() {
     }
     assert_too_large(&read_response(&mut stream).await);
 
-    // The server goes on. (The data read before the limit reached the connection, as in
-    // ASP.NET Core, so its hub connection may have seen a record cut short.)
+    // The pings read before the limit reached the connection; what came after them did not,
+    // so the connection ends with an error rather than read on past the hole.
+    assert_closed_with_an_error(addr, &target).await;
+    // The server goes on.
     negotiate(addr).await;
+}
+
+/// Polls `target` until its connection's Close arrives: it must carry an error, and the poll
+/// after it must say the connection is over (204).
+async fn assert_closed_with_an_error(addr: SocketAddr, target: &str) {
+    let mut received = String::new();
+    while !received.contains("\"type\":7") {
+        let poll = call(addr, "GET", target, "").await;
+        assert_eq!(poll.status, 200, "{poll:?} after {received:?}");
+        received.push_str(&poll.body);
+    }
+    let close = received
+        .split(RS)
+        .find(|record| record.contains("\"type\":7"))
+        .unwrap();
+    let close: serde_json::Value = serde_json::from_str(close).unwrap();
+    assert!(close["error"].is_string(), "{close}");
+    assert_eq!(call(addr, "GET", target, "").await.status, 204);
+    let later = call(addr, "POST", target, &ping()).await;
+    assert_eq!(later.status, 404, "{later:?}");
+}
+
+#[tokio::test]
+async fn a_post_cut_off_inside_a_record_ends_its_connection_with_an_error() {
+    let addr = start(ServeOptions::default()).await;
+    let token = negotiate(addr).await;
+    let target = format!("/hub?id={token}");
+    assert_eq!(call(addr, "GET", &target, "").await.status, 200);
+    let handshake = format!("{{\"protocol\":\"json\",\"version\":1}}{RS}");
+    assert_eq!(call(addr, "POST", &target, &handshake).await.status, 200);
+    assert_eq!(
+        call(addr, "GET", &target, "").await.body,
+        format!("{{}}{RS}")
+    );
+
+    // One whole invocation, then half of a second one, and the client goes away.
+    let whole = echo_invocation("1");
+    let second = echo_invocation("2");
+    let half = &second[..second.len() / 2];
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {target} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n{whole}{half}",
+        whole.len() + second.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(stream);
+
+    // The whole one is answered; then the connection ends instead of waiting for the rest
+    // of a record whose middle is lost.
+    let mut received = String::new();
+    while !received.contains(&echo_completion("1")) {
+        let poll = call(addr, "GET", &target, "").await;
+        assert_eq!(poll.status, 200, "{poll:?}");
+        received.push_str(&poll.body);
+    }
+    if !received.contains("\"type\":7") {
+        assert_closed_with_an_error(addr, &target).await;
+    }
 }
 
 /// Sends a negotiate with one extra header of `size` bytes.

@@ -17,6 +17,10 @@ use crate::transport::TransportKind;
 /// (its 200 is delayed), which is the backpressure the reference applies too.
 const INBOUND_CHUNKS: usize = 8;
 
+/// What POSTs give the connection core: chunks of the client-to-server stream, or the error
+/// that ends it (a body cut off after part of it was delivered).
+pub(crate) type Inbound = std::io::Result<Bytes>;
+
 /// Which transport a token is bound to.
 #[derive(Clone)]
 pub(crate) enum Binding {
@@ -51,9 +55,9 @@ pub(crate) struct HttpConnection {
     reattach: Mutex<Option<mpsc::Sender<Reattach>>>,
     binding: Mutex<Binding>,
     /// POSTs send here; a tokio mutex serializes POSTs per connection, like the reference.
-    inbound_tx: tokio::sync::Mutex<Option<mpsc::Sender<Bytes>>>,
+    inbound_tx: tokio::sync::Mutex<Option<mpsc::Sender<Inbound>>>,
     /// Taken by the transport that starts the connection core.
-    inbound_rx: Mutex<Option<mpsc::Receiver<Bytes>>>,
+    inbound_rx: Mutex<Option<mpsc::Receiver<Inbound>>>,
 }
 
 /// Why a transport request cannot bind to a connection.
@@ -138,14 +142,14 @@ impl HttpConnection {
         }
     }
 
-    pub(crate) fn take_inbound(&self) -> Option<mpsc::Receiver<Bytes>> {
+    pub(crate) fn take_inbound(&self) -> Option<mpsc::Receiver<Inbound>> {
         self.inbound_rx
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
     }
 
-    pub(crate) fn inbound_sender(&self) -> &tokio::sync::Mutex<Option<mpsc::Sender<Bytes>>> {
+    pub(crate) fn inbound_sender(&self) -> &tokio::sync::Mutex<Option<mpsc::Sender<Inbound>>> {
         &self.inbound_tx
     }
 

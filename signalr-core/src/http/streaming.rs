@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use hyper::body::Frame;
 use tokio::sync::mpsc;
 
-use super::connections::{BindRefusal, Binding, HttpConnection};
+use super::connections::{BindRefusal, Binding, HttpConnection, Inbound};
 use super::{body, json_error, text, transport_disabled, BoxError, ResponseBody};
 use crate::auth::Identity;
 use crate::connection::ConnectionParams;
@@ -40,7 +40,7 @@ fn refusal(refusal: BindRefusal) -> Response<ResponseBody> {
 }
 
 /// The received chunks of a connection as the stream the connection core reads.
-struct InboundStream(mpsc::Receiver<Bytes>);
+struct InboundStream(mpsc::Receiver<Inbound>);
 
 impl futures_util::Stream for InboundStream {
     type Item = std::io::Result<Bytes>;
@@ -49,7 +49,7 @@ impl futures_util::Stream for InboundStream {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx).map(|chunk| chunk.map(Ok))
+        self.0.poll_recv(cx)
     }
 }
 
@@ -235,7 +235,7 @@ fn spawn_connection<S: TransportSink>(
     hub: &Arc<HubShared>,
     token: String,
     params: ConnectionParams,
-    inbound: mpsc::Receiver<Bytes>,
+    inbound: mpsc::Receiver<Inbound>,
     sink: S,
     linger: Duration,
 ) {
@@ -274,27 +274,34 @@ where
         Binding::Pending | Binding::ServerSentEvents | Binding::LongPolling(_) => {}
     }
     // One POST at a time per connection; the next waits its turn.
-    let sender = connection.inbound_sender().lock().await;
-    let Some(sender) = sender.as_ref() else {
+    let mut sender = connection.inbound_sender().lock().await;
+    if sender.is_none() {
         return unknown_connection();
-    };
+    }
     let mut request_body = std::pin::pin!(request_body);
+    // Bytes of this body already handed to the connection core.
+    let mut delivered = 0usize;
     // The error converted at once: a body's own error type need not be `Send`.
     while let Some(frame) = (request_body.frame().await).map(|f| f.map_err(Into::<BoxError>::into))
     {
         let frame = match frame {
             Ok(frame) => frame,
-            Err(e) if past_length_limit(&*e) => {
-                return json_error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "The request body is too large.",
-                )
-            }
-            Err(_) => {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    "The request body could not be read.",
-                )
+            Err(e) => {
+                let too_large = past_length_limit(&*e);
+                if delivered > 0 {
+                    end_broken_stream(&mut sender, &connection, delivered);
+                }
+                return if too_large {
+                    json_error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "The request body is too large.",
+                    )
+                } else {
+                    text(
+                        StatusCode::BAD_REQUEST,
+                        "The request body could not be read.",
+                    )
+                };
             }
         };
         let Ok(chunk) = frame.into_data() else {
@@ -303,18 +310,52 @@ where
         if chunk.is_empty() {
             continue;
         }
-        match tokio::time::timeout(hub.options.send_timeout, sender.send(chunk)).await {
-            Ok(Ok(())) => {}
+        let Some(inbound) = sender.as_ref() else {
+            return unknown_connection();
+        };
+        let length = chunk.len();
+        match tokio::time::timeout(hub.options.send_timeout, inbound.send(Ok(chunk))).await {
+            Ok(Ok(())) => delivered += length,
             Ok(Err(_)) => return unknown_connection(),
             Err(_) => {
+                if delivered > 0 {
+                    end_broken_stream(&mut sender, &connection, delivered);
+                }
                 return text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "The connection is not reading; try again later.",
-                )
+                );
             }
         }
     }
     text(StatusCode::OK, "")
+}
+
+/// A POST that broke off after part of its body reached the connection (too large, cut by
+/// the client, or not read in time) has left the client-to-server stream with a hole, which
+/// may fall in the middle of a record: whatever came next would be read against it. So the
+/// stream ends there, with an error the connection core closes on (the client learns it from
+/// its next poll or event), and later POSTs find no connection. The reference goes on reading
+/// the stream after such a hole.
+fn end_broken_stream(
+    sender: &mut Option<mpsc::Sender<Inbound>>,
+    connection: &HttpConnection,
+    delivered: usize,
+) {
+    let Some(inbound) = sender.take() else {
+        return;
+    };
+    tracing::debug!(
+        connection = %connection.connection_id,
+        delivered,
+        "a POST broke off after part of its body was delivered; ending the connection"
+    );
+    let error = std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        format!("a POST body broke off after {delivered} bytes"),
+    );
+    // If the core's queue is full, dropping the sender still ends the stream, gracefully.
+    let _ = inbound.try_send(Err(error));
 }
 
 /// Whether a body failed because it outgrew a length limit: `serve`'s, or a

@@ -15,7 +15,7 @@ use std::time::Duration;
 /// | [keep-alive timeout](Self::keep_alive_timeout) | 130 s | idle connection closed (HTTP/2: `GOAWAY`) | same |
 /// | [concurrent connections](Self::max_connections) | 10,000 | `503` with a JSON error, then closed | unlimited, refused by closing |
 /// | [connections per client address](Self::max_connections_per_ip) | unlimited | `503` with a JSON error, then closed | none |
-/// | [request body](Self::max_request_body_size) | 30,000,000 bytes (~28.6 MiB) | `413` with a JSON error | same |
+/// | [request body](Self::max_request_body_size) | 30,000,000 bytes (~28.6 MiB) | `413` with a JSON error; a long-polling or SSE POST that grows past it after part of it was delivered also ends its connection with an error | `413`; the connection reads on past the lost part |
 /// | [request headers](Self::max_request_headers_total_size) | 32 KiB (HTTP/1: plus 8 KiB for the request line) | `431`, connection closed | same |
 /// | [HTTP/2 streams per connection](Self::http2_max_concurrent_streams) | 100 | further streams refused (`REFUSED_STREAM`) | same |
 /// | [HTTP/2 keep-alive ping](Self::http2_keep_alive_interval) | off; 20 s to answer when on | connection closed | same |
