@@ -1,6 +1,7 @@
 //! An axum application with a hub inside, served with the HTTP-level limits that
 //! `axum::serve` lacks: `serve_service` gives the whole application the request headers and
-//! keep-alive timeouts, the connection caps and the body limit of `ServeOptions`, and
+//! keep-alive timeouts, the connection caps, the body limit and the minimum body data rate
+//! of `ServeOptions`, and
 //! per-route tower-http layers narrow them where a route needs less.
 //!
 //! ```text
@@ -15,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use signalr_core::{Hub, ServeOptions};
+use signalr_core::{Hub, MinDataRate, ServeOptions};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
@@ -50,13 +51,15 @@ fn app(hub: &Hub) -> Router {
     api.merge(hub_routes)
 }
 
-/// The defaults (documented on `ServeOptions`), with a tighter header timeout and a cap per
-/// client address: this example expects clients to connect directly, not through a proxy.
+/// The defaults (documented on `ServeOptions`), with a tighter header timeout, a cap per
+/// client address (this example expects clients to connect directly, not through a proxy)
+/// and bodies that must keep coming at 1 KiB/s once their first 5 s are over.
 fn options() -> ServeOptions {
     ServeOptions::default()
         .request_headers_timeout(Duration::from_secs(10))
         .max_connections_per_ip(100)
         .max_request_body_size(8 * 1024 * 1024)
+        .min_request_body_data_rate(MinDataRate::new(1024.0, Duration::from_secs(5)))
 }
 
 #[tokio::main]
@@ -112,7 +115,12 @@ mod tests {
 
     #[tokio::test]
     async fn the_application_and_its_hub_are_served_within_the_limits() {
-        let addr = start(options().request_headers_timeout(Duration::from_secs(1))).await;
+        let addr = start(
+            options()
+                .request_headers_timeout(Duration::from_secs(1))
+                .min_request_body_data_rate(MinDataRate::new(1024.0, Duration::from_secs(1))),
+        )
+        .await;
         signalr_examples::assert_negotiates(addr, HUB_PATH).await;
         let (status, body) = signalr_examples::request(addr, "GET", "/api/time", &[])
             .await
@@ -152,6 +160,16 @@ mod tests {
             answer.ends_with(r#"{"error":"The request body is too large."}"#),
             "{answer}"
         );
+
+        // A body that stops coming gets 408 once the grace period is over.
+        let token = negotiated_token(addr).await;
+        let stalled = format!(
+            "POST {HUB_PATH}?id={token} HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n"
+        );
+        let started = std::time::Instant::now();
+        let answer = exchange(addr, stalled.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(started.elapsed() >= Duration::from_secs(1));
 
         // A connection that never sends a request is closed after the headers timeout.
         let started = std::time::Instant::now();

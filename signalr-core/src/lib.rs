@@ -522,7 +522,8 @@ pub use raw::{ConnectionHandler, RawConnection, RawSender};
 pub use request::{HttpRequest, RemoteAddr};
 #[cfg(feature = "server")]
 pub use serve::{
-    serve, serve_service, serve_with, serve_with_shutdown, shutdown_signal, ServeOptions,
+    serve, serve_service, serve_with, serve_with_shutdown, shutdown_signal, MinDataRate,
+    MinDataRateError, RequestBody, ServeOptions,
 };
 pub use transport::TransportKind;
 

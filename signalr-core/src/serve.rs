@@ -1,5 +1,6 @@
 //! Serving a hub on its own, without a web framework (the `server` feature, on by default).
 
+mod body;
 mod limits;
 mod options;
 
@@ -7,13 +8,14 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode, Version};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -22,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
+pub use body::{MinDataRate, MinDataRateError, RequestBody};
 pub use options::ServeOptions;
 
 use crate::http::{json_error, text, BoxError, ResponseBody};
@@ -87,8 +90,9 @@ pub async fn serve_with(
 /// (`nest_service("/hub", hub.service())`), with the limits in `options`: the way to give an
 /// application's own routes what [`serve_with`] gives a hub, which `axum::serve` does not
 /// offer (no header or idle timeout, no connection cap). Every request carries a
-/// [`RemoteAddr`] extension and a body already bounded by
-/// [`ServeOptions::max_request_body_size`]; HTTP/1.1 and HTTP/2, WebSocket upgrades
+/// [`RemoteAddr`] extension and a [`RequestBody`], already bounded by
+/// [`ServeOptions::max_request_body_size`] and
+/// [`ServeOptions::min_request_body_data_rate`]; HTTP/1.1 and HTTP/2, WebSocket upgrades
 /// included.
 ///
 /// Stops when `signal` completes, after letting connections finish for up to 5 s. Shut the
@@ -117,7 +121,7 @@ pub async fn serve_service<S, B>(
     signal: impl Future<Output = ()> + Send,
 ) -> io::Result<()>
 where
-    S: Service<Request<Limited<Incoming>>, Response = Response<B>, Error = Infallible>
+    S: Service<Request<RequestBody>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
         + 'static,
@@ -138,7 +142,7 @@ async fn run<S, B>(
     stopping: impl Future<Output = ()>,
 ) -> io::Result<()>
 where
-    S: Service<Request<Limited<Incoming>>, Response = Response<B>, Error = Infallible>
+    S: Service<Request<RequestBody>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
         + 'static,
@@ -149,6 +153,7 @@ where
     let builder = http_builder(&options);
     let admission = Admission::new(&options);
     let body_limit = options.max_request_body_size;
+    let body_rate = options.min_request_body_data_rate;
     let header_limit = options.max_request_headers_total_size;
     let shutdown = CancellationToken::new();
     // Every connection task holds a sender; `recv` answers `None` once all of them ended.
@@ -212,10 +217,22 @@ where
                     }
                     None => {
                         let limit = body_limit.unwrap_or(usize::MAX);
-                        let request = request.map(|body| Limited::new(body, limit));
+                        let too_slow = Arc::new(AtomicBool::new(false));
+                        let request = request
+                            .map(|body| RequestBody::new(body, limit, body_rate, too_slow.clone()));
                         std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
                         let response = service.call(request).await?;
-                        response.map(|body| body.map_err(Into::into).boxed_unsync())
+                        if too_slow.load(Ordering::Relaxed) {
+                            // Kestrel's answer, whatever the service made of the failed body.
+                            refuse_request(
+                                version,
+                                StatusCode::REQUEST_TIMEOUT,
+                                "The request body arrived too slowly.",
+                            )
+                            .map(BodyExt::boxed_unsync)
+                        } else {
+                            response.map(|body| body.map_err(Into::into).boxed_unsync())
+                        }
                     }
                 };
                 Ok::<_, Infallible>(response.map(|body| TrackedBody {

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use signalr_core::{Hub, ServeOptions};
+use signalr_core::{Hub, MinDataRate, ServeOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::time::Instant;
@@ -676,4 +676,129 @@ async fn request_heads_past_the_limit_get_431() {
     let addr = start(ServeOptions::default().max_request_headers_total_size(4096)).await;
     assert_eq!(negotiate_with_header(addr, 5000).await.status, 431);
     assert_eq!(negotiate_with_header(addr, 3000).await.status, 200);
+}
+
+/// A long-polling connection past its handshake: its `?id=` target.
+async fn long_polling_connection(addr: SocketAddr) -> String {
+    let token = negotiate(addr).await;
+    let target = format!("/hub?id={token}");
+    assert_eq!(call(addr, "GET", &target, "").await.status, 200);
+    let handshake = format!("{{\"protocol\":\"json\",\"version\":1}}{RS}");
+    assert_eq!(call(addr, "POST", &target, &handshake).await.status, 200);
+    assert_eq!(
+        call(addr, "GET", &target, "").await.body,
+        format!("{{}}{RS}")
+    );
+    target
+}
+
+/// Starts a POST to `target` whose head declares `length` body bytes, with `first` of them.
+async fn start_post(addr: SocketAddr, target: &str, length: usize, first: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head =
+        format!("POST {target} HTTP/1.1\r\nHost: test\r\nContent-Length: {length}\r\n\r\n{first}");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+}
+
+fn assert_too_slow(response: &Response) {
+    assert_eq!(response.status, 408, "{response:?}");
+    assert_eq!(
+        response.json(),
+        serde_json::json!({ "error": "The request body arrived too slowly." })
+    );
+    assert!(
+        response
+            .head
+            .to_ascii_lowercase()
+            .contains("connection: close"),
+        "{response:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_stalls_gets_408_after_the_grace_period_and_its_connection_closes() {
+    let addr = start(ServeOptions::default()).await;
+    let target = long_polling_connection(addr).await;
+
+    // One whole record of a body that promised a thousand bytes, then nothing.
+    let began = Instant::now();
+    let mut stream = start_post(addr, &target, 1000, &ping()).await;
+    tokio::time::sleep(Duration::from_millis(4900)).await;
+    assert!(is_open(&mut stream).await, "cut before the grace period");
+    assert_too_slow(&read_response(&mut stream).await);
+    let took = began.elapsed();
+    assert!(
+        (Duration::from_secs(5)..Duration::from_millis(5200)).contains(&took),
+        "{took:?}"
+    );
+    assert!(is_closed(&mut stream).await);
+    // Part of the body reached the connection, so it ends (see the cut-off test above).
+    assert_closed_with_an_error(addr, &target).await;
+
+    // A negotiate never reads its body: it is answered at once, and the connection is not
+    // kept waiting for the rest.
+    let mut stream = start_post(addr, "/hub/negotiate?negotiateVersion=1", 1000, "").await;
+    assert_eq!(read_response(&mut stream).await.status, 200);
+    assert!(is_closed(&mut stream).await, "held for a body nobody reads");
+}
+
+/// Sends `records` pings, one every `gap`, as one POST body; the response.
+async fn trickle(addr: SocketAddr, target: &str, records: usize, gap: Duration) -> Response {
+    let record = ping();
+    let mut stream = start_post(addr, target, records * record.len(), "").await;
+    for _ in 0..records {
+        tokio::time::sleep(gap).await;
+        if stream.write_all(record.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    read_response(&mut stream).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_above_the_minimum_rate_is_read_to_its_end_and_one_below_it_is_not() {
+    let addr = start(ServeOptions::default()).await;
+    let target = long_polling_connection(addr).await;
+    // 11 bytes every 40 ms: 275 bytes/s, for 12 s.
+    let response = trickle(addr, &target, 300, Duration::from_millis(40)).await;
+    assert_eq!(response.status, 200, "{response:?}");
+
+    // 11 bytes every 50 ms: 220 bytes/s, cut once the grace period is over.
+    let target = long_polling_connection(addr).await;
+    let began = Instant::now();
+    assert_too_slow(&trickle(addr, &target, 300, Duration::from_millis(50)).await);
+    let took = began.elapsed();
+    assert!(
+        (Duration::from_secs(5)..Duration::from_secs(6)).contains(&took),
+        "{took:?}"
+    );
+
+    // Turned off, a stalled body just waits.
+    let addr = start(ServeOptions::default().min_request_body_data_rate(None)).await;
+    let target = long_polling_connection(addr).await;
+    let mut stream = start_post(addr, &target, 1000, &ping()).await;
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert!(is_open(&mut stream).await);
+}
+
+#[tokio::test]
+async fn in_real_time_a_stalled_body_gets_408_after_a_short_grace_period() {
+    let rate = MinDataRate::new(240.0, SECOND);
+    let addr = start(ServeOptions::default().min_request_body_data_rate(rate)).await;
+    let target = long_polling_connection(addr).await;
+    let began = std::time::Instant::now();
+    let mut stream = start_post(addr, &target, 1000, "").await;
+    assert_too_slow(&read_response(&mut stream).await);
+    let took = began.elapsed();
+    assert!((SECOND..3 * SECOND).contains(&took), "{took:?}");
+    // Nothing reached the connection, so it carries on.
+    assert_eq!(
+        call(addr, "POST", &target, &echo_invocation("1"))
+            .await
+            .status,
+        200
+    );
+    let answer = call(addr, "GET", &target, "").await;
+    assert_eq!(answer.body, echo_completion("1"));
 }

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use super::MinDataRate;
+
 /// HTTP-level limits of [`serve_with`](crate::serve_with): how long a client may take to
 /// send a request head, how long an idle connection is kept, how many connections are open at
 /// once, how large a request may be. [`serve`](crate::serve) and
@@ -15,6 +17,7 @@ use std::time::Duration;
 /// | [keep-alive timeout](Self::keep_alive_timeout) | 130 s | idle connection closed (HTTP/2: `GOAWAY`) | same |
 /// | [concurrent connections](Self::max_connections) | 10,000 | `503` with a JSON error, then closed | unlimited, refused by closing |
 /// | [connections per client address](Self::max_connections_per_ip) | unlimited | `503` with a JSON error, then closed | none |
+/// | [request body data rate](Self::min_request_body_data_rate) | 240 bytes/s after a 5 s grace period | `408` with a JSON error, then closed | same |
 /// | [request body](Self::max_request_body_size) | 30,000,000 bytes (~28.6 MiB) | `413` with a JSON error; a long-polling or SSE POST that grows past it after part of it was delivered also ends its connection with an error | `413`; the connection reads on past the lost part |
 /// | [request headers](Self::max_request_headers_total_size) | 32 KiB (HTTP/1: plus 8 KiB for the request line) | `431`, connection closed | same |
 /// | [HTTP/2 streams per connection](Self::http2_max_concurrent_streams) | 100 | further streams refused (`REFUSED_STREAM`) | same |
@@ -56,6 +59,7 @@ pub struct ServeOptions {
     pub(crate) max_connections: Option<usize>,
     pub(crate) max_connections_per_ip: Option<usize>,
     pub(crate) max_request_body_size: Option<usize>,
+    pub(crate) min_request_body_data_rate: Option<MinDataRate>,
     pub(crate) max_request_headers_total_size: usize,
     pub(crate) http2_max_concurrent_streams: u32,
     pub(crate) http2_keep_alive_interval: Option<Duration>,
@@ -73,6 +77,7 @@ impl Default for ServeOptions {
             max_connections_per_ip: None,
             // Kestrel's, after IIS's maxAllowedContentLength.
             max_request_body_size: Some(30_000_000),
+            min_request_body_data_rate: Some(MinDataRate::kestrel_default()),
             max_request_headers_total_size: 32 * 1024,
             http2_max_concurrent_streams: 100,
             http2_keep_alive_interval: None,
@@ -140,11 +145,25 @@ impl ServeOptions {
     /// The largest request body, in bytes: a long-polling or Server-Sent Events POST, or a
     /// negotiate (whose body is never read). A declared `Content-Length` past it gets `413`
     /// with a JSON error before anything is read; a chunked body that grows past it gets the
-    /// same once it does (data already read reaches the connection, as in ASP.NET Core).
+    /// same once it does, and if part of it already reached its hub connection, that
+    /// connection ends with an error (ASP.NET Core reads on past the lost part).
     /// WebSocket messages are bounded by the hub's message limits instead. Default
     /// 30,000,000 bytes; `None` lifts it.
     pub fn max_request_body_size(mut self, limit: impl Into<Option<usize>>) -> Self {
         self.max_request_body_size = at_least_one("max_request_body_size", limit.into());
+        self
+    }
+
+    /// How slowly a client may send a request body: past the grace period, the bytes
+    /// received so far must average at least the rate, counting only the time the body was
+    /// being waited for. Past it the body ends with a
+    /// [`MinDataRateError`](crate::MinDataRateError), the client gets `408` with a JSON error
+    /// (whatever the service answered) and an HTTP/1 connection is closed. Without it, a
+    /// client that trickles a body holds its connection, and its place under
+    /// [`max_connections`](Self::max_connections), for as long as it likes. Default 240
+    /// bytes/s after 5 s, Kestrel's `MinRequestBodyDataRate`; `None` turns it off.
+    pub fn min_request_body_data_rate(mut self, rate: impl Into<Option<MinDataRate>>) -> Self {
+        self.min_request_body_data_rate = rate.into();
         self
     }
 
