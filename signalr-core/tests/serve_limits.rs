@@ -607,15 +607,7 @@ async fn assert_closed_with_an_error(addr: SocketAddr, target: &str) {
 #[tokio::test]
 async fn a_post_cut_off_inside_a_record_ends_its_connection_with_an_error() {
     let addr = start(ServeOptions::default()).await;
-    let token = negotiate(addr).await;
-    let target = format!("/hub?id={token}");
-    assert_eq!(call(addr, "GET", &target, "").await.status, 200);
-    let handshake = format!("{{\"protocol\":\"json\",\"version\":1}}{RS}");
-    assert_eq!(call(addr, "POST", &target, &handshake).await.status, 200);
-    assert_eq!(
-        call(addr, "GET", &target, "").await.body,
-        format!("{{}}{RS}")
-    );
+    let target = long_polling_connection(addr).await;
 
     // One whole invocation, then half of a second one, and the client goes away.
     let whole = echo_invocation("1");
