@@ -127,10 +127,16 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let address = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or_else(|| "unknown".to_owned(), |info| info.0.ip().to_string());
+        // `signalr_core::serve_service` (the binary) gives every request its peer; an
+        // application that serves the router with axum's `ConnectInfo` works too.
+        let peer = match parts.extensions.get::<signalr_core::RemoteAddr>() {
+            Some(remote) => Some(remote.0),
+            None => parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|info| info.0),
+        };
+        let address = peer.map_or_else(|| "unknown".to_owned(), |peer| peer.ip().to_string());
         Ok(ClientAddress(address))
     }
 }

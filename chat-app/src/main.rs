@@ -1,7 +1,6 @@
 //! `cargo run --release -p chat-app`: the chat service on its configured address.
 
 use std::io::IsTerminal;
-use std::net::SocketAddr;
 
 use chat_app::config::Config;
 use chat_app::secrets::redact_url;
@@ -58,15 +57,15 @@ async fn run() -> Result<(), String> {
         metrics,
         "chat-app started"
     );
-    // The peer address feeds the per-address login and registration throttles.
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    // signalr-core's server, not axum's: request-header and keep-alive timeouts, a
+    // connection cap, body size and rate limits (ServeOptions' documented defaults), which
+    // axum::serve does not have. Each request carries its peer address, which feeds the
+    // per-address login and registration throttles.
+    let signal = async move {
         signalr_core::shutdown_signal().await;
         hub.shutdown().await;
-    })
-    .await
-    .map_err(|e| e.to_string())
+    };
+    signalr_core::serve_service(listener, app, signalr_core::ServeOptions::default(), signal)
+        .await
+        .map_err(|e| e.to_string())
 }
