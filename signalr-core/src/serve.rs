@@ -3,6 +3,7 @@
 mod body;
 mod limits;
 mod options;
+mod rate;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -24,8 +25,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
-pub use body::{MinDataRate, MinDataRateError, RequestBody};
+pub use body::{MinDataRateError, RequestBody};
 pub use options::ServeOptions;
+pub use rate::MinDataRate;
 
 use crate::http::{json_error, text, BoxError, ResponseBody};
 use crate::log_limit::{LogLimiter, REPEAT_INTERVAL};
@@ -210,6 +212,7 @@ where
                 None
             };
             let mut service = service.clone();
+            let upgrades = requests.clone();
             async move {
                 let response = match refusal {
                     Some((status, message)) => {
@@ -222,6 +225,9 @@ where
                             .map(|body| RequestBody::new(body, limit, body_rate, too_slow.clone()));
                         std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
                         let response = service.call(request).await?;
+                        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                            upgrades.upgraded();
+                        }
                         if too_slow.load(Ordering::Relaxed) {
                             // Kestrel's answer, whatever the service made of the failed body.
                             refuse_request(
@@ -241,7 +247,12 @@ where
                 }))
             }
         });
-        let io = TokioIo::new(Socket::new(stream, tracker.clone(), slot));
+        let io = TokioIo::new(Socket::new(
+            stream,
+            tracker.clone(),
+            slot,
+            options.min_response_data_rate,
+        ));
         let connection = builder
             .serve_connection_with_upgrades(io, handler)
             .into_owned();

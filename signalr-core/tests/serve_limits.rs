@@ -302,6 +302,25 @@ async fn an_idle_keep_alive_connection_closes_after_the_keep_alive_timeout() {
     assert_eq!(read_response(&mut busy).await.status, 200);
 }
 
+type WebSocket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket to `url`, past the JSON handshake.
+async fn open_websocket(url: &str) -> WebSocket {
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    socket
+        .send(WsMessage::text(format!(
+            "{{\"protocol\":\"json\",\"version\":1}}{RS}"
+        )))
+        .await
+        .unwrap();
+    let handshake = tokio::time::timeout(WAIT, socket.next()).await.unwrap();
+    assert_eq!(
+        handshake.unwrap().unwrap().into_text().unwrap().as_str(),
+        format!("{{}}{RS}")
+    );
+    socket
+}
+
 /// Short timers for the tests that prove what must not be cut.
 fn short_timers() -> ServeOptions {
     ServeOptions::default()
@@ -327,20 +346,7 @@ fn echo_completion(id: &str) -> String {
 async fn an_open_websocket_outlives_the_http_timeouts() {
     let addr = start(short_timers()).await;
     let token = negotiate(addr).await;
-    let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/hub?id={token}"))
-        .await
-        .unwrap();
-    socket
-        .send(WsMessage::text(format!(
-            "{{\"protocol\":\"json\",\"version\":1}}{RS}"
-        )))
-        .await
-        .unwrap();
-    let handshake = tokio::time::timeout(WAIT, socket.next()).await.unwrap();
-    assert_eq!(
-        handshake.unwrap().unwrap().into_text().unwrap().as_str(),
-        format!("{{}}{RS}")
-    );
+    let mut socket = open_websocket(&format!("ws://{addr}/hub?id={token}")).await;
     // A minute, twelve times the keep-alive timeout, pinging as clients do.
     let opened = Instant::now();
     while opened.elapsed() < Duration::from_secs(60) {
@@ -793,4 +799,123 @@ async fn in_real_time_a_stalled_body_gets_408_after_a_short_grace_period() {
     );
     let answer = call(addr, "GET", &target, "").await;
     assert_eq!(answer.body, echo_completion("1"));
+}
+
+/// Serves `GET /big`, `size` bytes of zeros in 1 MiB chunks, and `GET /small`.
+async fn start_big_responses(options: ServeOptions, size: usize) -> SocketAddr {
+    use axum::routing::get;
+    const MIB: usize = 1 << 20;
+    let big = move || async move {
+        let chunks = (0..size.div_ceil(MIB))
+            .map(move |i| Ok::<_, std::io::Error>(Bytes::from(vec![0u8; MIB.min(size - i * MIB)])));
+        axum::body::Body::from_stream(futures_util::stream::iter(chunks))
+    };
+    let app = axum::Router::new()
+        .route("/big", get(big))
+        .route("/small", get(|| async { "small" }));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let pending = std::future::pending();
+    tokio::spawn(signalr_core::serve_service(listener, app, options, pending));
+    addr
+}
+
+/// A server of big responses, and a connection that asked it for one (256 MiB).
+async fn ask_for_big_response(options: ServeOptions) -> (SocketAddr, TcpStream) {
+    let addr = start_big_responses(options, 256 << 20).await;
+    let mut reader = TcpStream::connect(addr).await.unwrap();
+    reader
+        .write_all(b"GET /big HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    (addr, reader)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_stops_reading_is_cut_after_the_grace_period_and_its_place_freed() {
+    let options = ServeOptions::default().max_connections(1);
+    let (addr, mut reader) = ask_for_big_response(options).await;
+    // It reads nothing: the kernel's buffers fill, and the server's writes wait.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let refused = call(addr, "GET", "/small", "").await;
+    assert_eq!(refused.status, 503, "{refused:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let served = call(addr, "GET", "/small", "").await;
+    assert_eq!((served.status, served.body.as_str()), (200, "small"));
+    // What it finally reads ends well short of the 256 MiB.
+    let mut received = 0usize;
+    let mut buf = vec![0; 1 << 20];
+    while let Ok(Ok(n @ 1..)) = tokio::time::timeout(WAIT, reader.read(&mut buf)).await {
+        received += n;
+    }
+    assert!(received < 64 << 20, "{received} bytes");
+
+    // Turned off, the server waits on such a client for as long as it likes.
+    let options = ServeOptions::default()
+        .max_connections(1)
+        .min_response_data_rate(None);
+    let (addr, _reader) = ask_for_big_response(options).await;
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(call(addr, "GET", "/small", "").await.status, 503);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_reads_slowly_but_above_the_rate_gets_the_whole_response() {
+    let size = 48 << 20;
+    let addr = start_big_responses(ServeOptions::default(), size).await;
+    let mut reader = TcpStream::connect(addr).await.unwrap();
+    reader
+        .write_all(b"GET /big HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    // 64 KiB every 20 ms, about 3 MiB/s: some 15 s of reading, the server waiting on it.
+    let began = Instant::now();
+    let mut received = 0usize;
+    let mut buf = vec![0; 64 << 10];
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let n = tokio::time::timeout(WAIT, reader.read(&mut buf))
+            .await
+            .expect("still sending")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        received += n;
+    }
+    assert!(received > size, "{received} of {size} bytes");
+    assert!(
+        began.elapsed() > Duration::from_secs(6),
+        "{:?}",
+        began.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_websocket_that_stops_reading_is_left_to_the_hubs_send_timeout() {
+    let hub = Hub::builder()
+        .method("Echo", echo)
+        .send_timeout(Duration::from_secs(30))
+        .build();
+    let addr = start_hub(hub.clone(), ServeOptions::default()).await;
+    let mut socket = open_websocket(&format!("ws://{addr}/hub")).await;
+
+    // 16 MiB for it, which it leaves unread for 20 s: four grace periods of the response
+    // rate, inside the hub's 30 s send timeout, which is what governs a WebSocket.
+    let payload = "x".repeat(256 << 10);
+    let context = hub.context();
+    for _ in 0..64 {
+        let everyone = context.clients().all();
+        everyone.send("Big", (payload.clone(),)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let mut big = 0;
+    while big < 64 {
+        let message = tokio::time::timeout(WAIT, socket.next())
+            .await
+            .expect("still sending")
+            .expect("still open")
+            .expect("not cut");
+        big += message.into_text().unwrap().matches("\"Big\"").count();
+    }
 }

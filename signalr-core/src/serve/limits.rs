@@ -20,9 +20,10 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::ServeOptions;
+use super::{MinDataRate, ServeOptions};
 use http_body_util::combinators::UnsyncBoxBody;
 
+use super::rate::RateClock;
 use crate::connection::Timer;
 use crate::http::BoxError;
 
@@ -175,6 +176,9 @@ pub(super) struct Tracker {
     changed: Notify,
     /// Idle between HTTP/1 requests: the next byte read starts the headers timeout.
     awaiting_bytes: AtomicBool,
+    /// A request was answered `101`: the socket now carries a WebSocket, whose writes the
+    /// hub times itself (its send timeout), so the minimum response rate no longer applies.
+    upgraded: AtomicBool,
     headers_timeout: Option<Duration>,
     keep_alive_timeout: Option<Duration>,
 }
@@ -200,6 +204,7 @@ impl Tracker {
             }),
             changed: Notify::new(),
             awaiting_bytes: AtomicBool::new(false),
+            upgraded: AtomicBool::new(false),
             headers_timeout,
             keep_alive_timeout: options.keep_alive_timeout,
         })
@@ -233,6 +238,11 @@ impl Tracker {
             drop(state);
             self.changed.notify_one();
         }
+    }
+
+    /// The connection was upgraded (a `101` went out).
+    pub(super) fn upgraded(&self) {
+        self.upgraded.store(true, Ordering::Relaxed);
     }
 
     fn deadline(&self) -> Option<Instant> {
@@ -302,21 +312,65 @@ impl http_body::Body for TrackedBody {
     }
 }
 
-/// A served TCP connection: it holds the connection's [`Slot`] until the socket closes, and
-/// tells the [`Tracker`] when a request starts arriving.
+/// A served TCP connection: it holds the connection's [`Slot`] until the socket closes,
+/// tells the [`Tracker`] when a request starts arriving, and fails a write that waits on a
+/// client reading slower than the minimum response data rate.
 pub(super) struct Socket {
     stream: TcpStream,
     tracker: Arc<Tracker>,
+    /// Times writes the kernel cannot take at once; `None` when the rate is off or the
+    /// connection was upgraded.
+    write_clock: Option<RateClock>,
     _slot: Slot,
 }
 
 impl Socket {
-    pub(super) fn new(stream: TcpStream, tracker: Arc<Tracker>, slot: Slot) -> Self {
+    pub(super) fn new(
+        stream: TcpStream,
+        tracker: Arc<Tracker>,
+        slot: Slot,
+        min_response_rate: Option<MinDataRate>,
+    ) -> Self {
         Socket {
             stream,
             tracker,
+            write_clock: min_response_rate.map(RateClock::new),
             _slot: slot,
         }
+    }
+
+    /// Judges a write of `offered` bytes by how it went: one the kernel takes whole means
+    /// the client keeps up, and the count starts again; one that must wait runs the clock,
+    /// and fails once the client is too slow; a partial one after a wait counts its bytes
+    /// (before any wait, the kernel took them, not the client).
+    fn judge_write(
+        &mut self,
+        offered: usize,
+        cx: &mut Context<'_>,
+        poll: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        let Some(clock) = &mut self.write_clock else {
+            return poll;
+        };
+        match poll {
+            Poll::Ready(Ok(written)) if written >= offered => clock.restart(),
+            Poll::Ready(Ok(written)) if clock.has_waited() => clock.moved(written),
+            Poll::Ready(Ok(_)) => {}
+            Poll::Pending if self.tracker.upgraded.load(Ordering::Relaxed) => {
+                self.write_clock = None;
+            }
+            Poll::Pending => {
+                if clock.poll_waiting(cx).is_ready() {
+                    tracing::debug!("closing an HTTP connection whose client reads slower than the minimum response data rate");
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client read the response slower than the minimum data rate",
+                    )));
+                }
+            }
+            Poll::Ready(Err(_)) => {}
+        }
+        poll
     }
 }
 
@@ -342,7 +396,9 @@ impl AsyncWrite for Socket {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.judge_write(buf.len(), cx, poll)
     }
 
     fn poll_write_vectored(
@@ -350,7 +406,10 @@ impl AsyncWrite for Socket {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        let offered = bufs.iter().map(|buf| buf.len()).sum();
+        this.judge_write(offered, cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {

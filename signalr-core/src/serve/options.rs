@@ -18,6 +18,7 @@ use super::MinDataRate;
 /// | [concurrent connections](Self::max_connections) | 10,000 | `503` with a JSON error, then closed | unlimited, refused by closing |
 /// | [connections per client address](Self::max_connections_per_ip) | unlimited | `503` with a JSON error, then closed | none |
 /// | [request body data rate](Self::min_request_body_data_rate) | 240 bytes/s after a 5 s grace period | `408` with a JSON error, then closed | same |
+/// | [response data rate](Self::min_response_data_rate) | 240 bytes/s after a 5 s grace period, while a write waits on the client | connection closed | same |
 /// | [request body](Self::max_request_body_size) | 30,000,000 bytes (~28.6 MiB) | `413` with a JSON error; a long-polling or SSE POST that grows past it after part of it was delivered also ends its connection with an error | `413`; the connection reads on past the lost part |
 /// | [request headers](Self::max_request_headers_total_size) | 32 KiB (HTTP/1: plus 8 KiB for the request line) | `431`, connection closed | same |
 /// | [HTTP/2 streams per connection](Self::http2_max_concurrent_streams) | 100 | further streams refused (`REFUSED_STREAM`) | same |
@@ -60,6 +61,7 @@ pub struct ServeOptions {
     pub(crate) max_connections_per_ip: Option<usize>,
     pub(crate) max_request_body_size: Option<usize>,
     pub(crate) min_request_body_data_rate: Option<MinDataRate>,
+    pub(crate) min_response_data_rate: Option<MinDataRate>,
     pub(crate) max_request_headers_total_size: usize,
     pub(crate) http2_max_concurrent_streams: u32,
     pub(crate) http2_keep_alive_interval: Option<Duration>,
@@ -78,6 +80,7 @@ impl Default for ServeOptions {
             // Kestrel's, after IIS's maxAllowedContentLength.
             max_request_body_size: Some(30_000_000),
             min_request_body_data_rate: Some(MinDataRate::kestrel_default()),
+            min_response_data_rate: Some(MinDataRate::kestrel_default()),
             max_request_headers_total_size: 32 * 1024,
             http2_max_concurrent_streams: 100,
             http2_keep_alive_interval: None,
@@ -164,6 +167,18 @@ impl ServeOptions {
     /// bytes/s after 5 s, Kestrel's `MinRequestBodyDataRate`; `None` turns it off.
     pub fn min_request_body_data_rate(mut self, rate: impl Into<Option<MinDataRate>>) -> Self {
         self.min_request_body_data_rate = rate.into();
+        self
+    }
+
+    /// How slowly a client may read a response: while a write waits for the client to make
+    /// room, the bytes it has taken since it last kept up must average at least the rate
+    /// once the grace period has passed. Past it the connection is closed. Without it, a
+    /// client that stops reading holds its connection, and the kernel memory of what is
+    /// queued for it, for as long as it likes. WebSockets are exempt once upgraded: the
+    /// hub's send timeout bounds their writes. Default 240 bytes/s after 5 s, Kestrel's
+    /// `MinResponseDataRate`; `None` turns it off.
+    pub fn min_response_data_rate(mut self, rate: impl Into<Option<MinDataRate>>) -> Self {
+        self.min_response_data_rate = rate.into();
         self
     }
 
