@@ -9,7 +9,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -212,7 +211,7 @@ where
                 None
             };
             let mut service = service.clone();
-            let upgrades = requests.clone();
+            let tracker = requests.clone();
             async move {
                 let response = match refusal {
                     Some((status, message)) => {
@@ -220,15 +219,17 @@ where
                     }
                     None => {
                         let limit = body_limit.unwrap_or(usize::MAX);
-                        let too_slow = Arc::new(AtomicBool::new(false));
+                        let slow_before = tracker.slow_bodies();
                         let request = request
-                            .map(|body| RequestBody::new(body, limit, body_rate, too_slow.clone()));
+                            .map(|body| RequestBody::new(body, limit, body_rate, tracker.clone()));
                         std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
                         let response = service.call(request).await?;
                         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                            upgrades.upgraded();
+                            tracker.upgraded();
                         }
-                        if too_slow.load(Ordering::Relaxed) {
+                        // A body of this connection was too slow while this request ran (on
+                        // HTTP/1, this request's own).
+                        if tracker.slow_bodies() != slow_before {
                             // Kestrel's answer, whatever the service made of the failed body.
                             refuse_request(
                                 version,

@@ -2,7 +2,6 @@
 //! hand to services: hyper's body under the size limit and the minimum data rate.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -11,6 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Limited;
 use hyper::body::Incoming;
 
+use super::limits::Tracker;
 use super::rate::{MinDataRate, RateClock};
 use crate::http::BoxError;
 
@@ -39,8 +39,9 @@ pub struct RequestBody {
     inner: Limited<Incoming>,
     clock: Option<RateClock>,
     received: u64,
-    /// Shared with `serve`, which answers `408` when it is set.
-    too_slow: Arc<AtomicBool>,
+    /// Told when the body is too slow: `serve` then answers `408`.
+    tracker: Arc<Tracker>,
+    failed: bool,
 }
 
 impl RequestBody {
@@ -48,13 +49,14 @@ impl RequestBody {
         body: Incoming,
         limit: usize,
         rate: Option<MinDataRate>,
-        too_slow: Arc<AtomicBool>,
+        tracker: Arc<Tracker>,
     ) -> Self {
         RequestBody {
             inner: Limited::new(body, limit),
             clock: rate.map(RateClock::new),
             received: 0,
-            too_slow,
+            tracker,
+            failed: false,
         }
     }
 }
@@ -76,7 +78,7 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        if this.too_slow.load(Ordering::Relaxed) {
+        if this.failed {
             return Poll::Ready(None);
         }
         match Pin::new(&mut this.inner).poll_frame(cx) {
@@ -99,14 +101,15 @@ impl Body for RequestBody {
                 if !too_slow {
                     return Poll::Pending;
                 }
-                this.too_slow.store(true, Ordering::Relaxed);
+                this.failed = true;
+                this.tracker.body_too_slow();
                 Poll::Ready(Some(Err(Box::new(MinDataRateError))))
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.too_slow.load(Ordering::Relaxed) || self.inner.is_end_stream()
+        self.failed || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -179,6 +179,8 @@ pub(super) struct Tracker {
     /// A request was answered `101`: the socket now carries a WebSocket, whose writes the
     /// hub times itself (its send timeout), so the minimum response rate no longer applies.
     upgraded: AtomicBool,
+    /// Request bodies that ended for being too slow.
+    slow_bodies: AtomicUsize,
     headers_timeout: Option<Duration>,
     keep_alive_timeout: Option<Duration>,
 }
@@ -205,6 +207,7 @@ impl Tracker {
             changed: Notify::new(),
             awaiting_bytes: AtomicBool::new(false),
             upgraded: AtomicBool::new(false),
+            slow_bodies: AtomicUsize::new(0),
             headers_timeout,
             keep_alive_timeout: options.keep_alive_timeout,
         })
@@ -243,6 +246,15 @@ impl Tracker {
     /// The connection was upgraded (a `101` went out).
     pub(super) fn upgraded(&self) {
         self.upgraded.store(true, Ordering::Relaxed);
+    }
+
+    /// A request body of this connection ended for being too slow.
+    pub(super) fn body_too_slow(&self) {
+        self.slow_bodies.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn slow_bodies(&self) -> usize {
+        self.slow_bodies.load(Ordering::Relaxed)
     }
 
     fn deadline(&self) -> Option<Instant> {
