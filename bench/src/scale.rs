@@ -389,6 +389,7 @@ pub async fn client_main(ports: Vec<u16>, count: usize, source: std::net::IpAddr
 async fn open(source: std::net::IpAddr, port: u16) -> Result<WebSocketStream<TcpStream>, String> {
     let attempt = async {
         let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
+        defer_port_choice(&socket);
         socket
             .bind((source, 0).into())
             .map_err(|e| format!("bind {source}: {e}"))?;
@@ -413,6 +414,30 @@ async fn open(source: std::net::IpAddr, port: u16) -> Result<WebSocketStream<Tcp
     tokio::time::timeout(Duration::from_secs(60), attempt)
         .await
         .map_err(|_| "opening timed out".to_string())?
+}
+
+/// Lets the kernel pick the source port at `connect`, for the destination at hand, instead
+/// of at `bind`, where it must find a port free for every destination: with tens of
+/// thousands of sockets per source address that search is what made opening them slow.
+fn defer_port_choice(socket: &TcpSocket) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let on: libc::c_int = 1;
+        // SAFETY: the descriptor is the socket's own, and the option value is a c_int that
+        // lives across the call.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = socket;
 }
 
 /// Keeps one connection: a ping every 15 s (the official clients' keep-alive interval), each
