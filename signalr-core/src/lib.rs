@@ -281,7 +281,9 @@
 //! defaults, Kestrel's with a few deliberate differences: a request head must be complete
 //! within 30 s (from accept for the first request), an idle connection closes 130 s after
 //! its last response, at most 10,000 connections are open at once (past it a `503` with a
-//! JSON error), bodies past 30,000,000 bytes get `413` and headers past 32 KiB `431`. Open
+//! JSON error), bodies past 30,000,000 bytes get `413` and headers past 32 KiB `431`, an
+//! HTTP/1 body must keep coming at 240 bytes/s once its first 5 s are over (then `408`), and
+//! a client must read responses at that rate too (then it is disconnected). Open
 //! WebSockets, Server-Sent Events streams and pending long polls never count as idle.
 //! [`serve_with`] takes other limits; [`serve_service`] serves an application's own
 //! `tower::Service` (an axum `Router` with the hub nested) under the same limits.
@@ -336,11 +338,12 @@
 //! | long poll wait | 90 s | the poll answers 200 with no body; the client polls again |
 //! | records waiting for the next long poll | 1 MiB | sends wait (up to the send timeout) for a poll to drain them |
 //! | long-polling client that stops polling | the disconnect timeout (15 s) | the connection ends, `on_disconnected` runs |
-//! | received POST data not yet read by the hub | 8 chunks | the POST's 200 waits (up to the send timeout, then 503) |
+//! | received POST data not yet read by the hub | 8 chunks | the POST's 200 waits (up to the send timeout, then 503); if part of that POST was already delivered, the connection also ends with an error, as it does when a POST breaks off for any reason (size limit, client gone) after part of it was delivered |
 //! | graceful shutdown | 5 s | remaining connections are dropped |
 //!
 //! Every limit is set on [`HubBuilder`]; the HTTP-level ones of the standalone server
-//! (header and idle timeouts, connection caps, body and header sizes) on [`ServeOptions`].
+//! (header and idle timeouts, connection caps, body and header sizes, minimum data rates) on
+//! [`ServeOptions`].
 //!
 //! # Timer rules
 //! Every rule about time lives in one sans-IO state machine per connection, which is handed

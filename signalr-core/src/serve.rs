@@ -219,16 +219,17 @@ where
                     }
                     None => {
                         let limit = body_limit.unwrap_or(usize::MAX);
+                        // HTTP/1 only: an HTTP/2 connection's flow-control window is shared
+                        // by its streams, so a body can stall because the server is not
+                        // reading another one, which is no fault of this client's.
+                        let rate = body_rate.filter(|_| version < Version::HTTP_2);
                         let slow_before = tracker.slow_bodies();
                         let request = request
-                            .map(|body| RequestBody::new(body, limit, body_rate, tracker.clone()));
+                            .map(|body| RequestBody::new(body, limit, rate, tracker.clone()));
                         std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
                         let response = service.call(request).await?;
-                        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                            tracker.upgraded();
-                        }
-                        // A body of this connection was too slow while this request ran (on
-                        // HTTP/1, this request's own).
+                        // A body of this connection was too slow while this request ran: on
+                        // HTTP/1, one request at a time, that is this request's own.
                         if tracker.slow_bodies() != slow_before {
                             // Kestrel's answer, whatever the service made of the failed body.
                             refuse_request(
@@ -238,6 +239,9 @@ where
                             )
                             .map(BodyExt::boxed_unsync)
                         } else {
+                            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                                tracker.upgraded();
+                            }
                             response.map(|body| body.map_err(Into::into).boxed_unsync())
                         }
                     }

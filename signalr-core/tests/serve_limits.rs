@@ -593,7 +593,11 @@ async fn bodies_past_the_limit_get_413() {
 /// Polls `target` until its connection's Close arrives: it must carry an error, and the poll
 /// after it must say the connection is over (204).
 async fn assert_closed_with_an_error(addr: SocketAddr, target: &str) {
-    let mut received = String::new();
+    assert_closed_with_an_error_after(addr, target, String::new()).await;
+}
+
+/// The same, with `received` already taken from earlier polls.
+async fn assert_closed_with_an_error_after(addr: SocketAddr, target: &str, mut received: String) {
     while !received.contains("\"type\":7") {
         let poll = call(addr, "GET", target, "").await;
         assert_eq!(poll.status, 200, "{poll:?} after {received:?}");
@@ -636,9 +640,48 @@ async fn a_post_cut_off_inside_a_record_ends_its_connection_with_an_error() {
         assert_eq!(poll.status, 200, "{poll:?}");
         received.push_str(&poll.body);
     }
-    if !received.contains("\"type\":7") {
-        assert_closed_with_an_error(addr, &target).await;
+    assert_closed_with_an_error_after(addr, &target, received).await;
+}
+
+async fn ten_seconds() {
+    tokio::time::sleep(10 * SECOND).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_post_its_connection_stops_reading_ends_the_connection_once_the_rest_is_read() {
+    let hub = Hub::builder()
+        .method("Echo", echo)
+        .method("TenSeconds", ten_seconds)
+        .send_timeout(2 * SECOND)
+        .build();
+    let addr = start_hub(hub, ServeOptions::default()).await;
+    let target = long_polling_connection(addr).await;
+
+    // A 10 s method holds the only invocation slot, so the read loop waits with the Echo
+    // behind it, and the POST's chunks back up until the send timeout gives up on them.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head =
+        format!("POST {target} HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let slow = format!(
+        "{{\"type\":1,\"invocationId\":\"1\",\"target\":\"TenSeconds\",\"arguments\":[]}}{RS}"
+    );
+    let mut chunks = vec![format!("{slow}{}", echo_invocation("2"))];
+    chunks.extend((0..20).map(|_| ping()));
+    for chunk in &chunks {
+        let framed = format!("{:x}\r\n{chunk}\r\n", chunk.len());
+        stream.write_all(framed.as_bytes()).await.unwrap();
     }
+    let refused = read_response(&mut stream).await;
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert!(refused.body.contains("it is closed"), "{refused:?}");
+
+    // Once the slot is free, what came before the hole is answered, then the error Close.
+    tokio::time::sleep(9 * SECOND).await;
+    let poll = call(addr, "GET", &target, "").await;
+    assert_eq!(poll.status, 200, "{poll:?}");
+    assert!(poll.body.contains(&echo_completion("2")), "{poll:?}");
+    assert_closed_with_an_error_after(addr, &target, poll.body).await;
 }
 
 /// Sends a negotiate with one extra header of `size` bytes.
@@ -739,6 +782,46 @@ async fn a_body_that_stalls_gets_408_after_the_grace_period_and_its_connection_c
     let mut stream = start_post(addr, "/hub/negotiate?negotiateVersion=1", 1000, "").await;
     assert_eq!(read_response(&mut stream).await.status, 200);
     assert!(is_closed(&mut stream).await, "held for a body nobody reads");
+}
+
+/// In real time: hyper's HTTP/2 handshake and stream setup take several round trips, which
+/// paused time can run past.
+#[tokio::test]
+async fn an_http2_body_is_not_judged_by_the_rate() {
+    let rate = MinDataRate::new(240.0, SECOND);
+    let addr = start(ServeOptions::default().min_request_body_data_rate(rate)).await;
+    let target = long_polling_connection(addr).await;
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    // A body that sends one ping and then nothing for three grace periods: its streams share
+    // the connection's flow-control window, so a stall may be the server's own doing.
+    let (body, chunks) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let frames = futures_util::stream::unfold(chunks, |mut chunks| async move {
+        let chunk = chunks.recv().await?;
+        Some((
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk)),
+            chunks,
+        ))
+    });
+    body.send(Bytes::from(ping())).await.unwrap();
+    let request = http::Request::post(format!("http://{addr}{target}"))
+        .body(http_body_util::StreamBody::new(Box::pin(frames)))
+        .unwrap();
+    let response = tokio::spawn(sender.send_request(request));
+    tokio::time::sleep(3 * SECOND).await;
+    assert!(!response.is_finished(), "cut: {:?}", response.await);
+    // Ended, it is answered as ever.
+    drop(body);
+    let response = tokio::time::timeout(WAIT, response)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), 200);
 }
 
 /// Sends `records` pings, one every `gap`, as one POST body; the response.
@@ -857,6 +940,26 @@ async fn a_client_that_stops_reading_is_cut_after_the_grace_period_and_its_place
     let (addr, _reader) = ask_for_big_response(options).await;
     tokio::time::sleep(Duration::from_secs(600)).await;
     assert_eq!(call(addr, "GET", "/small", "").await.status, 503);
+}
+
+#[tokio::test]
+async fn in_real_time_a_client_that_stops_reading_is_cut_after_a_short_grace_period() {
+    let options = ServeOptions::default()
+        .max_connections(1)
+        .min_response_data_rate(MinDataRate::new(240.0, SECOND));
+    let began = std::time::Instant::now();
+    let (addr, _reader) = ask_for_big_response(options).await;
+    // Its place comes free once the grace period is over (a 503 until then).
+    loop {
+        let response = call(addr, "GET", "/small", "").await;
+        if response.status == 200 {
+            break;
+        }
+        assert_eq!(response.status, 503, "{response:?}");
+        assert!(began.elapsed() < 10 * SECOND, "never cut");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(began.elapsed() >= SECOND, "{:?}", began.elapsed());
 }
 
 #[tokio::test(start_paused = true)]

@@ -17,10 +17,6 @@ use crate::transport::TransportKind;
 /// (its 200 is delayed), which is the backpressure the reference applies too.
 const INBOUND_CHUNKS: usize = 8;
 
-/// What POSTs give the connection core: chunks of the client-to-server stream, or the error
-/// that ends it (a body cut off after part of it was delivered).
-pub(crate) type Inbound = std::io::Result<Bytes>;
-
 /// Which transport a token is bound to.
 #[derive(Clone)]
 pub(crate) enum Binding {
@@ -55,9 +51,12 @@ pub(crate) struct HttpConnection {
     reattach: Mutex<Option<mpsc::Sender<Reattach>>>,
     binding: Mutex<Binding>,
     /// POSTs send here; a tokio mutex serializes POSTs per connection, like the reference.
-    inbound_tx: tokio::sync::Mutex<Option<mpsc::Sender<Inbound>>>,
+    inbound_tx: tokio::sync::Mutex<Option<mpsc::Sender<Bytes>>>,
     /// Taken by the transport that starts the connection core.
-    inbound_rx: Mutex<Option<mpsc::Receiver<Inbound>>>,
+    inbound_rx: Mutex<Option<mpsc::Receiver<Bytes>>>,
+    /// Why the client-to-server stream broke off, for the connection core to read once it
+    /// has read everything that came before (see [`HttpConnection::break_inbound`]).
+    broken: Mutex<Option<std::io::Error>>,
 }
 
 /// Why a transport request cannot bind to a connection.
@@ -80,6 +79,7 @@ impl HttpConnection {
             binding: Mutex::new(Binding::Pending),
             inbound_tx: tokio::sync::Mutex::new(Some(tx)),
             inbound_rx: Mutex::new(Some(rx)),
+            broken: Mutex::new(None),
         }
     }
 
@@ -142,15 +142,32 @@ impl HttpConnection {
         }
     }
 
-    pub(crate) fn take_inbound(&self) -> Option<mpsc::Receiver<Inbound>> {
+    pub(crate) fn take_inbound(&self) -> Option<mpsc::Receiver<Bytes>> {
         self.inbound_rx
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
     }
 
-    pub(crate) fn inbound_sender(&self) -> &tokio::sync::Mutex<Option<mpsc::Sender<Inbound>>> {
+    pub(crate) fn inbound_sender(&self) -> &tokio::sync::Mutex<Option<mpsc::Sender<Bytes>>> {
         &self.inbound_tx
+    }
+
+    /// Ends the client-to-server stream with `error`, given the POST `sender` it takes: the
+    /// connection core reads what was sent before, then the error, and closes on it.
+    pub(crate) fn break_inbound(
+        &self,
+        sender: &mut Option<mpsc::Sender<Bytes>>,
+        error: std::io::Error,
+    ) {
+        // Stored before the channel closes, so the core finds it when it sees the end.
+        *self.broken.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+        sender.take();
+    }
+
+    /// Why the stream broke off, once (see [`break_inbound`](Self::break_inbound)).
+    pub(crate) fn take_broken(&self) -> Option<std::io::Error> {
+        self.broken.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     /// Ends the client-to-server stream: the connection core sees the end and closes

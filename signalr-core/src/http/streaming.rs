@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use hyper::body::Frame;
 use tokio::sync::mpsc;
 
-use super::connections::{BindRefusal, Binding, HttpConnection, Inbound};
+use super::connections::{BindRefusal, Binding, HttpConnection};
 use super::{body, json_error, text, transport_disabled, BoxError, ResponseBody};
 use crate::auth::Identity;
 use crate::connection::ConnectionParams;
@@ -39,8 +39,12 @@ fn refusal(refusal: BindRefusal) -> Response<ResponseBody> {
     }
 }
 
-/// The received chunks of a connection as the stream the connection core reads.
-struct InboundStream(mpsc::Receiver<Inbound>);
+/// The received chunks of a connection as the stream the connection core reads; it ends
+/// with an error if a POST broke off partway.
+struct InboundStream {
+    chunks: mpsc::Receiver<Bytes>,
+    connection: Arc<HttpConnection>,
+}
 
 impl futures_util::Stream for InboundStream {
     type Item = std::io::Result<Bytes>;
@@ -49,7 +53,10 @@ impl futures_util::Stream for InboundStream {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx)
+        self.chunks.poll_recv(cx).map(|chunk| match chunk {
+            Some(chunk) => Some(Ok(chunk)),
+            None => self.connection.take_broken().map(Err),
+        })
     }
 }
 
@@ -89,6 +96,10 @@ pub(super) fn server_sent_events(
         identity,
         // Kept for the connection's life: detached from hyper's read buffer.
         request: Some(Arc::new(request.detached())),
+    };
+    let inbound = InboundStream {
+        chunks: inbound,
+        connection,
     };
     spawn_connection(
         &hub,
@@ -219,6 +230,10 @@ fn start_long_polling(
 
     // Polls that come after the end learn that the connection is over (204) for a while.
     let linger = hub.options.disconnect_timeout;
+    let inbound = InboundStream {
+        chunks: inbound,
+        connection,
+    };
     spawn_connection(
         &hub,
         token,
@@ -235,13 +250,13 @@ fn spawn_connection<S: TransportSink>(
     hub: &Arc<HubShared>,
     token: String,
     params: ConnectionParams,
-    inbound: mpsc::Receiver<Inbound>,
+    inbound: InboundStream,
     sink: S,
     linger: Duration,
 ) {
     let hub = hub.clone();
     tokio::spawn(async move {
-        super::run_connection(hub.clone(), params, InboundStream(inbound), sink, None).await;
+        super::run_connection(hub.clone(), params, inbound, sink, None).await;
         if let Some(connection) = hub.connections.get(&token) {
             connection.mark_closed();
         }
@@ -314,17 +329,21 @@ where
             return unknown_connection();
         };
         let length = chunk.len();
-        match tokio::time::timeout(hub.options.send_timeout, inbound.send(Ok(chunk))).await {
+        match tokio::time::timeout(hub.options.send_timeout, inbound.send(chunk)).await {
             Ok(Ok(())) => delivered += length,
             Ok(Err(_)) => return unknown_connection(),
+            Err(_) if delivered > 0 => {
+                end_broken_stream(&mut sender, &connection, delivered);
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The connection stopped reading partway through this request; it is closed.",
+                );
+            }
             Err(_) => {
-                if delivered > 0 {
-                    end_broken_stream(&mut sender, &connection, delivered);
-                }
                 return text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "The connection is not reading; try again later.",
-                );
+                )
             }
         }
     }
@@ -334,17 +353,15 @@ where
 /// A POST that broke off after part of its body reached the connection (too large, cut by
 /// the client, or not read in time) has left the client-to-server stream with a hole, which
 /// may fall in the middle of a record: whatever came next would be read against it. So the
-/// stream ends there, with an error the connection core closes on (the client learns it from
-/// its next poll or event), and later POSTs find no connection. The reference goes on reading
+/// stream ends there, with an error the connection core closes on once it has read what came
+/// before (the client learns it from its next poll or event), and later POSTs find no
+/// connection. A raw connection's `recv` ends the same way. The reference goes on reading
 /// the stream after such a hole.
 fn end_broken_stream(
-    sender: &mut Option<mpsc::Sender<Inbound>>,
+    sender: &mut Option<mpsc::Sender<Bytes>>,
     connection: &HttpConnection,
     delivered: usize,
 ) {
-    let Some(inbound) = sender.take() else {
-        return;
-    };
     tracing::debug!(
         connection = %connection.connection_id,
         delivered,
@@ -354,8 +371,7 @@ fn end_broken_stream(
         std::io::ErrorKind::UnexpectedEof,
         format!("a POST body broke off after {delivered} bytes"),
     );
-    // If the core's queue is full, dropping the sender still ends the stream, gracefully.
-    let _ = inbound.try_send(Err(error));
+    connection.break_inbound(sender, error);
 }
 
 /// Whether a body failed because it outgrew a length limit: `serve`'s, or a

@@ -15,8 +15,8 @@ use super::rate::{MinDataRate, RateClock};
 use crate::http::BoxError;
 
 /// The error a [`RequestBody`] ends with when its client sends it slower than the minimum
-/// data rate. [`serve_with`](crate::serve_with) then answers `408` itself and closes the
-/// connection, whatever the service answered.
+/// data rate. If the service is still answering the request, [`serve_with`](crate::serve_with)
+/// answers `408` in its place and closes the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MinDataRateError;
 
@@ -31,8 +31,8 @@ impl std::error::Error for MinDataRateError {}
 /// A request body as `serve_with` and `serve_service` give it: bounded by
 /// [`max_request_body_size`](crate::ServeOptions::max_request_body_size) (past it the body
 /// ends with `http_body_util::LengthLimitError`) and by
-/// [`min_request_body_data_rate`](crate::ServeOptions::min_request_body_data_rate) (a
-/// [`MinDataRateError`]). As in Kestrel, time counts only while the service is waiting for
+/// [`min_request_body_data_rate`](crate::ServeOptions::min_request_body_data_rate) on
+/// HTTP/1 (a [`MinDataRateError`]). As in Kestrel, time counts only while the service is waiting for
 /// the body: a service that stops reading for a while (backpressure) is not the client's
 /// fault.
 pub struct RequestBody {

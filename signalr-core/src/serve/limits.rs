@@ -365,6 +365,7 @@ impl Socket {
             return poll;
         };
         match poll {
+            Poll::Ready(Ok(_)) if offered == 0 => {}
             Poll::Ready(Ok(written)) if written >= offered => clock.restart(),
             Poll::Ready(Ok(written)) if clock.has_waited() => clock.moved(written),
             Poll::Ready(Ok(_)) => {}

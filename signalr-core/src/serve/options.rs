@@ -17,8 +17,8 @@ use super::MinDataRate;
 /// | [keep-alive timeout](Self::keep_alive_timeout) | 130 s | idle connection closed (HTTP/2: `GOAWAY`) | same |
 /// | [concurrent connections](Self::max_connections) | 10,000 | `503` with a JSON error, then closed | unlimited, refused by closing |
 /// | [connections per client address](Self::max_connections_per_ip) | unlimited | `503` with a JSON error, then closed | none |
-/// | [request body data rate](Self::min_request_body_data_rate) | 240 bytes/s after a 5 s grace period | `408` with a JSON error, then closed | same |
-/// | [response data rate](Self::min_response_data_rate) | 240 bytes/s after a 5 s grace period, while a write waits on the client | connection closed | same |
+/// | [request body data rate](Self::min_request_body_data_rate) | 240 bytes/s after a 5 s grace period (HTTP/1) | `408` with a JSON error, then closed | same, HTTP/2 too |
+/// | [response data rate](Self::min_response_data_rate) | 240 bytes/s after a 5 s grace period, while a write waits on the client | connection closed | the same rate, judged per write (a 1 MB write gets over an hour) |
 /// | [request body](Self::max_request_body_size) | 30,000,000 bytes (~28.6 MiB) | `413` with a JSON error; a long-polling or SSE POST that grows past it after part of it was delivered also ends its connection with an error | `413`; the connection reads on past the lost part |
 /// | [request headers](Self::max_request_headers_total_size) | 32 KiB (HTTP/1: plus 8 KiB for the request line) | `431`, connection closed | same |
 /// | [HTTP/2 streams per connection](Self::http2_max_concurrent_streams) | 100 | further streams refused (`REFUSED_STREAM`) | same |
@@ -157,14 +157,17 @@ impl ServeOptions {
         self
     }
 
-    /// How slowly a client may send a request body: past the grace period, the bytes
+    /// How slowly a client may send an HTTP/1 request body: past the grace period, the bytes
     /// received so far must average at least the rate, counting only the time the body was
     /// being waited for. Past it the body ends with a
-    /// [`MinDataRateError`](crate::MinDataRateError), the client gets `408` with a JSON error
-    /// (whatever the service answered) and an HTTP/1 connection is closed. Without it, a
-    /// client that trickles a body holds its connection, and its place under
-    /// [`max_connections`](Self::max_connections), for as long as it likes. Default 240
-    /// bytes/s after 5 s, Kestrel's `MinRequestBodyDataRate`; `None` turns it off.
+    /// [`MinDataRateError`](crate::MinDataRateError); if that happens while the service is
+    /// still answering, the client gets `408` with a JSON error instead of the service's
+    /// answer, and the connection is closed. Without it, a client that trickles a body holds
+    /// its connection, and its place under [`max_connections`](Self::max_connections), for
+    /// as long as it likes. Default 240 bytes/s after 5 s, Kestrel's
+    /// `MinRequestBodyDataRate`; `None` turns it off. HTTP/2 bodies are exempt: their
+    /// streams share one flow-control window, so one body can stall because the server is
+    /// not reading another (Kestrel applies it there too).
     pub fn min_request_body_data_rate(mut self, rate: impl Into<Option<MinDataRate>>) -> Self {
         self.min_request_body_data_rate = rate.into();
         self
@@ -175,8 +178,10 @@ impl ServeOptions {
     /// once the grace period has passed. Past it the connection is closed. Without it, a
     /// client that stops reading holds its connection, and the kernel memory of what is
     /// queued for it, for as long as it likes. WebSockets are exempt once upgraded: the
-    /// hub's send timeout bounds their writes. Default 240 bytes/s after 5 s, Kestrel's
-    /// `MinResponseDataRate`; `None` turns it off.
+    /// hub's send timeout bounds their writes (Kestrel exempts them too). Default 240
+    /// bytes/s after 5 s, Kestrel's `MinResponseDataRate` values; Kestrel gives each write
+    /// `length / rate` to finish, so a client that stops in the middle of a large one is
+    /// held far longer than here. `None` turns it off.
     pub fn min_response_data_rate(mut self, rate: impl Into<Option<MinDataRate>>) -> Self {
         self.min_response_data_rate = rate.into();
         self

@@ -1,5 +1,6 @@
-//! Minimum data rates, as Kestrel defines them: what a client must keep up while the server
-//! waits on it, for request bodies and for responses.
+//! Minimum data rates: what a client must keep up while the server waits on it, for request
+//! bodies and for responses. The values are Kestrel's; how a response is judged is not (see
+//! `ServeOptions::min_response_data_rate`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,8 +9,8 @@ use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
-/// A minimum data rate: bytes per second, enforced once a grace period has passed, as
-/// Kestrel's `MinDataRate` is. Set on [`ServeOptions`](crate::ServeOptions).
+/// A minimum data rate: bytes per second, enforced once a grace period has passed, like
+/// Kestrel's `MinDataRate`. Set on [`ServeOptions`](crate::ServeOptions).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MinDataRate {
     bytes_per_second: f64,
