@@ -239,7 +239,10 @@ where
                             )
                             .map(BodyExt::boxed_unsync)
                         } else {
-                            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                            // HTTP/1 only: on HTTP/2 a 101 is no upgrade of the connection.
+                            if response.status() == StatusCode::SWITCHING_PROTOCOLS
+                                && version < Version::HTTP_2
+                            {
                                 tracker.upgraded();
                             }
                             response.map(|body| body.map_err(Into::into).boxed_unsync())

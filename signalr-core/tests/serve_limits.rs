@@ -652,6 +652,7 @@ async fn a_post_its_connection_stops_reading_ends_the_connection_once_the_rest_i
     let hub = Hub::builder()
         .method("Echo", echo)
         .method("TenSeconds", ten_seconds)
+        .max_parallel_invocations(1)
         .send_timeout(2 * SECOND)
         .build();
     let addr = start_hub(hub, ServeOptions::default()).await;

@@ -355,8 +355,8 @@ where
 /// may fall in the middle of a record: whatever came next would be read against it. So the
 /// stream ends there, with an error the connection core closes on once it has read what came
 /// before (the client learns it from its next poll or event), and later POSTs find no
-/// connection. A raw connection's `recv` ends the same way. The reference goes on reading
-/// the stream after such a hole.
+/// connection (a raw connection's `recv` just ends, with `None`). The reference goes on
+/// reading the stream after such a hole.
 fn end_broken_stream(
     sender: &mut Option<mpsc::Sender<Bytes>>,
     connection: &HttpConnection,
