@@ -917,7 +917,11 @@ async fn ask_for_big_response(options: ServeOptions) -> (SocketAddr, TcpStream) 
 
 #[tokio::test(start_paused = true)]
 async fn a_client_that_stops_reading_is_cut_after_the_grace_period_and_its_place_freed() {
-    let options = ServeOptions::default().max_connections(1);
+    // 1 MiB/s: a blocked 1 MiB write has its 1 s, so the 5 s grace period decides (at the
+    // default 240 bytes/s it would have over an hour, as in Kestrel).
+    let options = ServeOptions::default()
+        .max_connections(1)
+        .min_response_data_rate(MinDataRate::new(1024.0 * 1024.0, 5 * SECOND));
     let (addr, mut reader) = ask_for_big_response(options).await;
     // It reads nothing: the kernel's buffers fill, and the server's writes wait.
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -947,7 +951,7 @@ async fn a_client_that_stops_reading_is_cut_after_the_grace_period_and_its_place
 async fn in_real_time_a_client_that_stops_reading_is_cut_after_a_short_grace_period() {
     let options = ServeOptions::default()
         .max_connections(1)
-        .min_response_data_rate(MinDataRate::new(240.0, SECOND));
+        .min_response_data_rate(MinDataRate::new(1024.0 * 1024.0, SECOND));
     let began = std::time::Instant::now();
     let (addr, _reader) = ask_for_big_response(options).await;
     // Its place comes free once the grace period is over (a 503 until then).
@@ -993,6 +997,25 @@ async fn a_client_that_reads_slowly_but_above_the_rate_gets_the_whole_response()
         "{:?}",
         began.elapsed()
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_reading_a_little_at_a_time_above_the_rate_is_not_cut() {
+    let (addr, mut reader) = ask_for_big_response(ServeOptions::default().max_connections(1)).await;
+    // Let the kernel's buffers fill, then 4 KiB a second, seventeen times the rate: too
+    // little each time for the kernel to wake the server's write, which waits throughout.
+    tokio::time::sleep(SECOND).await;
+    let mut buf = vec![0; 4 << 10];
+    for second in 0..30 {
+        tokio::time::sleep(SECOND).await;
+        let n = tokio::time::timeout(WAIT, reader.read_exact(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("nothing to read at {second} s"));
+        assert!(n.is_ok(), "cut at {second} s: {n:?}");
+    }
+    // What it reads may still be in its own buffers: the server holding its place is what
+    // says the connection is still served.
+    assert_eq!(call(addr, "GET", "/small", "").await.status, 503, "cut");
 }
 
 #[tokio::test(start_paused = true)]

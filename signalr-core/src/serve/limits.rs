@@ -353,8 +353,10 @@ impl Socket {
 
     /// Judges a write of `offered` bytes by how it went: one the kernel takes whole means
     /// the client keeps up, and the count starts again; one that must wait runs the clock,
-    /// and fails once the client is too slow; a partial one after a wait counts its bytes
-    /// (before any wait, the kernel took them, not the client).
+    /// and fails once the client is too slow. As in Kestrel, the write that first has to
+    /// wait earns `offered / rate` to finish (at least the grace period): the kernel takes
+    /// back room only in large steps, so a client reading slowly but steadily may show no
+    /// progress for many seconds. Partial writes after that add what they moved.
     fn judge_write(
         &mut self,
         offered: usize,
@@ -373,6 +375,9 @@ impl Socket {
                 self.write_clock = None;
             }
             Poll::Pending => {
+                if !clock.has_waited() {
+                    clock.credit(offered);
+                }
                 if clock.poll_waiting(cx).is_ready() {
                     tracing::debug!("closing an HTTP connection whose client reads slower than the minimum response data rate");
                     return Poll::Ready(Err(io::Error::new(

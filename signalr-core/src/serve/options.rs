@@ -18,7 +18,7 @@ use super::MinDataRate;
 /// | [concurrent connections](Self::max_connections) | 10,000 | `503` with a JSON error, then closed | unlimited, refused by closing |
 /// | [connections per client address](Self::max_connections_per_ip) | unlimited | `503` with a JSON error, then closed | none |
 /// | [request body data rate](Self::min_request_body_data_rate) | 240 bytes/s after a 5 s grace period (HTTP/1) | `408` with a JSON error, then closed | same, HTTP/2 too |
-/// | [response data rate](Self::min_response_data_rate) | 240 bytes/s after a 5 s grace period, while a write waits on the client | connection closed | the same rate, judged per write (a 1 MB write gets over an hour) |
+/// | [response data rate](Self::min_response_data_rate) | 240 bytes/s after a 5 s grace period: a write that waits on the client has its size / rate to finish | connection closed | same |
 /// | [request body](Self::max_request_body_size) | 30,000,000 bytes (~28.6 MiB) | `413` with a JSON error; a long-polling or SSE POST that grows past it after part of it was delivered also ends its connection with an error | `413`; the connection reads on past the lost part |
 /// | [request headers](Self::max_request_headers_total_size) | 32 KiB (HTTP/1: plus 8 KiB for the request line) | `431`, connection closed | same |
 /// | [HTTP/2 streams per connection](Self::http2_max_concurrent_streams) | 100 | further streams refused (`REFUSED_STREAM`) | same |
@@ -173,15 +173,16 @@ impl ServeOptions {
         self
     }
 
-    /// How slowly a client may read a response: while a write waits for the client to make
-    /// room, the bytes it has taken since it last kept up must average at least the rate
-    /// once the grace period has passed. Past it the connection is closed. Without it, a
+    /// How slowly a client may read a response: a write that has to wait for the client to
+    /// make room must finish within its size divided by the rate (at least the grace
+    /// period), plus what the client takes meanwhile earns. Past it the connection is
+    /// closed. Without it, a
     /// client that stops reading holds its connection, and the kernel memory of what is
     /// queued for it, for as long as it likes. WebSockets are exempt once upgraded: the
     /// hub's send timeout bounds their writes (Kestrel exempts them too). Default 240
-    /// bytes/s after 5 s, Kestrel's `MinResponseDataRate` values; Kestrel gives each write
-    /// `length / rate` to finish, so a client that stops in the middle of a large one is
-    /// held far longer than here. `None` turns it off.
+    /// bytes/s after 5 s, Kestrel's `MinResponseDataRate`: generous (a 1 MB write may take
+    /// over an hour), so that a slow but honest reader is never cut; raise the rate to
+    /// free stalled connections sooner. `None` turns it off.
     pub fn min_response_data_rate(mut self, rate: impl Into<Option<MinDataRate>>) -> Self {
         self.min_response_data_rate = rate.into();
         self

@@ -1,6 +1,5 @@
 //! Minimum data rates: what a client must keep up while the server waits on it, for request
-//! bodies and for responses. The values are Kestrel's; how a response is judged is not (see
-//! `ServeOptions::min_response_data_rate`).
+//! bodies and for responses, with Kestrel's values and rules.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -91,6 +90,12 @@ impl RateClock {
         if let Some(since) = self.waiting_since.take() {
             self.waited += since.elapsed();
         }
+        self.bytes += bytes as u64;
+    }
+
+    /// Counts `bytes` as moved without ending a wait: what a write that must wait offers
+    /// earns its time to finish, as in Kestrel.
+    pub(super) fn credit(&mut self, bytes: usize) {
         self.bytes += bytes as u64;
     }
 
