@@ -32,13 +32,12 @@ impl std::error::Error for MinDataRateError {}
 /// [`max_request_body_size`](crate::ServeOptions::max_request_body_size) (past it the body
 /// ends with `http_body_util::LengthLimitError`) and by
 /// [`min_request_body_data_rate`](crate::ServeOptions::min_request_body_data_rate) on
-/// HTTP/1 (a [`MinDataRateError`]). As in Kestrel, time counts only while the service is waiting for
-/// the body: a service that stops reading for a while (backpressure) is not the client's
-/// fault.
+/// HTTP/1 (a [`MinDataRateError`]). As in Kestrel, time counts only while the service is
+/// waiting for the body: a service that stops reading for a while (backpressure) is not the
+/// client's fault.
 pub struct RequestBody {
     inner: Limited<Incoming>,
     clock: Option<RateClock>,
-    received: u64,
     /// Told when the body is too slow: `serve` then answers `408`.
     tracker: Arc<Tracker>,
     failed: bool,
@@ -54,7 +53,6 @@ impl RequestBody {
         RequestBody {
             inner: Limited::new(body, limit),
             clock: rate.map(RateClock::new),
-            received: 0,
             tracker,
             failed: false,
         }
@@ -64,7 +62,7 @@ impl RequestBody {
 impl std::fmt::Debug for RequestBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RequestBody")
-            .field("received", &self.received)
+            .field("failed", &self.failed)
             .finish_non_exhaustive()
     }
 }
@@ -87,7 +85,6 @@ impl Body for RequestBody {
                     Some(Ok(frame)) => frame.data_ref().map_or(0, Bytes::len),
                     _ => 0,
                 };
-                this.received += length as u64;
                 if let Some(clock) = &mut this.clock {
                     clock.moved(length);
                 }
