@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode, Version};
-use http_body_util::BodyExt;
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -215,7 +215,7 @@ where
             async move {
                 let response = match refusal {
                     Some((status, message)) => {
-                        refuse_request(version, status, message).map(BodyExt::boxed_unsync)
+                        refuse_request(version, status, message).map(Either::Right)
                     }
                     None => {
                         let limit = body_limit.unwrap_or(usize::MAX);
@@ -237,7 +237,7 @@ where
                                 StatusCode::REQUEST_TIMEOUT,
                                 "The request body arrived too slowly.",
                             )
-                            .map(BodyExt::boxed_unsync)
+                            .map(Either::Right)
                         } else {
                             // HTTP/1 only: on HTTP/2 a 101 is no upgrade of the connection.
                             if response.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -245,7 +245,7 @@ where
                             {
                                 tracker.upgraded();
                             }
-                            response.map(|body| body.map_err(Into::into).boxed_unsync())
+                            response.map(Either::Left)
                         }
                     }
                 };

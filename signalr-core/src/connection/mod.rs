@@ -449,32 +449,34 @@ impl Timer {
     }
 
     pub(crate) async fn fired(&mut self) {
-        std::future::poll_fn(|cx| {
-            let waker = cx.waker();
-            let current = (
-                waker.data() as usize,
-                std::ptr::from_ref(waker.vtable()) as usize,
-            );
-            if self.polled_with == Some(current) && !self.sleep.is_elapsed() {
-                return std::task::Poll::Pending;
+        std::future::poll_fn(|cx| self.poll_fired(cx)).await
+    }
+
+    /// [`fired`](Self::fired) as a poll: `Ready` once the armed deadline passed.
+    pub(crate) fn poll_fired(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let waker = cx.waker();
+        let current = (
+            waker.data() as usize,
+            std::ptr::from_ref(waker.vtable()) as usize,
+        );
+        if self.polled_with == Some(current) && !self.sleep.is_elapsed() {
+            return std::task::Poll::Pending;
+        }
+        // Outside tokio's cooperative budget: a sleep whose task has used its budget
+        // answers Pending without registering its waker, and the timer would then
+        // never fire.
+        let sleep = std::pin::pin!(tokio::task::unconstrained(self.sleep.as_mut()));
+        match sleep.poll(cx) {
+            std::task::Poll::Ready(()) => {
+                self.armed = None;
+                self.polled_with = None;
+                std::task::Poll::Ready(())
             }
-            // Outside tokio's cooperative budget: a sleep whose task has used its budget
-            // answers Pending without registering its waker, and the timer would then
-            // never fire.
-            let sleep = std::pin::pin!(tokio::task::unconstrained(self.sleep.as_mut()));
-            match sleep.poll(cx) {
-                std::task::Poll::Ready(()) => {
-                    self.armed = None;
-                    self.polled_with = None;
-                    std::task::Poll::Ready(())
-                }
-                std::task::Poll::Pending => {
-                    self.polled_with = Some(current);
-                    std::task::Poll::Pending
-                }
+            std::task::Poll::Pending => {
+                self.polled_with = Some(current);
+                std::task::Poll::Pending
             }
-        })
-        .await
+        }
     }
 }
 

@@ -21,11 +21,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{MinDataRate, ServeOptions};
-use http_body_util::combinators::UnsyncBoxBody;
 
 use super::rate::RateClock;
 use crate::connection::Timer;
-use crate::http::BoxError;
+use crate::http::{BoxError, ResponseBody};
 
 /// Refusals being written at once; past it a refused connection is closed without a word, so
 /// that a flood cannot turn refusals into a second way of holding descriptors.
@@ -298,13 +297,22 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body that keeps its request in flight until it is done.
-pub(super) struct TrackedBody {
-    pub(super) body: UnsyncBoxBody<Bytes, BoxError>,
-    pub(super) _in_flight: InFlight,
+pin_project_lite::pin_project! {
+    /// A response body that holds its request's [`InFlight`] until it is done or dropped:
+    /// the service's own body (not boxed a second time), or an answer `serve` gives in its
+    /// place.
+    pub(super) struct TrackedBody<B> {
+        #[pin]
+        pub(super) body: http_body_util::Either<B, ResponseBody>,
+        pub(super) _in_flight: InFlight,
+    }
 }
 
-impl http_body::Body for TrackedBody {
+impl<B> http_body::Body for TrackedBody<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -312,7 +320,7 @@ impl http_body::Body for TrackedBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        self.project().body.poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -445,6 +453,11 @@ impl AsyncWrite for Socket {
 
 /// Runs one HTTP connection to its end: closes it when it sits idle past its deadline,
 /// and asks it to finish gracefully (`graceful`) when the server shuts down.
+///
+/// The connection is woken several times per request; the other things the driver waits on
+/// (the shutdown, a moved deadline, the idle timer) are polled only after one of them woke
+/// it. Polling them at every wake cost more instructions than everything else the driver
+/// does for a long-polling echo.
 pub(super) async fn drive<C, E>(
     connection: C,
     graceful: impl Fn(Pin<&mut C>),
@@ -454,49 +467,90 @@ pub(super) async fn drive<C, E>(
     C: Future<Output = Result<(), E>>,
     E: Display,
 {
-    tokio::pin!(connection);
-    let mut draining = false;
-    // Set once an idle HTTP/2 connection got its GOAWAY.
-    let mut hard_stop: Option<Instant> = None;
-    // Made once and reused: each request's start and end comes round this loop again.
-    let shutting_down = shutdown.cancelled();
-    tokio::pin!(shutting_down);
+    let tracker = &*tracker;
+    let mut connection = std::pin::pin!(connection);
+    let mut shutting_down = std::pin::pin!(shutdown.cancelled());
+    let mut changed = std::pin::pin!(tracker.changed.notified());
     // Lazy: a keep-alive deadline pushed back by each request does not reset it; when it fires
     // early, `expired` says so and it is armed again.
     let mut idle = Timer::new();
-    loop {
-        let deadline = hard_stop.or_else(|| tracker.deadline());
-        let armed = idle.arm(deadline.map(Instant::into_std));
-        let changed = tracker.changed.notified();
-        tokio::select! {
-            biased;
-            result = connection.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "HTTP connection ended with an error");
-                }
-                return;
+    let mut draining = false;
+    // Set once an idle HTTP/2 connection got its GOAWAY.
+    let mut hard_stop: Option<Instant> = None;
+    let side = Arc::new(SideWake::default());
+    let side_waker = std::task::Waker::from(side.clone());
+    std::future::poll_fn(|cx| loop {
+        if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
             }
-            _ = &mut shutting_down, if !draining => {
-                draining = true;
-                graceful(connection.as_mut());
-            }
-            _ = changed => {}
-            _ = idle.fired(), if armed => {
-                if hard_stop.is_some() {
-                    return;
-                }
-                if tracker.expired(Instant::now()) {
-                    if !tracker.is_http2() {
-                        // No request in flight: dropping the connection closes the socket.
-                        tracing::debug!("closing an HTTP connection idle past its timeout");
-                        return;
-                    }
-                    tracing::debug!("sending GOAWAY to an idle HTTP/2 connection");
-                    draining = true;
-                    graceful(connection.as_mut());
-                    hard_stop = Some(Instant::now() + GOAWAY_GRACE);
-                }
-            }
+            return Poll::Ready(());
         }
+        // Registered before the flag is read, so that a wake in between is not lost.
+        side.task.register(cx.waker());
+        if !side.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        let mut side_cx = Context::from_waker(&side_waker);
+        if !draining && shutting_down.as_mut().poll(&mut side_cx).is_ready() {
+            draining = true;
+            graceful(connection.as_mut());
+            // The connection must be polled to act on it; the rest is polled again after.
+            side.woken.store(true, Ordering::Relaxed);
+            continue;
+        }
+        while changed.as_mut().poll(&mut side_cx).is_ready() {
+            changed.set(tracker.changed.notified());
+        }
+        let deadline = hard_stop.or_else(|| tracker.deadline());
+        if !idle.arm(deadline.map(Instant::into_std)) || idle.poll_fired(&mut side_cx).is_pending()
+        {
+            return Poll::Pending;
+        }
+        if hard_stop.is_some() {
+            return Poll::Ready(());
+        }
+        if tracker.expired(Instant::now()) {
+            if !tracker.is_http2() {
+                // No request in flight: dropping the connection closes the socket.
+                tracing::debug!("closing an HTTP connection idle past its timeout");
+                return Poll::Ready(());
+            }
+            tracing::debug!("sending GOAWAY to an idle HTTP/2 connection");
+            draining = true;
+            graceful(connection.as_mut());
+            hard_stop = Some(Instant::now() + GOAWAY_GRACE);
+        }
+        // Fired early (the deadline moved), or the GOAWAY went out: armed again next pass.
+        side.woken.store(true, Ordering::Relaxed);
+    })
+    .await
+}
+
+/// The waker [`drive`] gives the futures it waits on beside the connection: it notes that
+/// one of them is ready to be polled, then wakes the driver's task.
+struct SideWake {
+    woken: AtomicBool,
+    task: futures_util::task::AtomicWaker,
+}
+
+impl Default for SideWake {
+    fn default() -> Self {
+        SideWake {
+            // The first pass polls everything, so that each registers its waker.
+            woken: AtomicBool::new(true),
+            task: futures_util::task::AtomicWaker::new(),
+        }
+    }
+}
+
+impl std::task::Wake for SideWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
     }
 }
