@@ -144,41 +144,83 @@ where
         Poll::Ready(Ok(()))
     }
 
+    /// Requests are told apart and answered synchronously where they can be; only the
+    /// transports that wait (a long poll, a POST's body, a DELETE) box a future, and one that
+    /// holds just what it waits on: a boxed future holding the whole request and every
+    /// route's state was moved and copied at every request.
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        let query = Query::parse(request.uri().query());
+        // Read once here, used again to route: every long poll passes this way.
+        let shape = Shape {
+            upgrade: websocket::is_upgrade(&request),
+            event_stream: request.method() == Method::GET && accepts_event_stream(&request),
+        };
+        if request.method() == Method::OPTIONS {
+            // A preflight the CORS policy allowed never gets here; anything else is answered
+            // empty, as there is nothing to describe.
+            return answered(empty(StatusCode::NO_CONTENT));
+        }
+        let adopts = request.method() == Method::GET
+            && query.id.is_some()
+            && self.hub.options.portable_token_key.is_some();
+        if self.hub.authenticator.is_none() && !adopts {
+            let identity = match apply_policy(&self.hub, None, || remote_addr(&request)) {
+                Ok(identity) => identity,
+                Err(refusal) => return answered(refusal),
+            };
+            return route(
+                self.hub.clone(),
+                &self.transports,
+                request,
+                shape,
+                query,
+                identity,
+            );
+        }
         let hub = self.hub.clone();
         let transports = self.transports.clone();
         Box::pin(async move {
-            let query = Query::parse(request.uri().query());
-            // Read once here, used again to route: every long poll passes this way.
-            let shape = Shape {
-                upgrade: websocket::is_upgrade(&request),
-                event_stream: request.method() == Method::GET && accepts_event_stream(&request),
+            // Browsers cannot set headers on WebSockets or EventSource: those may carry the
+            // token in the query string.
+            let token_in_query = shape.upgrade || shape.event_stream;
+            let query_token = query.access_token.as_deref().filter(|_| token_in_query);
+            // The parts one by one: a request (its body) need not be `Sync`.
+            let auth_request = AuthRequest {
+                method: request.method(),
+                uri: request.uri(),
+                headers: request.headers(),
+                extensions: request.extensions(),
+                query_token,
             };
-            let identity = if request.method() == Method::OPTIONS {
-                Ok(None)
-            } else {
-                // Browsers cannot set headers on WebSockets or EventSource: those may carry the
-                // token in the query string.
-                let token_in_query = shape.upgrade || shape.event_stream;
-                let query_token = query.access_token.as_deref().filter(|_| token_in_query);
-                // The parts one by one: a request (its body) need not be `Sync`.
-                let auth_request = AuthRequest {
-                    method: request.method(),
-                    uri: request.uri(),
-                    headers: request.headers(),
-                    extensions: request.extensions(),
-                    query_token,
-                };
-                authorize(&hub, auth_request).await
+            let identity = match authorize(&hub, auth_request).await {
+                Ok(identity) => identity,
+                Err(refusal) => return Ok(refusal),
             };
-            let response = match identity {
-                Ok(identity) => route(hub, &transports, request, shape, query, identity).await,
-                Err(refusal) => refusal,
-            };
-            Ok(response)
+            if adopts {
+                if let Some(token) = &query.id {
+                    negotiate::adopt_portable_token(&hub, token).await;
+                }
+            }
+            route(hub, &transports, request, shape, query, identity).await
         })
     }
 }
+
+/// The future of a request answered at once.
+fn answered(response: Response<ResponseBody>) -> Routed {
+    Box::pin(std::future::ready(Ok(response)))
+}
+
+/// The peer's address, as `serve` records it, for log lines.
+fn remote_addr<B>(request: &Request<B>) -> Option<std::net::SocketAddr> {
+    request
+        .extensions()
+        .get::<crate::RemoteAddr>()
+        .map(|remote| remote.0)
+}
+
+/// What a route answers with.
+type Routed = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
 
 /// Runs a connection on the transport it opened: the hub's connection core, or the handler of
 /// a raw connection endpoint (which never reconnects statefully).
@@ -224,12 +266,23 @@ async fn authorize(
             }
         },
     };
+    apply_policy(hub, identity, || auth_request.remote_addr())
+}
+
+/// The hub's policy applied to the caller's identity: the identity, or the 401/403 answer.
+// The error is the answer itself, made only when a request is refused.
+#[allow(clippy::result_large_err)]
+fn apply_policy(
+    hub: &HubShared,
+    identity: Option<Identity>,
+    remote: impl FnOnce() -> Option<std::net::SocketAddr>,
+) -> Result<Option<Identity>, Response<ResponseBody>> {
     match &hub.hub_policy {
         Some(policy) if !policy.allows(identity.as_ref()) => {
             let status = if identity.is_some() { 403 } else { 401 };
             static DENIED: LogLimiter = LogLimiter::new(REPEAT_INTERVAL);
             if let Some(suppressed) = DENIED.allow() {
-                let remote = auth_request.remote_addr();
+                let remote = remote();
                 tracing::warn!(status, remote = ?remote, suppressed, "the hub's policy refused the caller");
             }
             observe::authentication_refused(status);
@@ -270,14 +323,14 @@ struct Shape {
     event_stream: bool,
 }
 
-async fn route<B>(
+fn route<B>(
     hub: Arc<HubShared>,
     transports: &[TransportKind],
     request: Request<B>,
     shape: Shape,
     query: Query,
     identity: Option<Identity>,
-) -> Response<ResponseBody>
+) -> Routed
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -286,28 +339,17 @@ where
         let path = request.uri().path();
         path.ends_with("/negotiate") || path == "negotiate"
     };
-    // Owned, so that no borrow of the (not necessarily Sync) request lives across an await.
-    let method = request.method().clone();
-    if method == Method::OPTIONS {
-        // A preflight the CORS policy allowed never gets here; anything else is answered
-        // empty, as there is nothing to describe.
-        return empty(StatusCode::NO_CONTENT);
-    }
+    let method = request.method();
     if is_negotiate {
-        return match method {
+        return answered(match *method {
             Method::POST => negotiate::negotiate(&hub, &query, transports),
             _ => text(StatusCode::METHOD_NOT_ALLOWED, ""),
-        };
+        });
     }
-    if method == Method::GET {
-        if let Some(token) = &query.id {
-            negotiate::adopt_portable_token(&hub, token).await;
-        }
-    }
-    match method {
-        Method::GET if shape.upgrade => {
-            websocket::upgrade(hub, transports, request, query, identity)
-        }
+    match *method {
+        Method::GET if shape.upgrade => answered(websocket::upgrade(
+            hub, transports, request, query, identity,
+        )),
         Method::GET => {
             let transport = if shape.event_stream {
                 TransportKind::ServerSentEvents
@@ -315,30 +357,49 @@ where
                 TransportKind::LongPolling
             };
             if !transports.contains(&transport) {
-                return transport_disabled(transport);
+                return answered(transport_disabled(transport));
             }
             let Some(token) = query.id else {
-                return text(StatusCode::BAD_REQUEST, "Connection ID required");
+                return answered(text(StatusCode::BAD_REQUEST, "Connection ID required"));
             };
             // Moved, not copied: the body of a transport GET is never read.
             let (parts, _body) = request.into_parts();
             let request = HttpRequest::from_parts(parts);
-            match transport {
-                TransportKind::ServerSentEvents => {
-                    streaming::server_sent_events(hub, token, identity, request)
+            if transport == TransportKind::ServerSentEvents {
+                return answered(streaming::server_sent_events(hub, token, identity, request));
+            }
+            match streaming::long_poll(&hub, token, identity, request) {
+                streaming::LongPoll::Answered(response) => answered(response),
+                streaming::LongPoll::Wait(queue) => {
+                    let timeout = hub.options.long_poll_timeout;
+                    drop(hub);
+                    Box::pin(async move { Ok(streaming::wait_for_data(queue, timeout).await) })
                 }
-                _ => streaming::long_poll(hub, token, identity, request).await,
             }
         }
-        Method::POST => match query.id {
-            Some(token) => streaming::receive(&hub, &token, request.into_body()).await,
-            None => text(StatusCode::BAD_REQUEST, "Connection ID required"),
-        },
-        Method::DELETE => match query.id {
-            Some(token) => streaming::delete(&hub, transports, &token).await,
-            None => text(StatusCode::BAD_REQUEST, "Connection ID required"),
-        },
-        _ => text(StatusCode::METHOD_NOT_ALLOWED, ""),
+        Method::POST => {
+            let Some(token) = query.id else {
+                return answered(text(StatusCode::BAD_REQUEST, "Connection ID required"));
+            };
+            let connection = match streaming::receiver(&hub, &token) {
+                Ok(connection) => connection,
+                Err(refusal) => return answered(refusal),
+            };
+            let send_timeout = hub.options.send_timeout;
+            let body = request.into_body();
+            drop(hub);
+            Box::pin(async move { Ok(streaming::receive(connection, send_timeout, body).await) })
+        }
+        Method::DELETE => {
+            let Some(token) = query.id else {
+                return answered(text(StatusCode::BAD_REQUEST, "Connection ID required"));
+            };
+            if !transports.contains(&TransportKind::LongPolling) {
+                return answered(transport_disabled(TransportKind::LongPolling));
+            }
+            Box::pin(async move { Ok(streaming::delete(&hub, &token).await) })
+        }
+        _ => answered(text(StatusCode::METHOD_NOT_ALLOWED, "")),
     }
 }
 

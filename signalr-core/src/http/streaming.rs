@@ -11,7 +11,7 @@ use hyper::body::Frame;
 use tokio::sync::mpsc;
 
 use super::connections::{BindRefusal, Binding, HttpConnection};
-use super::{body, json_error, text, transport_disabled, BoxError, ResponseBody};
+use super::{body, json_error, text, BoxError, ResponseBody};
 use crate::auth::Identity;
 use crate::connection::ConnectionParams;
 use crate::hub::HubShared;
@@ -162,26 +162,47 @@ fn poll_response(status: StatusCode, data: Bytes) -> Response<ResponseBody> {
     response
 }
 
-/// `GET {hub}?id=...` without `Accept: text/event-stream`: a long poll.
-pub(super) async fn long_poll(
-    hub: Arc<HubShared>,
+/// What a long poll's request leads to: an answer now, or a wait on the connection's queue.
+pub(super) enum LongPoll {
+    Answered(Response<ResponseBody>),
+    Wait(Arc<PollQueue>),
+}
+
+/// `GET {hub}?id=...` without `Accept: text/event-stream`: a long poll. The first one of a
+/// connection starts it and is answered at once; later ones wait on its queue.
+pub(super) fn long_poll(
+    hub: &Arc<HubShared>,
     token: String,
     identity: Option<Identity>,
     request: HttpRequest,
-) -> Response<ResponseBody> {
+) -> LongPoll {
     observe::long_poll();
     let Some(connection) = hub.connections.get(&token) else {
-        return unknown_connection();
+        return LongPoll::Answered(unknown_connection());
     };
-    let queue = match connection.binding() {
-        Binding::LongPolling(queue) | Binding::Closed(Some(queue)) => queue,
-        Binding::Pending => return start_long_polling(hub, connection, token, identity, request),
-        Binding::Closed(None) => return unknown_connection(),
+    match connection.binding() {
+        Binding::LongPolling(queue) | Binding::Closed(Some(queue)) => LongPoll::Wait(queue),
+        Binding::Pending => LongPoll::Answered(start_long_polling(
+            hub.clone(),
+            connection,
+            token,
+            identity,
+            request,
+        )),
+        Binding::Closed(None) => LongPoll::Answered(unknown_connection()),
         Binding::WebSockets | Binding::ServerSentEvents => {
-            return refusal(BindRefusal::OtherTransport)
+            LongPoll::Answered(refusal(BindRefusal::OtherTransport))
         }
-    };
-    match queue.poll(hub.options.long_poll_timeout).await {
+    }
+}
+
+/// A long poll's wait: the data the connection wrote, empty after `timeout`, or 204 once the
+/// connection is over or another poll took this one's place.
+pub(super) async fn wait_for_data(
+    queue: Arc<PollQueue>,
+    timeout: Duration,
+) -> Response<ResponseBody> {
+    match queue.poll(timeout).await {
         PollOutcome::Data(data) => poll_response(StatusCode::OK, data),
         PollOutcome::Empty => poll_response(StatusCode::OK, Bytes::new()),
         PollOutcome::Finished | PollOutcome::Superseded => {
@@ -265,29 +286,37 @@ fn spawn_connection<S: TransportSink>(
     });
 }
 
-/// `POST {hub}?id=...`: client-to-server data for SSE and long polling.
-pub(super) async fn receive<B>(
+/// The connection a `POST {hub}?id=...` writes to, or the answer that it cannot.
+// The error is the answer itself, made only when a request is refused.
+#[allow(clippy::result_large_err)]
+pub(super) fn receiver(
     hub: &HubShared,
     token: &str,
+) -> Result<Arc<HttpConnection>, Response<ResponseBody>> {
+    let Some(connection) = hub.connections.get(token) else {
+        return Err(unknown_connection());
+    };
+    match connection.binding() {
+        Binding::WebSockets => Err(text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "POST requests are not allowed for WebSocket connections.",
+        )),
+        Binding::Closed(_) => Err(unknown_connection()),
+        Binding::Pending | Binding::ServerSentEvents | Binding::LongPolling(_) => Ok(connection),
+    }
+}
+
+/// `POST {hub}?id=...`: client-to-server data for SSE and long polling, to the connection
+/// [`receiver`] found; each chunk must be taken within `send_timeout`.
+pub(super) async fn receive<B>(
+    connection: Arc<HttpConnection>,
+    send_timeout: Duration,
     request_body: B,
 ) -> Response<ResponseBody>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let Some(connection) = hub.connections.get(token) else {
-        return unknown_connection();
-    };
-    match connection.binding() {
-        Binding::WebSockets => {
-            return text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "POST requests are not allowed for WebSocket connections.",
-            )
-        }
-        Binding::Closed(_) => return unknown_connection(),
-        Binding::Pending | Binding::ServerSentEvents | Binding::LongPolling(_) => {}
-    }
     // One POST at a time per connection; the next waits its turn.
     let mut sender = connection.inbound_sender().lock().await;
     if sender.is_none() {
@@ -329,7 +358,7 @@ where
             return unknown_connection();
         };
         let length = chunk.len();
-        match tokio::time::timeout(hub.options.send_timeout, inbound.send(chunk)).await {
+        match tokio::time::timeout(send_timeout, inbound.send(chunk)).await {
             Ok(Ok(())) => delivered += length,
             Ok(Err(_)) => return unknown_connection(),
             Err(_) if delivered > 0 => {
@@ -383,14 +412,7 @@ fn past_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// `DELETE {hub}?id=...`: the long-polling client is leaving.
-pub(super) async fn delete(
-    hub: &HubShared,
-    served: &[TransportKind],
-    token: &str,
-) -> Response<ResponseBody> {
-    if !served.contains(&TransportKind::LongPolling) {
-        return transport_disabled(TransportKind::LongPolling);
-    }
+pub(super) async fn delete(hub: &HubShared, token: &str) -> Response<ResponseBody> {
     let Some(connection) = hub.connections.get(token) else {
         return unknown_connection();
     };
