@@ -34,6 +34,10 @@ pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 
 /// A hub as a `tower::Service<http::Request<B>>`; get one from [`Hub::service`](crate::Hub::service),
 /// or from [`Hub::service_with`](crate::Hub::service_with) for one path of several.
+///
+/// `call` routes the request there and then (a negotiate, a WebSocket upgrade or the first
+/// poll of a connection is done before it returns, and starts tasks), so call it on a tokio
+/// runtime, as every server does; the future it returns is only for the routes that wait.
 #[derive(Clone)]
 pub struct HubService {
     routes: Routes,
@@ -160,9 +164,11 @@ where
             // empty, as there is nothing to describe.
             return answered(empty(StatusCode::NO_CONTENT));
         }
+        // A transport GET may carry a token negotiated on another process.
         let adopts = request.method() == Method::GET
             && query.id.is_some()
-            && self.hub.options.portable_token_key.is_some();
+            && self.hub.options.portable_token_key.is_some()
+            && !is_negotiate(request.uri().path());
         if self.hub.authenticator.is_none() && !adopts {
             let identity = match apply_policy(&self.hub, None, || remote_addr(&request)) {
                 Ok(identity) => identity,
@@ -335,12 +341,8 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let is_negotiate = {
-        let path = request.uri().path();
-        path.ends_with("/negotiate") || path == "negotiate"
-    };
     let method = request.method();
-    if is_negotiate {
+    if is_negotiate(request.uri().path()) {
         return answered(match *method {
             Method::POST => negotiate::negotiate(&hub, &query, transports),
             _ => text(StatusCode::METHOD_NOT_ALLOWED, ""),
@@ -401,6 +403,11 @@ where
         }
         _ => answered(text(StatusCode::METHOD_NOT_ALLOWED, "")),
     }
+}
+
+/// Whether a path is a negotiate endpoint's: the hub's path with `/negotiate` after it.
+fn is_negotiate(path: &str) -> bool {
+    path.ends_with("/negotiate") || path == "negotiate"
 }
 
 fn accepts_event_stream<B>(request: &Request<B>) -> bool {
