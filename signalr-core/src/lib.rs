@@ -282,7 +282,7 @@
 //! within 30 s (from accept for the first request), an idle connection closes 130 s after
 //! its last response, at most 10,000 connections are open at once (past it a `503` with a
 //! JSON error), bodies past 30,000,000 bytes get `413` and headers past 32 KiB `431`, an
-//! HTTP/1 body must keep coming at 240 bytes/s once its first 5 s are over (then `408`), and
+//! body must keep coming at 240 bytes/s once its first 5 s are over (then `408`), and
 //! a client must read responses at that rate too (then it is disconnected). Open
 //! WebSockets, Server-Sent Events streams and pending long polls never count as idle.
 //! [`serve_with`] takes other limits; [`serve_service`] serves an application's own

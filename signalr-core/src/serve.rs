@@ -9,6 +9,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -219,18 +220,29 @@ where
                     }
                     None => {
                         let limit = body_limit.unwrap_or(usize::MAX);
-                        // HTTP/1 only: an HTTP/2 connection's flow-control window is shared
-                        // by its streams, so a body can stall because the server is not
-                        // reading another one, which is no fault of this client's.
-                        let rate = body_rate.filter(|_| version < Version::HTTP_2);
+                        // HTTP/1 carries one request at a time, so a slow body counted on
+                        // the connection while this request ran is this request's own. An
+                        // HTTP/2 connection's requests run side by side: each gets a flag.
+                        let http2 = version >= Version::HTTP_2;
+                        let too_slow = (http2 && body_rate.is_some())
+                            .then(|| Arc::new(AtomicBool::new(false)));
                         let slow_before = tracker.slow_bodies();
-                        let request = request
-                            .map(|body| RequestBody::new(body, limit, rate, tracker.clone()));
+                        let request = request.map(|body| {
+                            RequestBody::new(
+                                body,
+                                limit,
+                                body_rate,
+                                tracker.clone(),
+                                too_slow.clone(),
+                            )
+                        });
                         std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
                         let response = service.call(request).await?;
-                        // A body of this connection was too slow while this request ran: on
-                        // HTTP/1, one request at a time, that is this request's own.
-                        if tracker.slow_bodies() != slow_before {
+                        let was_too_slow = match &too_slow {
+                            Some(flag) => flag.load(Ordering::Relaxed),
+                            None => !http2 && tracker.slow_bodies() != slow_before,
+                        };
+                        if was_too_slow {
                             // Kestrel's answer, whatever the service made of the failed body.
                             refuse_request(
                                 version,

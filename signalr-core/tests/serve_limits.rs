@@ -788,18 +788,23 @@ async fn a_body_that_stalls_gets_408_after_the_grace_period_and_its_connection_c
 /// In real time: hyper's HTTP/2 handshake and stream setup take several round trips, which
 /// paused time can run past.
 #[tokio::test]
-async fn an_http2_body_is_not_judged_by_the_rate() {
+async fn a_too_slow_http2_body_gets_408_and_its_connection_ends_once_the_others_finish() {
     let rate = MinDataRate::new(240.0, SECOND);
     let addr = start(ServeOptions::default().min_request_body_data_rate(rate)).await;
-    let target = long_polling_connection(addr).await;
+    let polled = long_polling_connection(addr).await;
+    let stalled = long_polling_connection(addr).await;
     let stream = TcpStream::connect(addr).await.unwrap();
     let (mut sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
             .unwrap();
-    tokio::spawn(connection);
-    // A body that sends one ping and then nothing for three grace periods: its streams share
-    // the connection's flow-control window, so a stall may be the server's own doing.
+    let connection = tokio::spawn(connection);
+    // One stream waits in a long poll of one hub connection...
+    let poll = http::Request::get(format!("http://{addr}{polled}"))
+        .body(Empty::<Bytes>::new().boxed_unsync())
+        .unwrap();
+    let poll = tokio::spawn(sender.send_request(poll));
+    // ...while another posts to a second one a body that sends one ping, then nothing.
     let (body, chunks) = tokio::sync::mpsc::channel::<Bytes>(1);
     let frames = futures_util::stream::unfold(chunks, |mut chunks| async move {
         let chunk = chunks.recv().await?;
@@ -809,20 +814,46 @@ async fn an_http2_body_is_not_judged_by_the_rate() {
         ))
     });
     body.send(Bytes::from(ping())).await.unwrap();
-    let request = http::Request::post(format!("http://{addr}{target}"))
-        .body(http_body_util::StreamBody::new(Box::pin(frames)))
+    let began = std::time::Instant::now();
+    let post = http::Request::post(format!("http://{addr}{stalled}"))
+        .body(http_body_util::StreamBody::new(Box::pin(frames)).boxed_unsync())
         .unwrap();
-    let response = tokio::spawn(sender.send_request(request));
-    tokio::time::sleep(3 * SECOND).await;
-    assert!(!response.is_finished(), "cut: {:?}", response.await);
-    // Ended, it is answered as ever.
-    drop(body);
-    let response = tokio::time::timeout(WAIT, response)
+    let post = tokio::time::timeout(WAIT, sender.send_request(post))
         .await
-        .unwrap()
+        .expect("the stalled body is answered")
+        .unwrap();
+    assert_eq!(post.status(), 408);
+    let took = began.elapsed();
+    assert!((SECOND..3 * SECOND).contains(&took), "{took:?}");
+
+    // The long poll was not the slow one: what its hub connection writes still reaches it
+    // (with one flag per connection it would have been answered 408 too, its data lost).
+    assert_eq!(
+        call(addr, "POST", &polled, &echo_invocation("1"))
+            .await
+            .status,
+        200
+    );
+    let answer = tokio::time::timeout(WAIT, poll)
+        .await
+        .expect("the poll is answered")
         .unwrap()
         .unwrap();
-    assert_eq!(response.status(), 200);
+    assert_eq!(answer.status(), 200);
+    let data = answer.into_body().collect().await.unwrap().to_bytes();
+    assert!(
+        String::from_utf8_lossy(&data).contains(&echo_completion("1")),
+        "{data:?}"
+    );
+    // With the GOAWAY sent and both streams done, the connection ends: a client cannot
+    // trickle one stream after another on it.
+    tokio::time::timeout(WAIT, connection)
+        .await
+        .expect("the HTTP/2 connection ends")
+        .unwrap()
+        .unwrap();
+    assert!(sender.ready().await.is_err(), "a new stream is refused");
+    drop(body);
 }
 
 /// Sends `records` pings, one every `gap`, as one POST body; the response.

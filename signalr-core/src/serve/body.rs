@@ -2,6 +2,7 @@
 //! hand to services: hyper's body under the size limit and the minimum data rate.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -31,8 +32,8 @@ impl std::error::Error for MinDataRateError {}
 /// A request body as `serve_with` and `serve_service` give it: bounded by
 /// [`max_request_body_size`](crate::ServeOptions::max_request_body_size) (past it the body
 /// ends with `http_body_util::LengthLimitError`) and by
-/// [`min_request_body_data_rate`](crate::ServeOptions::min_request_body_data_rate) on
-/// HTTP/1 (a [`MinDataRateError`]). As in Kestrel, time counts only while the service is
+/// [`min_request_body_data_rate`](crate::ServeOptions::min_request_body_data_rate) (a
+/// [`MinDataRateError`]). As in Kestrel, time counts only while the service is
 /// waiting for the body: a service that stops reading for a while (backpressure) is not the
 /// client's fault.
 pub struct RequestBody {
@@ -40,6 +41,8 @@ pub struct RequestBody {
     clock: Option<RateClock>,
     /// Told when the body is too slow: `serve` then answers `408`.
     tracker: Arc<Tracker>,
+    /// Set when this body is too slow, on HTTP/2, where several requests share the tracker.
+    too_slow: Option<Arc<AtomicBool>>,
     failed: bool,
 }
 
@@ -49,11 +52,13 @@ impl RequestBody {
         limit: usize,
         rate: Option<MinDataRate>,
         tracker: Arc<Tracker>,
+        too_slow: Option<Arc<AtomicBool>>,
     ) -> Self {
         RequestBody {
             inner: Limited::new(body, limit),
             clock: rate.map(RateClock::new),
             tracker,
+            too_slow,
             failed: false,
         }
     }
@@ -99,6 +104,9 @@ impl Body for RequestBody {
                     return Poll::Pending;
                 }
                 this.failed = true;
+                if let Some(flag) = &this.too_slow {
+                    flag.store(true, Ordering::Relaxed);
+                }
                 this.tracker.body_too_slow();
                 Poll::Ready(Some(Err(Box::new(MinDataRateError))))
             }

@@ -40,6 +40,10 @@ const REFUSAL_DRAIN: usize = 16 * 1024;
 /// How long an idle HTTP/2 connection has, after its `GOAWAY`, to close by itself.
 const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
+/// How long the other streams of an HTTP/2 connection that sent a body too slowly have to
+/// finish after its `GOAWAY`, before the connection is closed under them.
+const SLOW_BODY_GOAWAY_GRACE: Duration = Duration::from_secs(5);
+
 /// Decides which accepted connections are served, under the connection caps.
 pub(super) struct Admission {
     total: Option<Arc<Semaphore>>,
@@ -247,9 +251,12 @@ impl Tracker {
         self.upgraded.store(true, Ordering::Relaxed);
     }
 
-    /// A request body of this connection ended for being too slow.
+    /// A request body of this connection ended for being too slow. On HTTP/1 the `408`
+    /// closes the connection; on HTTP/2 the driver sends `GOAWAY`, or a client could open
+    /// one trickling stream after another and hold the connection for ever.
     pub(super) fn body_too_slow(&self) {
         self.slow_bodies.fetch_add(1, Ordering::Relaxed);
+        self.changed.notify_one();
     }
 
     pub(super) fn slow_bodies(&self) -> usize {
@@ -501,6 +508,14 @@ pub(super) async fn drive<C, E>(
         }
         while changed.as_mut().poll(&mut side_cx).is_ready() {
             changed.set(tracker.changed.notified());
+        }
+        if !draining && tracker.slow_bodies() > 0 && tracker.is_http2() {
+            tracing::debug!("sending GOAWAY to an HTTP/2 connection that sent a body too slowly");
+            draining = true;
+            graceful(connection.as_mut());
+            hard_stop = Some(Instant::now() + SLOW_BODY_GOAWAY_GRACE);
+            side.woken.store(true, Ordering::Relaxed);
+            continue;
         }
         let deadline = hard_stop.or_else(|| tracker.deadline());
         if !idle.arm(deadline.map(Instant::into_std)) || idle.poll_fired(&mut side_cx).is_pending()
