@@ -281,7 +281,7 @@
 //! defaults, Kestrel's with a few deliberate differences: a request head must be complete
 //! within 30 s (from accept for the first request), an idle connection closes 130 s after
 //! its last response, at most 10,000 connections are open at once (past it a `503` with a
-//! JSON error), bodies past 30,000,000 bytes get `413` and headers past 32 KiB `431`, an
+//! JSON error), bodies past 30,000,000 bytes get `413` and headers past 32 KiB `431`, a
 //! body must keep coming at 240 bytes/s once its first 5 s are over (then `408`), and
 //! a client must read responses at that rate too (then it is disconnected). Open
 //! WebSockets, Server-Sent Events streams and pending long polls never count as idle.

@@ -224,8 +224,11 @@ where
                         // the connection while this request ran is this request's own. An
                         // HTTP/2 connection's requests run side by side: each gets a flag.
                         let http2 = version >= Version::HTTP_2;
-                        let too_slow = (http2 && body_rate.is_some())
-                            .then(|| Arc::new(AtomicBool::new(false)));
+                        // (None for a body that is already over: most GETs.)
+                        let too_slow = (http2
+                            && body_rate.is_some()
+                            && !http_body::Body::is_end_stream(request.body()))
+                        .then(|| Arc::new(AtomicBool::new(false)));
                         let slow_before = tracker.slow_bodies();
                         let request = request.map(|body| {
                             RequestBody::new(

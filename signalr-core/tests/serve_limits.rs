@@ -845,8 +845,9 @@ async fn a_too_slow_http2_body_gets_408_and_its_connection_ends_once_the_others_
         String::from_utf8_lossy(&data).contains(&echo_completion("1")),
         "{data:?}"
     );
-    // With the GOAWAY sent and both streams done, the connection ends: a client cannot
-    // trickle one stream after another on it.
+    // The GOAWAY let the poll finish; with both streams done the connection ends (there is
+    // no hard stop, so only the GOAWAY can end it), and a client cannot trickle one stream
+    // after another on it.
     tokio::time::timeout(WAIT, connection)
         .await
         .expect("the HTTP/2 connection ends")

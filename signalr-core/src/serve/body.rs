@@ -17,7 +17,8 @@ use crate::http::BoxError;
 
 /// The error a [`RequestBody`] ends with when its client sends it slower than the minimum
 /// data rate. If the service is still answering the request, [`serve_with`](crate::serve_with)
-/// answers `408` in its place and closes the connection.
+/// answers `408` in its place. The connection is closed (HTTP/1), or sent a `GOAWAY`
+/// (HTTP/2: its other requests finish, new ones need a new connection).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MinDataRateError;
 
@@ -39,7 +40,8 @@ impl std::error::Error for MinDataRateError {}
 pub struct RequestBody {
     inner: Limited<Incoming>,
     clock: Option<RateClock>,
-    /// Told when the body is too slow: `serve` then answers `408`.
+    /// Told when the body is too slow: `serve` then closes the connection, or sends HTTP/2's
+    /// `GOAWAY`.
     tracker: Arc<Tracker>,
     /// Set when this body is too slow, on HTTP/2, where several requests share the tracker.
     too_slow: Option<Arc<AtomicBool>>,

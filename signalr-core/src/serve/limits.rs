@@ -40,10 +40,6 @@ const REFUSAL_DRAIN: usize = 16 * 1024;
 /// How long an idle HTTP/2 connection has, after its `GOAWAY`, to close by itself.
 const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
-/// How long the other streams of an HTTP/2 connection that sent a body too slowly have to
-/// finish after its `GOAWAY`, before the connection is closed under them.
-const SLOW_BODY_GOAWAY_GRACE: Duration = Duration::from_secs(5);
-
 /// Decides which accepted connections are served, under the connection caps.
 pub(super) struct Admission {
     total: Option<Arc<Semaphore>>,
@@ -253,7 +249,8 @@ impl Tracker {
 
     /// A request body of this connection ended for being too slow. On HTTP/1 the `408`
     /// closes the connection; on HTTP/2 the driver sends `GOAWAY`, or a client could open
-    /// one trickling stream after another and hold the connection for ever.
+    /// one trickling stream after another and hold the connection for ever (also when the
+    /// body turned slow after its response went out, with no `408`).
     pub(super) fn body_too_slow(&self) {
         self.slow_bodies.fetch_add(1, Ordering::Relaxed);
         self.changed.notify_one();
@@ -482,7 +479,7 @@ pub(super) async fn drive<C, E>(
     // early, `expired` says so and it is armed again.
     let mut idle = Timer::new();
     let mut draining = false;
-    // Set once an idle HTTP/2 connection got its GOAWAY.
+    // Set once an idle HTTP/2 connection got its GOAWAY: then it is closed even with streams.
     let mut hard_stop: Option<Instant> = None;
     let side = Arc::new(SideWake::default());
     let side_waker = std::task::Waker::from(side.clone());
@@ -510,10 +507,11 @@ pub(super) async fn drive<C, E>(
             changed.set(tracker.changed.notified());
         }
         if !draining && tracker.slow_bodies() > 0 && tracker.is_http2() {
+            // No hard stop: the other streams may be other users' behind a proxy, and each
+            // ends by itself (a slow body by this rate, a long poll by its timeout).
             tracing::debug!("sending GOAWAY to an HTTP/2 connection that sent a body too slowly");
             draining = true;
             graceful(connection.as_mut());
-            hard_stop = Some(Instant::now() + SLOW_BODY_GOAWAY_GRACE);
             side.woken.store(true, Ordering::Relaxed);
             continue;
         }

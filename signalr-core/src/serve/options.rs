@@ -17,7 +17,7 @@ use super::MinDataRate;
 /// | [keep-alive timeout](Self::keep_alive_timeout) | 130 s | idle connection closed (HTTP/2: `GOAWAY`) | same |
 /// | [concurrent connections](Self::max_connections) | 10,000 | `503` with a JSON error, then closed | unlimited, refused by closing |
 /// | [connections per client address](Self::max_connections_per_ip) | unlimited | `503` with a JSON error, then closed | none |
-/// | [request body data rate](Self::min_request_body_data_rate) | 240 bytes/s after a 5 s grace period | `408` with a JSON error, then closed (HTTP/2: `GOAWAY`, the other streams get 5 s to finish) | same |
+/// | [request body data rate](Self::min_request_body_data_rate) | 240 bytes/s after a 5 s grace period | `408` with a JSON error, then closed (HTTP/2: `GOAWAY`; the other streams finish) | same value; on HTTP/2 the whole connection is aborted at once |
 /// | [response data rate](Self::min_response_data_rate) | 240 bytes/s after a 5 s grace period: a write that waits on the client has its size / rate to finish | connection closed | same |
 /// | [request body](Self::max_request_body_size) | 30,000,000 bytes (~28.6 MiB) | `413` with a JSON error; a long-polling or SSE POST that grows past it after part of it was delivered also ends its connection with an error | `413`; the connection reads on past the lost part |
 /// | [request headers](Self::max_request_headers_total_size) | 32 KiB (HTTP/1: plus 8 KiB for the request line) | `431`, connection closed | same |
@@ -166,11 +166,12 @@ impl ServeOptions {
     /// its connection, and its place under [`max_connections`](Self::max_connections), for
     /// as long as it likes. Default 240 bytes/s after 5 s, Kestrel's
     /// `MinRequestBodyDataRate`; `None` turns it off. On HTTP/2 the slow request gets the
-    /// `408` and the connection a `GOAWAY`: its other requests have 5 s to finish before it
-    /// is closed, since otherwise a client could trickle one stream after another. An HTTP/2
-    /// connection's streams share one flow-control window (1 MiB), so a body can also stall
-    /// while the service leaves more than that of another body of the same connection
-    /// unread; that counts against the client too.
+    /// `408` and the connection a `GOAWAY`, since otherwise a client could trickle one
+    /// stream after another: its other requests finish as usual (they may be other users'
+    /// behind a proxy; Kestrel aborts them all), new ones need a new connection. An HTTP/2
+    /// connection's streams share one flow-control window (1 MiB, as is each stream's), so
+    /// a body can also stall while the service leaves about that much of another body of
+    /// the same connection unread; that counts against the client too.
     pub fn min_request_body_data_rate(mut self, rate: impl Into<Option<MinDataRate>>) -> Self {
         self.min_request_body_data_rate = rate.into();
         self
