@@ -793,37 +793,14 @@ async fn a_too_slow_http2_body_gets_408_and_its_connection_ends_once_the_others_
     let addr = start(ServeOptions::default().min_request_body_data_rate(rate)).await;
     let polled = long_polling_connection(addr).await;
     let stalled = long_polling_connection(addr).await;
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    let connection = tokio::spawn(connection);
+    let (mut sender, connection) = http2_connection(addr).await;
     // One stream waits in a long poll of one hub connection...
     let poll = http::Request::get(format!("http://{addr}{polled}"))
         .body(Empty::<Bytes>::new().boxed_unsync())
         .unwrap();
     let poll = tokio::spawn(sender.send_request(poll));
     // ...while another posts to a second one a body that sends one ping, then nothing.
-    let (body, chunks) = tokio::sync::mpsc::channel::<Bytes>(1);
-    let frames = futures_util::stream::unfold(chunks, |mut chunks| async move {
-        let chunk = chunks.recv().await?;
-        Some((
-            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk)),
-            chunks,
-        ))
-    });
-    body.send(Bytes::from(ping())).await.unwrap();
-    let began = std::time::Instant::now();
-    let post = http::Request::post(format!("http://{addr}{stalled}"))
-        .body(http_body_util::StreamBody::new(Box::pin(frames)).boxed_unsync())
-        .unwrap();
-    let post = tokio::time::timeout(WAIT, sender.send_request(post))
-        .await
-        .expect("the stalled body is answered")
-        .unwrap();
-    assert_eq!(post.status(), 408);
-    let took = began.elapsed();
+    let (body, took) = post_a_body_that_stalls(&mut sender, addr, &stalled).await;
     assert!((SECOND..3 * SECOND).contains(&took), "{took:?}");
 
     // The long poll was not the slow one: what its hub connection writes still reaches it
@@ -855,6 +832,113 @@ async fn a_too_slow_http2_body_gets_408_and_its_connection_ends_once_the_others_
         .unwrap();
     assert!(sender.ready().await.is_err(), "a new stream is refused");
     drop(body);
+}
+
+/// In real time, like the test above. The `GOAWAY` is the whole answer to a slow body on
+/// HTTP/2: behind a proxy the connection's other streams are other users', so a stream that
+/// lives on (here an event stream) is not cut; Kestrel would abort it.
+#[tokio::test]
+async fn after_a_too_slow_http2_body_the_connections_other_streams_live_on() {
+    let rate = MinDataRate::new(240.0, SECOND);
+    let addr = start(ServeOptions::default().min_request_body_data_rate(rate)).await;
+    let stalled = long_polling_connection(addr).await;
+    let events = format!("/hub?id={}", negotiate(addr).await);
+    let (mut sender, connection) = http2_connection(addr).await;
+    let subscribe = http::Request::get(format!("http://{addr}{events}"))
+        .header("accept", "text/event-stream")
+        .body(Empty::<Bytes>::new().boxed_unsync())
+        .unwrap();
+    let mut event_stream = sender.send_request(subscribe).await.unwrap().into_body();
+    let handshake = format!("{{\"protocol\":\"json\",\"version\":1}}{RS}");
+    assert_eq!(call(addr, "POST", &events, &handshake).await.status, 200);
+    let mut received = String::new();
+    read_events_until(&mut event_stream, &mut received, &format!("{{}}{RS}")).await;
+
+    // A body that stops after one ping, on another stream of the same connection.
+    let (body, _) = post_a_body_that_stalls(&mut sender, addr, &stalled).await;
+
+    // Past the 5 s a hard stop would have given it, the event stream still carries answers.
+    tokio::time::sleep(6 * SECOND).await;
+    assert_eq!(
+        call(addr, "POST", &events, &echo_invocation("1"))
+            .await
+            .status,
+        200
+    );
+    read_events_until(&mut event_stream, &mut received, &echo_completion("1")).await;
+    assert!(!connection.is_finished());
+    // But the connection takes no new stream: it was sent a GOAWAY.
+    let another = http::Request::post(format!("http://{addr}/hub/negotiate?negotiateVersion=1"))
+        .body(Empty::<Bytes>::new().boxed_unsync())
+        .unwrap();
+    let refused = tokio::time::timeout(WAIT, sender.send_request(another))
+        .await
+        .expect("a new stream is answered or refused at once");
+    assert!(refused.is_err(), "{refused:?}");
+    drop(body);
+}
+
+type H2Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::convert::Infallible>;
+
+/// An HTTP/2 client connection (prior knowledge) to `addr`, driven by a task of its own.
+async fn http2_connection(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<H2Body>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    (sender, tokio::spawn(connection))
+}
+
+/// Posts to `target` over HTTP/2 a body that sends one ping, then nothing until the returned
+/// sender is dropped; asserts the `408` and says how long it took.
+async fn post_a_body_that_stalls(
+    sender: &mut hyper::client::conn::http2::SendRequest<H2Body>,
+    addr: SocketAddr,
+    target: &str,
+) -> (tokio::sync::mpsc::Sender<Bytes>, Duration) {
+    let (chunk_sender, chunks) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let frames = futures_util::stream::unfold(chunks, |mut chunks| async move {
+        let chunk = chunks.recv().await?;
+        Some((
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk)),
+            chunks,
+        ))
+    });
+    chunk_sender.send(Bytes::from(ping())).await.unwrap();
+    let began = std::time::Instant::now();
+    let post = http::Request::post(format!("http://{addr}{target}"))
+        .body(http_body_util::StreamBody::new(Box::pin(frames)).boxed_unsync())
+        .unwrap();
+    let response = tokio::time::timeout(WAIT, sender.send_request(post))
+        .await
+        .expect("the stalled body is answered")
+        .unwrap();
+    assert_eq!(response.status(), 408);
+    (chunk_sender, began.elapsed())
+}
+
+/// Reads an event stream's data into `received` until it contains `expected`.
+async fn read_events_until(
+    body: &mut hyper::body::Incoming,
+    received: &mut String,
+    expected: &str,
+) {
+    while !received.contains(expected) {
+        let frame = tokio::time::timeout(WAIT, body.frame())
+            .await
+            .unwrap_or_else(|_| panic!("no {expected:?} in {received:?}"))
+            .expect("the event stream goes on")
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            received.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
 }
 
 /// Sends `records` pings, one every `gap`, as one POST body; the response.
