@@ -21,6 +21,9 @@ pub(crate) mod record;
 
 type Members = HashSet<Arc<str>>;
 
+/// Below this capacity a member set is not shrunk (16 ids: 256 bytes of buckets).
+const KEEP_MEMBERS: usize = 16;
+
 pub(crate) struct ConnectionRegistry {
     connections: DashMap<Arc<str>, Arc<ConnectionShared>>,
     groups: DashMap<Arc<str>, Members>,
@@ -41,6 +44,12 @@ fn leave(index: &DashMap<Arc<str>, Members>, shrinker: &Shrinker, key: &str, id:
     // Groups and users exist only while they have members.
     let emptied = index.remove_if_mut(key, |_, members| {
         members.remove(id);
+        // A group that was large once would otherwise keep room for all its past members.
+        // The rule of `crate::shrink`: under a quarter full, to twice its size, small sets left
+        // alone, so a group that grows and shrinks by a few does not reallocate each time.
+        if members.capacity() > KEEP_MEMBERS && members.len() * 4 < members.capacity() {
+            members.shrink_to(members.len() * 2);
+        }
         members.is_empty()
     });
     if emptied.is_some() {
@@ -217,5 +226,39 @@ impl ConnectionRegistry {
             .iter()
             .map(|entry| entry.key().to_string())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A group that had many members and now has few keeps room for few.
+    #[test]
+    fn a_group_that_shrinks_gives_back_its_room() {
+        let groups: DashMap<Arc<str>, Members> = DashMap::new();
+        let shrinker = Shrinker::default();
+        let group: Arc<str> = "g".into();
+        let ids: Vec<Arc<str>> = (0..1000).map(|n| Arc::from(format!("c{n}"))).collect();
+        for id in &ids {
+            join(&groups, &group, id);
+        }
+        let grown = groups.get("g").unwrap().capacity();
+        assert!(grown >= 1000);
+        for id in &ids[5..] {
+            leave(&groups, &shrinker, "g", id);
+        }
+        let members = groups.get("g").unwrap();
+        assert_eq!(members.len(), 5);
+        assert!(
+            members.capacity() <= 32,
+            "capacity {} for 5 members",
+            members.capacity()
+        );
+        drop(members);
+        for id in &ids[..5] {
+            leave(&groups, &shrinker, "g", id);
+        }
+        assert!(groups.get("g").is_none(), "an empty group is gone");
     }
 }

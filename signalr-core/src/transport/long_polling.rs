@@ -92,7 +92,8 @@ impl PollQueue {
                     break PollOutcome::Superseded;
                 }
                 if !state.records.is_empty() {
-                    break PollOutcome::Data(state.records.split().freeze());
+                    // Taken whole, so that the queue keeps no part of the buffer between polls.
+                    break PollOutcome::Data(std::mem::take(&mut state.records).freeze());
                 }
                 if state.closed {
                     break PollOutcome::Finished;
@@ -203,13 +204,17 @@ impl TransportSink for LongPollSink {
                         "connection closed",
                     ));
                 }
-                // Past the limit, wait for a poll (the connection core bounds the wait).
-                if state.records.is_empty() || state.records.len() < self.queue.limit {
-                    state.records.put_slice(&self.pending);
-                    self.pending.clear();
+                if state.records.is_empty() {
+                    // Moved, not copied; and the sink keeps no buffer sized by its largest batch.
+                    state.records = std::mem::take(&mut self.pending);
+                    break;
+                }
+                if state.records.len() < self.queue.limit {
+                    state.records.put_slice(&std::mem::take(&mut self.pending));
                     break;
                 }
             }
+            // Past the limit, wait for a poll (the connection core bounds the wait).
             drained.await;
         }
         self.queue.changed.notify_waiters();
@@ -261,5 +266,79 @@ mod tests {
         assert!(matches!(outcome, PollOutcome::Empty));
         assert!(stopped);
         assert_eq!(started.elapsed(), Duration::from_secs(90) + LIMIT);
+    }
+
+    /// Between polls neither the sink nor the queue keeps a buffer: one kept with the capacity
+    /// of the largest batch so far would stay allocated for the connection's life, wherever
+    /// the allocator put it during a burst (the soak's pages held after the churn).
+    #[tokio::test]
+    async fn no_buffer_is_kept_between_polls() {
+        let queue = PollQueue::new(1 << 20);
+        let mut sink = LongPollSink::new(queue.clone());
+        for batch in [1usize, 50, 3] {
+            for n in 0..batch {
+                sink.feed(Bytes::from(format!("record {n}\u{1e}")))
+                    .await
+                    .unwrap();
+            }
+            sink.flush().await.unwrap();
+            assert_eq!(
+                sink.pending.capacity(),
+                0,
+                "the sink keeps nothing after a flush"
+            );
+            match queue.poll(Duration::from_secs(1)).await {
+                PollOutcome::Data(data) => {
+                    let expected: String =
+                        (0..batch).map(|n| format!("record {n}\u{1e}")).collect();
+                    assert_eq!(data, expected.as_bytes());
+                }
+                _ => panic!("the batch is delivered"),
+            }
+            assert_eq!(
+                queue.lock().records.capacity(),
+                0,
+                "the queue keeps nothing"
+            );
+        }
+        // Records flushed while earlier ones wait are appended, in order.
+        sink.feed(Bytes::from_static(b"a\x1e")).await.unwrap();
+        sink.flush().await.unwrap();
+        sink.feed(Bytes::from_static(b"b\x1e")).await.unwrap();
+        sink.flush().await.unwrap();
+        assert_eq!(sink.pending.capacity(), 0);
+        match queue.poll(Duration::from_secs(1)).await {
+            PollOutcome::Data(data) => assert_eq!(data, &b"a\x1eb\x1e"[..]),
+            _ => panic!("both are delivered"),
+        }
+    }
+
+    /// Past the queue's limit a flush waits for a poll, then adds its records after those the
+    /// poll took: nothing lost, nothing twice, in order.
+    #[tokio::test(start_paused = true)]
+    async fn a_flush_past_the_limit_waits_for_a_poll() {
+        let queue = PollQueue::new(4);
+        let mut sink = LongPollSink::new(queue.clone());
+        sink.feed(Bytes::from_static(b"first\x1e")).await.unwrap();
+        sink.flush().await.unwrap();
+        sink.feed(Bytes::from_static(b"second\x1e")).await.unwrap();
+        let mut second = Box::pin(sink.flush());
+        assert!(
+            futures_util::FutureExt::now_or_never(second.as_mut()).is_none(),
+            "the queue holds more than its limit: the flush waits"
+        );
+        match queue.poll(Duration::from_secs(1)).await {
+            PollOutcome::Data(data) => assert_eq!(data, &b"first\x1e"[..]),
+            _ => panic!("the first batch is delivered"),
+        }
+        tokio::time::timeout(Duration::from_secs(1), second)
+            .await
+            .expect("a poll made room")
+            .unwrap();
+        match queue.poll(Duration::from_secs(1)).await {
+            PollOutcome::Data(data) => assert_eq!(data, &b"second\x1e"[..]),
+            _ => panic!("the second batch is delivered"),
+        }
+        assert_eq!(sink.pending.capacity(), 0);
     }
 }
