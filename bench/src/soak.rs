@@ -7,8 +7,10 @@
 //! Server-Sent Events with JSON) calling `Echo` ten times a second each. Churn workers open
 //! connections in a loop on the same mixes, call `Echo` a few times, sometimes join a group and
 //! send to it, and end them: gracefully (WebSocket close, long-polling DELETE, closing the event
-//! stream) or abruptly (a WebSocket reset with RST; an HTTP client that just goes away). Every
-//! second the server's RSS (`/proc/PID/status` VmRSS) and open files (`/proc/PID/fd`) are
+//! stream) or abruptly (a WebSocket reset with RST; an HTTP client that just goes away). Each
+//! steady connection has its own HTTP client and the churn another, so that after the churn the
+//! steady load runs on the sockets it had before it. Every second the server's RSS
+//! (`/proc/PID/status` VmRSS, and its anonymous part) and open files (`/proc/PID/fd`) are
 //! sampled, into a CSV if asked; the summary compares the end of the run with the end of the
 //! first phase.
 
@@ -23,7 +25,7 @@ use signalr_core::protocol::Protocol;
 
 use crate::client::{self, frame_bytes, markers, payload, HttpConnection, HttpTransport, Socket};
 use crate::client::{negotiate, Wire};
-use crate::servers::{self, cpu_seconds, rss_kib};
+use crate::servers::{self, cpu_seconds, rss_anon_kib, rss_kib};
 
 /// What one `soak` run does.
 #[derive(Clone, Debug)]
@@ -391,6 +393,16 @@ async fn churn(
     }
 }
 
+/// An HTTP client for the generator, keeping up to `idle` connections for reuse.
+fn http_client(idle: usize) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(idle)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
 /// Files a process has open, from `/proc/PID/fd`.
 fn open_files(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| dir.count())
@@ -402,6 +414,8 @@ pub struct Sample {
     pub seconds: f64,
     pub phase: Phase,
     pub rss_kib: u64,
+    /// The heap and stacks alone (`RssAnon`), without the executable's pages.
+    pub rss_anon_kib: u64,
     pub open_files: usize,
     /// jemalloc's own counts, when the server is built with it.
     pub allocator: Option<servers::AllocatorCounts>,
@@ -438,8 +452,9 @@ fn settled(samples: &[Sample], phase: Phase, value: impl Fn(&Sample) -> f64) -> 
     last.get(last.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// RSS (KiB) and open files: before the churn, at their peak, and after it stopped.
-pub fn summarize(samples: &[Sample]) -> (Levels, Levels) {
+/// RSS and its anonymous part (KiB), and open files: before the churn, at their peak, and
+/// after it stopped.
+pub fn summarize(samples: &[Sample]) -> (Levels, Levels, Levels) {
     let levels = |value: &dyn Fn(&Sample) -> f64| Levels {
         before: settled(samples, Phase::Before, value),
         peak: samples.iter().map(value).fold(0.0, f64::max),
@@ -447,6 +462,7 @@ pub fn summarize(samples: &[Sample]) -> (Levels, Levels) {
     };
     (
         levels(&|s| s.rss_kib as f64),
+        levels(&|s| s.rss_anon_kib as f64),
         levels(&|s| s.open_files as f64),
     )
 }
@@ -492,12 +508,13 @@ pub async fn run(options: &SoakOptions) -> Result<Value, String> {
             Phase::After
         }
     };
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(256)
-        .build()
-        .map_err(|e| e.to_string())?;
+    // The churn's HTTP/1 connections are pooled apart from the steady ones, and the pool goes
+    // with the churn's last task. A steady connection has a pool of its own, so it keeps the
+    // sockets it opened before the churn. With one shared pool, keep-alive sockets opened in
+    // the middle of the burst outlived it, carrying the steady long-polling and SSE requests:
+    // the server connections after the churn were not the ones from before it, and each,
+    // allocated among the burst's objects, kept pages of them resident (BENCHMARKS.md, soak).
+    let churn_http = http_client(256)?;
     let counts = Arc::new(Counts::default());
     let mut csv = match &options.csv {
         Some(path) => {
@@ -508,7 +525,7 @@ pub async fn run(options: &SoakOptions) -> Result<Value, String> {
                 "seconds,phase,server_rss_kib,server_open_files,server_cpu_seconds,\
                  generator_open_files,connections_opened,resets,abandoned,graceful,echoes,errors,\
                  server_allocated_kib,server_active_kib,server_resident_kib,server_metadata_kib,\
-                 server_retained_kib"
+                 server_retained_kib,server_rss_anon_kib"
             )
             .map_err(|e| e.to_string())?;
             Some(file)
@@ -536,9 +553,13 @@ pub async fn run(options: &SoakOptions) -> Result<Value, String> {
     for &mix in &mixes {
         let mix = MIXES[mix];
         for index in 0..options.steady {
+            // Two sockets for an HTTP transport (the poll or stream, and the sends); none
+            // kept for a WebSocket's negotiate, which would otherwise sit idle in the level
+            // before the churn until the pool's idle timeout (90 s) closed it.
+            let idle = if mix.0 == Transport::WebSockets { 0 } else { 2 };
             tasks.push(tokio::spawn(steady(
                 port,
-                http.clone(),
+                http_client(idle)?,
                 mix,
                 index,
                 steady_end,
@@ -549,7 +570,7 @@ pub async fn run(options: &SoakOptions) -> Result<Value, String> {
     for worker in 0..options.workers {
         tasks.push(tokio::spawn(churn(
             port,
-            http.clone(),
+            churn_http.clone(),
             mixes.clone(),
             worker,
             churn_start,
@@ -557,6 +578,7 @@ pub async fn run(options: &SoakOptions) -> Result<Value, String> {
             counts.clone(),
         )));
     }
+    drop(churn_http);
     let mut samples = Vec::new();
     let progress_every = (options.duration / 30).max(Duration::from_secs(5));
     let mut next_progress = began + progress_every;
@@ -571,6 +593,7 @@ pub async fn run(options: &SoakOptions) -> Result<Value, String> {
             seconds: (now - began).as_secs_f64(),
             phase,
             rss_kib: rss_kib(pid),
+            rss_anon_kib: rss_anon_kib(pid),
             open_files: open_files(pid),
             allocator: servers::AllocatorCounts::read(&alloc_stats_path),
         };
@@ -585,7 +608,7 @@ pub async fn run(options: &SoakOptions) -> Result<Value, String> {
         if let Some(file) = &mut csv {
             writeln!(
                 file,
-                "{:.1},{},{},{},{:.2},{},{},{},{},{},{},{},{}",
+                "{:.1},{},{},{},{:.2},{},{},{},{},{},{},{},{},{}",
                 sample.seconds,
                 phase.name(),
                 sample.rss_kib,
@@ -603,6 +626,7 @@ pub async fn run(options: &SoakOptions) -> Result<Value, String> {
                         .map(|v| (v / 1024).to_string())
                         .join(",")
                 }),
+                sample.rss_anon_kib,
             )
             .map_err(|e| e.to_string())?;
         }
@@ -632,7 +656,7 @@ pub async fn run(options: &SoakOptions) -> Result<Value, String> {
             counts.error("shutdown", "a task did not finish within 15 s".into());
         }
     }
-    let (rss, files) = summarize(&samples);
+    let (rss, anon, files) = summarize(&samples);
     let _ = std::fs::remove_file(&alloc_stats_path);
     // Where the RSS that is left went, when the allocator says.
     let allocator = samples.iter().any(|s| s.allocator.is_some()).then(|| {
@@ -683,6 +707,8 @@ pub async fn run(options: &SoakOptions) -> Result<Value, String> {
         "rss_kib": {"before": rss.before, "peak": rss.peak, "after": rss.after},
         "rss_after_over_before": rss.ratio(),
         "rss_within_20_percent": rss.ratio() <= RSS_RATIO_TARGET,
+        "rss_anon_kib": {"before": anon.before, "peak": anon.peak, "after": anon.after},
+        "rss_anon_after_over_before": anon.ratio(),
         "open_files": {"before": files.before, "peak": files.peak, "after": files.after},
         "allocator_kib": allocator,
         "server_cpu_seconds": cpu_seconds(pid),
@@ -737,6 +763,14 @@ pub fn print(report: &Value) {
             "NOT within 20 %"
         }
     );
+    let anon = &report["rss_anon_kib"];
+    println!(
+        "  of which anonymous (heap, stacks): before {:.1} MiB, peak {:.1} MiB, after {:.1} MiB; after/before {:.2}",
+        mib(&anon["before"]),
+        mib(&anon["peak"]),
+        mib(&anon["after"]),
+        f(&report["rss_anon_after_over_before"]),
+    );
     if let Some(counts) = report.get("allocator_kib").filter(|v| v.is_object()) {
         for (name, what) in [
             ("allocated", "in use by the program"),
@@ -771,6 +805,7 @@ mod tests {
             seconds,
             phase,
             rss_kib,
+            rss_anon_kib: rss_kib,
             open_files,
             allocator: None,
         }
@@ -791,7 +826,11 @@ mod tests {
             sample(9.0, Phase::After, 20_000, 30),
             sample(10.0, Phase::After, 12_000, 32),
         ];
-        let (rss, files) = summarize(&samples);
+        let (rss, anon, files) = summarize(&samples);
+        assert_eq!(
+            anon, rss,
+            "the helper's samples have as much anonymous RSS as RSS"
+        );
         assert_eq!(
             rss,
             Levels {
@@ -813,7 +852,7 @@ mod tests {
 
     #[test]
     fn a_run_without_samples_has_no_ratio() {
-        let (rss, _) = summarize(&[]);
+        let (rss, _, _) = summarize(&[]);
         assert_eq!(rss.ratio(), 0.0);
     }
 
