@@ -9,6 +9,7 @@
 
 #[cfg(feature = "server")]
 use std::collections::HashMap;
+use std::collections::HashSet;
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -22,7 +23,23 @@ pub(crate) const CHECK_EVERY: usize = 1024;
 const KEEP_CAPACITY: usize = 1024;
 
 fn too_sparse(len: usize, capacity: usize) -> bool {
-    capacity > KEEP_CAPACITY && len.saturating_mul(4) < capacity
+    sparse_above(len, capacity, KEEP_CAPACITY)
+}
+
+/// The rule: over `keep` and under a quarter full.
+fn sparse_above(len: usize, capacity: usize, keep: usize) -> bool {
+    capacity > keep && len.saturating_mul(4) < capacity
+}
+
+/// For a set behind a lock the caller already holds, with a floor of its own: a group's member
+/// set is one of many, and most are small.
+pub(crate) fn shrink_set_if_sparse<T: Eq + Hash, S: BuildHasher>(
+    set: &mut HashSet<T, S>,
+    keep: usize,
+) {
+    if sparse_above(set.len(), set.capacity(), keep) {
+        set.shrink_to(set.len() * 2);
+    }
 }
 
 /// Counts removals from one map and shrinks it now and then (see the module doc).

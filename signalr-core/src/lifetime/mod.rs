@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use crate::connection::ConnectionShared;
 use crate::error::Error;
-use crate::shrink::Shrinker;
+use crate::shrink::{shrink_set_if_sparse, Shrinker};
 use record::LazyRecord;
 
 pub mod backplane;
@@ -45,11 +45,9 @@ fn leave(index: &DashMap<Arc<str>, Members>, shrinker: &Shrinker, key: &str, id:
     let emptied = index.remove_if_mut(key, |_, members| {
         members.remove(id);
         // A group that was large once would otherwise keep room for all its past members.
-        // The rule of `crate::shrink`: under a quarter full, to twice its size, small sets left
-        // alone, so a group that grows and shrinks by a few does not reallocate each time.
-        if members.capacity() > KEEP_MEMBERS && members.len() * 4 < members.capacity() {
-            members.shrink_to(members.len() * 2);
-        }
+        // Under a quarter full, to twice its size, small sets left alone: a group that grows
+        // and shrinks by a few does not reallocate each time.
+        shrink_set_if_sparse(members, KEEP_MEMBERS);
         members.is_empty()
     });
     if emptied.is_some() {
